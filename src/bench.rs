@@ -1,0 +1,203 @@
+//! Benchmarks behind `odgm-sim bench`: they print figures instead of asserting timings, since
+//! the machines are shared and noisy.
+//!
+//! Benchmarks run outside any simulation, on real files and the wall clock: they measure the
+//! engines, not the simulator. (The wall clock is read only here.)
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::cli::SnapshotBenchArgs;
+use crate::storage::stream::{self, SnapshotHeader, DEFAULT_CHUNK_BYTES};
+use crate::storage::{
+    DynStorage, EngineKind, FjallOptions, FjallStorage, MemoryStorage, RedbStorage, WriteBatch,
+};
+
+/// Peak resident set size of this process in bytes (`VmHWM`), if the OS tells.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// A scratch folder removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> std::io::Result<Self> {
+        let p = std::env::temp_dir().join(format!("odgm-sim-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open_bench_engine(
+    engine: EngineKind,
+    dir: &Scratch,
+    name: &str,
+    cache_bytes: u64,
+) -> Result<DynStorage, String> {
+    Ok(match engine {
+        EngineKind::Memory => Arc::new(MemoryStorage::new()),
+        EngineKind::Redb => Arc::new(
+            RedbStorage::open_file(&dir.0.join(format!("{name}.redb")), cache_bytes as usize)
+                .map_err(|e| e.to_string())?,
+        ),
+        EngineKind::Fjall => Arc::new(
+            FjallStorage::open(
+                &dir.0.join(name),
+                FjallOptions {
+                    // Outside a simulation fjall may flush and compact in the background;
+                    // without that its memtables would hold all data.
+                    worker_threads: 2,
+                    cache_bytes,
+                    sync_commits: false,
+                },
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+    })
+}
+
+/// `odgm-sim bench snapshot`.
+pub fn snapshot(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
+    futures::executor::block_on(snapshot_async(args))
+}
+
+async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
+    let scratch = Scratch::new(args.engine.name()).map_err(|e| e.to_string())?;
+    let cache = args.cache_mib * 1024 * 1024;
+    let source = open_bench_engine(args.engine, &scratch, "source", cache)?;
+    println!(
+        "bench snapshot: engine={} keys={} value_bytes={} cache_mib={}",
+        args.engine, args.keys, args.value_bytes, args.cache_mib
+    );
+    let rss_start = peak_rss_bytes().unwrap_or(0);
+
+    // Load.
+    let t = Instant::now();
+    let mut next = 0u64;
+    let value = vec![0xA5u8; args.value_bytes];
+    while next < args.keys {
+        let mut batch = WriteBatch::new();
+        let end = (next + 10_000).min(args.keys);
+        for k in next..end {
+            let mut v = value.clone();
+            if let Some(first) = v.first_mut() {
+                *first = k as u8;
+            }
+            batch.put(k.to_be_bytes().to_vec(), v);
+        }
+        source.write_batch(batch).await.map_err(|e| e.to_string())?;
+        next = end;
+    }
+    let load = t.elapsed();
+    let data_bytes = args.keys * (8 + args.value_bytes as u64);
+    println!(
+        "load:            {:>10.1} ms  ({:.1} MB/s, {:.1} MiB of pairs)",
+        load.as_secs_f64() * 1e3,
+        data_bytes as f64 / 1e6 / load.as_secs_f64().max(1e-9),
+        mib(data_bytes)
+    );
+
+    // Zero-copy snapshot cost.
+    let mut samples: Vec<Duration> = Vec::with_capacity(args.snapshot_samples);
+    for _ in 0..args.snapshot_samples.max(1) {
+        let t = Instant::now();
+        let s = source
+            .create_zero_copy_snapshot()
+            .await
+            .map_err(|e| e.to_string())?;
+        samples.push(t.elapsed());
+        source
+            .release_snapshot(&s.snapshot_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Interleave a write so each snapshot sees a new version.
+        source
+            .put(b"bench-marker", b"x")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let max = *samples.last().unwrap_or(&Duration::ZERO);
+    println!(
+        "zero-copy snap:  {:>10.3} ms median, {:.3} ms max over {} samples",
+        median.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        samples.len()
+    );
+
+    // Stream build: snapshot -> pairs -> wire chunks (discarded).
+    let snap = source
+        .create_zero_copy_snapshot()
+        .await
+        .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let pairs = source
+        .create_kv_snapshot_stream(&snap)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut chunks = stream::encode(&SnapshotHeader::default(), pairs, DEFAULT_CHUNK_BYTES)
+        .map_err(|e| e.to_string())?;
+    let mut wire_bytes = 0u64;
+    while let Some(c) = chunks.next().await {
+        wire_bytes += c.map_err(|e| e.to_string())?.len() as u64;
+    }
+    let build = t.elapsed();
+    println!(
+        "stream build:    {:>10.1} ms  ({:.1} MB/s, {:.1} MiB on the wire)",
+        build.as_secs_f64() * 1e3,
+        wire_bytes as f64 / 1e6 / build.as_secs_f64().max(1e-9),
+        mib(wire_bytes)
+    );
+
+    // Install: snapshot -> wire -> decode -> a fresh storage of the same engine.
+    let target = open_bench_engine(args.engine, &scratch, "target", cache)?;
+    let t = Instant::now();
+    let pairs = source
+        .create_kv_snapshot_stream(&snap)
+        .await
+        .map_err(|e| e.to_string())?;
+    let chunks = stream::encode(&SnapshotHeader::default(), pairs, DEFAULT_CHUNK_BYTES)
+        .map_err(|e| e.to_string())?;
+    let (header, decoded) = stream::decode(chunks).await.map_err(|e| e.to_string())?;
+    let installed = target
+        .install_kv_snapshot_from_stream(decoded, header.meta)
+        .await
+        .map_err(|e| e.to_string())?;
+    let install = t.elapsed();
+    println!(
+        "stream install:  {:>10.1} ms  ({:.1} MB/s, {} pairs)",
+        install.as_secs_f64() * 1e3,
+        wire_bytes as f64 / 1e6 / install.as_secs_f64().max(1e-9),
+        installed
+    );
+    let expected = args.keys + 1; // the loaded keys plus the marker
+    if installed != expected {
+        return Err(format!("installed {installed} pairs, expected {expected}"));
+    }
+    let peak = peak_rss_bytes().unwrap_or(0);
+    println!(
+        "peak RSS:        {:>10.1} MiB  (at start {:.1} MiB)",
+        mib(peak),
+        mib(rss_start)
+    );
+    Ok(ExitCode::SUCCESS)
+}

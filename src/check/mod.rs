@@ -1,0 +1,1 @@
+//! Checkers (issue 3).

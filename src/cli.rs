@@ -1,0 +1,65 @@
+//! The `odgm-sim` command line: argument parsing and dispatch to the subcommands.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::storage::EngineKind;
+
+/// odgm-sim: deterministic simulation testbed for the ODGM storage, shard and replication stack.
+#[derive(Debug, Parser)]
+#[command(name = "odgm-sim", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Benchmarks that print figures (run them in a release build).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Zero-copy snapshot cost, snapshot stream build and install throughput, peak RSS.
+    Snapshot(SnapshotBenchArgs),
+}
+
+/// Arguments of `bench snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotBenchArgs {
+    /// Storage engine.
+    #[arg(long, default_value = "redb")]
+    pub engine: EngineKind,
+    /// Number of keys to load.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+    /// Engine cache size in MiB (redb page cache, fjall block cache).
+    #[arg(long, default_value_t = 16)]
+    pub cache_mib: u64,
+    /// How many zero-copy snapshots to time.
+    #[arg(long, default_value_t = 50)]
+    pub snapshot_samples: usize,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Bench(BenchCommand::Snapshot(args)) => crate::bench::snapshot(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The runtime facade: the one module that knows whether the stack runs inside a madsim
+//! simulation (`cfg(madsim)`, the default build) or on real tokio (`RUSTFLAGS= cargo build`).
+//!
+//! Business logic reads time and randomness only through here, so that in simulation both
+//! come from the seeded simulator and a run is a pure function of its seed.
+
+use std::time::Duration;
+
+/// A random `u64`. In simulation it is drawn from the simulation's seeded RNG, so it is
+/// reproducible from the seed; in real mode it comes from the OS.
+pub fn random_u64() -> u64 {
+    use rand::RngCore;
+    // madsim's `thread_rng` is the simulation's global seeded RNG under cfg(madsim), and
+    // rand's OS-seeded thread RNG in real mode; it is the only place randomness enters.
+    madsim::rand::thread_rng().next_u64()
+}
+
+/// Milliseconds since the Unix epoch as this process sees it: simulated in simulation
+/// (madsim starts its clock at a seed-derived date), the OS clock in real mode.
+pub fn unix_time_ms() -> u64 {
+    #[cfg(madsim)]
+    {
+        match madsim::time::TimeHandle::try_current() {
+            Some(handle) => duration_ms(
+                handle
+                    .now_time()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            ),
+            // Outside a running simulation (unit tests of a single engine, benchmarks)
+            // there is no simulated clock; time stands still rather than reading the OS.
+            None => 0,
+        }
+    }
+    #[cfg(not(madsim))]
+    {
+        duration_ms(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Sleeps for `d` of (simulated, in simulation) time. Outside any runtime it returns at once,
+/// so storage code that charges simulated disk latency can also run under a plain executor.
+pub async fn sleep(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    #[cfg(madsim)]
+    {
+        if madsim::time::TimeHandle::try_current().is_some() {
+            madsim::time::sleep(d).await;
+        }
+    }
+    #[cfg(not(madsim))]
+    {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}

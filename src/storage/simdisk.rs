@@ -1,0 +1,480 @@
+//! `SimDisk`: a simulated block device for redb (it implements redb's `StorageBackend`).
+//!
+//! It keeps two images: the *durable* image, as of the last successful sync, and the *live*
+//! image that reads see (durable plus unsynced writes). A disk belongs to a node and outlives
+//! that node's restarts: a process crash keeps the live image (the OS page cache survives),
+//! a power loss rolls back to the durable image according to a [`PowerLossMode`].
+//!
+//! Faults it injects, each drawn from the disk's own RNG (seeded from the simulation) at the
+//! per-node rates of [`DiskFaults`]:
+//! - **power loss** — drop every unsynced write, or a random subset of the unsynced 4 KiB
+//!   sectors, or tear sectors (a random prefix of a sector reaches the platter). Recoverable:
+//!   redb's commit protocol only trusts synced state, so it reopens at its last durable commit.
+//! - **torn writes** — part of a sector persisted ([`PowerLossMode::TornSectors`]).
+//!   Recoverable for the same reason.
+//! - **bit flips on write** — a bit of the written range is flipped in the stored image.
+//!   Not recoverable: the storage layer must *detect* it (value checksums, redb's own checks)
+//!   and stop, never serve the flipped bytes.
+//! - **bit flips on read** — a bit of the returned buffer is flipped; the image is intact.
+//!   Detected the same way; a retry after restart reads correct bytes.
+//! - **I/O errors** on read, write or sync — returned as `std::io::Error`. redb latches after
+//!   a failed write or sync; the node must stop (fail-stop) and restart from its disk.
+//! - **latency** — each operation charges a random delay, collected with
+//!   [`SimDisk::take_latency`] and slept by the async storage layer in simulated time.
+//! - **lying sync** — `sync_data` reports success without persisting: a planted bug that the
+//!   crash tests must catch, not a fault real disks are allowed to have.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Sector size of the simulated device: the unit of partial persistence on power loss.
+pub const SECTOR_BYTES: u64 = 4096;
+
+/// Fault rates of one disk. Rates are probabilities per operation in `[0, 1]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskFaults {
+    /// A read fails with an I/O error.
+    pub read_error_rate: f64,
+    /// A write fails with an I/O error (nothing is written).
+    pub write_error_rate: f64,
+    /// A sync fails with an I/O error (nothing is made durable).
+    pub sync_error_rate: f64,
+    /// A read returns its bytes with one bit flipped.
+    pub read_bitflip_rate: f64,
+    /// A write stores its bytes with one bit flipped.
+    pub write_bitflip_rate: f64,
+    /// Smallest latency charged per operation, in microseconds.
+    pub latency_us_min: u64,
+    /// Largest latency charged per operation, in microseconds.
+    pub latency_us_max: u64,
+    /// Sync reports success but persists nothing (a planted bug, for checking the checks).
+    pub sync_lies: bool,
+}
+
+impl DiskFaults {
+    /// A perfect disk.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Checks that rates are probabilities and the latency range is ordered.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("read_error_rate", self.read_error_rate),
+            ("write_error_rate", self.write_error_rate),
+            ("sync_error_rate", self.sync_error_rate),
+            ("read_bitflip_rate", self.read_bitflip_rate),
+            ("write_bitflip_rate", self.write_bitflip_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} = {rate} is not a probability in [0, 1]"));
+            }
+        }
+        if self.latency_us_min > self.latency_us_max {
+            return Err(format!(
+                "latency_us_min = {} exceeds latency_us_max = {}",
+                self.latency_us_min, self.latency_us_max
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a power loss does to the writes since the last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerLossMode {
+    /// Every unsynced write is lost.
+    DropAll,
+    /// Each unsynced sector independently survives or is lost.
+    RandomSectors,
+    /// Each unsynced sector survives, is lost, or survives only as a random prefix (torn).
+    TornSectors,
+}
+
+impl PowerLossMode {
+    /// All modes, in a fixed order.
+    pub const ALL: [PowerLossMode; 3] = [
+        PowerLossMode::DropAll,
+        PowerLossMode::RandomSectors,
+        PowerLossMode::TornSectors,
+    ];
+}
+
+/// Counters of what the disk did and injected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStats {
+    /// Reads served (including failed ones).
+    pub reads: u64,
+    /// Writes received (including failed ones).
+    pub writes: u64,
+    /// Syncs received (including failed and lying ones).
+    pub syncs: u64,
+    /// I/O errors injected.
+    pub io_errors: u64,
+    /// Bits flipped on read or write.
+    pub bit_flips: u64,
+    /// Power losses suffered.
+    pub power_losses: u64,
+    /// Unsynced sectors lost (wholly or partly) to power losses.
+    pub sectors_lost: u64,
+    /// Bytes of the durable image.
+    pub durable_bytes: u64,
+}
+
+#[derive(Debug)]
+struct DiskState {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    /// Sectors written since the last sync.
+    dirty: BTreeSet<u64>,
+    faults: DiskFaults,
+    rng: StdRng,
+    pending_latency: Duration,
+    stats: DiskStats,
+}
+
+/// A simulated disk. Cloning gives another handle to the same disk.
+#[derive(Debug, Clone)]
+pub struct SimDisk {
+    state: Arc<Mutex<DiskState>>,
+}
+
+fn injected(kind: &str, offset: u64) -> io::Error {
+    io::Error::other(format!("simulated {kind} error at offset {offset}"))
+}
+
+impl SimDisk {
+    /// An empty disk whose faults draw from an RNG seeded with `seed`.
+    pub fn new(seed: u64, faults: DiskFaults) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(DiskState {
+                live: Vec::new(),
+                durable: Vec::new(),
+                dirty: BTreeSet::new(),
+                faults,
+                rng: StdRng::seed_from_u64(seed),
+                pending_latency: Duration::ZERO,
+                stats: DiskStats::default(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DiskState> {
+        // A panic while holding the lock leaves plain bytes behind, which stay usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the fault rates (for example when a scenario turns faults on or off).
+    pub fn set_faults(&self, faults: DiskFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// The current fault rates.
+    pub fn faults(&self) -> DiskFaults {
+        self.lock().faults.clone()
+    }
+
+    /// What the disk did so far.
+    pub fn stats(&self) -> DiskStats {
+        let s = self.lock();
+        DiskStats {
+            durable_bytes: s.durable.len() as u64,
+            ..s.stats
+        }
+    }
+
+    /// Bytes written since the last sync that a power loss could drop.
+    pub fn unsynced_sectors(&self) -> usize {
+        self.lock().dirty.len()
+    }
+
+    /// Latency charged since the last call; the async storage layer sleeps it off.
+    pub fn take_latency(&self) -> Duration {
+        std::mem::take(&mut self.lock().pending_latency)
+    }
+
+    /// Cuts the power: unsynced writes are dropped according to `mode`. Whoever had the disk
+    /// open must have dropped it (the node is dead); the next open sees the result.
+    pub fn power_loss(&self, mode: PowerLossMode) {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        s.stats.power_losses += 1;
+        let dirty = std::mem::take(&mut s.dirty);
+        let len = s.durable.len() as u64;
+        for sector in dirty {
+            let start = sector * SECTOR_BYTES;
+            if start >= len {
+                s.stats.sectors_lost += 1;
+                continue;
+            }
+            let end = (start + SECTOR_BYTES).min(len).min(s.live.len() as u64);
+            let keep = match mode {
+                PowerLossMode::DropAll => 0,
+                PowerLossMode::RandomSectors => {
+                    if s.rng.gen_bool(0.5) {
+                        end.saturating_sub(start)
+                    } else {
+                        0
+                    }
+                }
+                PowerLossMode::TornSectors => match s.rng.gen_range(0..3) {
+                    0 => 0,
+                    1 => end.saturating_sub(start),
+                    _ => s.rng.gen_range(0..=end.saturating_sub(start)),
+                },
+            };
+            if keep < end.saturating_sub(start) {
+                s.stats.sectors_lost += 1;
+            }
+            let (a, b) = (start as usize, (start + keep) as usize);
+            if b > a {
+                let src = s.live[a..b].to_vec();
+                s.durable[a..b].copy_from_slice(&src);
+            }
+        }
+        s.live = s.durable.clone();
+    }
+
+    /// The number of bytes in the durable image (what survives any power loss).
+    pub fn durable_len(&self) -> u64 {
+        self.lock().durable.len() as u64
+    }
+
+    /// A handle that redb can own; it shares this disk.
+    pub fn backend(&self) -> SimDiskBackend {
+        SimDiskBackend { disk: self.clone() }
+    }
+}
+
+impl DiskState {
+    fn charge_latency(&mut self) {
+        let (lo, hi) = (self.faults.latency_us_min, self.faults.latency_us_max);
+        if hi > 0 {
+            let us = self.rng.gen_range(lo..=hi);
+            self.pending_latency += Duration::from_micros(us);
+        }
+    }
+
+    fn roll(&mut self, rate: f64) -> bool {
+        rate > 0.0 && self.rng.gen_bool(rate.min(1.0))
+    }
+
+    fn flip_bit(&mut self, buf: &mut [u8]) {
+        if buf.is_empty() {
+            return;
+        }
+        let byte = self.rng.gen_range(0..buf.len());
+        let bit = self.rng.gen_range(0..8);
+        buf[byte] ^= 1 << bit;
+        self.stats.bit_flips += 1;
+    }
+}
+
+/// redb's view of a [`SimDisk`].
+#[derive(Debug)]
+pub struct SimDiskBackend {
+    disk: SimDisk,
+}
+
+impl redb::StorageBackend for SimDiskBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        Ok(self.disk.lock().live.len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        let mut s = self.disk.lock();
+        s.stats.reads += 1;
+        s.charge_latency();
+        let rate = s.faults.read_error_rate;
+        if s.roll(rate) {
+            s.stats.io_errors += 1;
+            return Err(injected("read", offset));
+        }
+        let end = offset
+            .checked_add(out.len() as u64)
+            .filter(|&e| e <= s.live.len() as u64)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("read of {} bytes at {offset} past the end", out.len()),
+                )
+            })?;
+        out.copy_from_slice(&s.live[offset as usize..end as usize]);
+        let rate = s.faults.read_bitflip_rate;
+        if s.roll(rate) {
+            s.flip_bit(out);
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        let mut s = self.disk.lock();
+        let len = usize::try_from(len).map_err(|_| io::Error::other("length overflows usize"))?;
+        let old = s.live.len();
+        s.live.resize(len, 0);
+        // A length change is metadata that only a sync makes durable; the sectors it touches
+        // are dirty until then.
+        let (lo, hi) = (old.min(len) as u64, old.max(len) as u64);
+        if hi > lo {
+            for sector in lo / SECTOR_BYTES..=(hi - 1) / SECTOR_BYTES {
+                s.dirty.insert(sector);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        let mut guard = self.disk.lock();
+        let s = &mut *guard;
+        s.stats.syncs += 1;
+        s.charge_latency();
+        let rate = s.faults.sync_error_rate;
+        if s.roll(rate) {
+            s.stats.io_errors += 1;
+            return Err(injected("sync", 0));
+        }
+        if s.faults.sync_lies {
+            return Ok(());
+        }
+        let len = s.live.len();
+        s.durable.resize(len, 0);
+        for &sector in &s.dirty {
+            let a = (sector * SECTOR_BYTES) as usize;
+            if a >= len {
+                continue;
+            }
+            let b = (a + SECTOR_BYTES as usize).min(len);
+            s.durable[a..b].copy_from_slice(&s.live[a..b]);
+        }
+        s.dirty.clear();
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        let mut guard = self.disk.lock();
+        let s = &mut *guard;
+        s.stats.writes += 1;
+        s.charge_latency();
+        let rate = s.faults.write_error_rate;
+        if s.roll(rate) {
+            s.stats.io_errors += 1;
+            return Err(injected("write", offset));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .and_then(|e| usize::try_from(e).ok())
+            .ok_or_else(|| io::Error::other("write past the addressable end"))?;
+        if end > s.live.len() {
+            s.live.resize(end, 0);
+        }
+        let a = offset as usize;
+        s.live[a..end].copy_from_slice(data);
+        let rate = s.faults.write_bitflip_rate;
+        if s.roll(rate) {
+            let mut stored = s.live[a..end].to_vec();
+            s.flip_bit(&mut stored);
+            s.live[a..end].copy_from_slice(&stored);
+        }
+        for sector in offset / SECTOR_BYTES..=(end as u64 - 1) / SECTOR_BYTES {
+            s.dirty.insert(sector);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::StorageBackend;
+
+    #[test]
+    fn power_loss_drops_unsynced_writes() {
+        let disk = SimDisk::new(1, DiskFaults::none());
+        let b = disk.backend();
+        b.set_len(8192).unwrap();
+        b.write(0, &[1; 100]).unwrap();
+        b.sync_data().unwrap();
+        b.write(0, &[2; 100]).unwrap();
+        b.write(5000, &[3; 10]).unwrap();
+        disk.power_loss(PowerLossMode::DropAll);
+        let mut out = [0u8; 100];
+        b.read(0, &mut out).unwrap();
+        assert_eq!(out, [1; 100]);
+        let mut out = [0u8; 10];
+        b.read(5000, &mut out).unwrap();
+        assert_eq!(out, [0; 10]);
+    }
+
+    #[test]
+    fn lying_sync_loses_everything() {
+        let disk = SimDisk::new(
+            1,
+            DiskFaults {
+                sync_lies: true,
+                ..DiskFaults::none()
+            },
+        );
+        let b = disk.backend();
+        b.write(0, &[7; 10]).unwrap();
+        b.sync_data().unwrap();
+        disk.power_loss(PowerLossMode::DropAll);
+        assert_eq!(b.len().unwrap(), 0);
+    }
+
+    #[test]
+    fn errors_are_reported_not_panicked() {
+        let disk = SimDisk::new(
+            3,
+            DiskFaults {
+                read_error_rate: 1.0,
+                write_error_rate: 1.0,
+                sync_error_rate: 1.0,
+                ..DiskFaults::none()
+            },
+        );
+        let b = disk.backend();
+        assert!(b.write(0, &[1]).is_err());
+        assert!(b.sync_data().is_err());
+        assert!(b.read(0, &mut [0u8; 1]).is_err());
+        assert_eq!(disk.stats().io_errors, 3);
+    }
+
+    #[test]
+    fn read_past_end_is_an_error() {
+        let disk = SimDisk::new(1, DiskFaults::none());
+        assert!(disk.backend().read(u64::MAX - 1, &mut [0u8; 4]).is_err());
+    }
+
+    #[test]
+    fn same_seed_same_faults() {
+        let run = |seed| {
+            let disk = SimDisk::new(
+                seed,
+                DiskFaults {
+                    write_bitflip_rate: 0.5,
+                    ..DiskFaults::none()
+                },
+            );
+            let b = disk.backend();
+            for i in 0..50u64 {
+                b.write(i * 100, &[i as u8; 100]).unwrap();
+            }
+            disk.power_loss(PowerLossMode::TornSectors);
+            let mut out = vec![0u8; b.len().unwrap() as usize];
+            b.read(0, &mut out).unwrap();
+            (out, disk.stats())
+        };
+        assert_eq!(run(9), run(9));
+    }
+}

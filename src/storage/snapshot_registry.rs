@@ -1,0 +1,81 @@
+//! Bookkeeping shared by the engines for the snapshots they hold: ids, metadata, the native
+//! handle, and a bound on how many are kept.
+
+use std::collections::BTreeMap;
+
+use super::{Result, StorageError, ZeroCopySnapshot};
+
+/// The meta key under which Raft records the last applied log index (big-endian `u64`); a
+/// snapshot reports it as `last_included_log_index`.
+pub const LAST_LOG_INDEX_KEY: &[u8] = b"raft/last_applied_index";
+
+/// How many snapshots an engine keeps at once; taking another releases the oldest. Held
+/// snapshots pin engine resources (redb pages, fjall versions), so the number is bounded.
+pub const MAX_HELD_SNAPSHOTS: usize = 4;
+
+/// Decodes the value stored under [`LAST_LOG_INDEX_KEY`].
+pub fn last_log_index_of(value: Option<&Vec<u8>>) -> Option<u64> {
+    let bytes: [u8; 8] = value?.as_slice().try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// Snapshots held by one engine, keyed by a per-instance counter.
+#[derive(Debug)]
+pub struct SnapshotRegistry<H> {
+    next_id: u64,
+    held: BTreeMap<u64, (ZeroCopySnapshot, H)>,
+}
+
+impl<H> Default for SnapshotRegistry<H> {
+    fn default() -> Self {
+        Self {
+            next_id: 1,
+            held: BTreeMap::new(),
+        }
+    }
+}
+
+impl<H> SnapshotRegistry<H> {
+    /// Registers a snapshot, assigning its id; releases the oldest beyond the bound.
+    pub fn insert(&mut self, mut info: ZeroCopySnapshot, handle: H) -> ZeroCopySnapshot {
+        let id = self.next_id;
+        self.next_id += 1;
+        info.snapshot_id = format!("snap-{id}");
+        self.held.insert(id, (info.clone(), handle));
+        while self.held.len() > MAX_HELD_SNAPSHOTS {
+            self.held.pop_first();
+        }
+        info
+    }
+
+    fn key(snapshot_id: &str) -> Option<u64> {
+        snapshot_id.strip_prefix("snap-")?.parse().ok()
+    }
+
+    /// The native handle of a held snapshot.
+    pub fn handle(&self, snapshot_id: &str) -> Result<&H> {
+        Self::key(snapshot_id)
+            .and_then(|k| self.held.get(&k))
+            .map(|(_, h)| h)
+            .ok_or_else(|| StorageError::UnknownSnapshot(snapshot_id.to_string()))
+    }
+
+    /// The newest held snapshot.
+    pub fn latest(&self) -> Option<ZeroCopySnapshot> {
+        self.held
+            .last_key_value()
+            .map(|(_, (info, _))| info.clone())
+    }
+
+    /// Drops one snapshot (unknown ids are fine).
+    pub fn release(&mut self, snapshot_id: &str) {
+        if let Some(k) = Self::key(snapshot_id) {
+            self.held.remove(&k);
+        }
+    }
+
+    /// Drops every snapshot whose handle matches.
+    pub fn release_where(&mut self, mut f: impl FnMut(&H) -> bool) {
+        self.held.retain(|_, (_, h)| !f(h));
+    }
+}
