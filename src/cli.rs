@@ -18,6 +18,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check history files for linearizability (optionally against a manifest of verdicts).
+    Check(crate::check::command::CheckArgs),
     /// Benchmarks that print figures (run them in a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -53,6 +55,7 @@ pub struct SnapshotBenchArgs {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Check(args) => crate::check::command::run(&args),
         Command::Bench(BenchCommand::Snapshot(args)) => crate::bench::snapshot(&args),
     };
     match result {

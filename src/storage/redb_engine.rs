@@ -49,7 +49,9 @@ pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The redb engine.
 pub struct RedbStorage {
-    db: Database,
+    /// Always `Some` until drop, where it is dropped under `catch_unwind`: redb's close
+    /// commits allocator state and can panic on corrupted pages.
+    db: Option<Database>,
     disk: Option<SimDisk>,
     write_lock: tokio::sync::Mutex<()>,
     snapshots: Mutex<SnapshotRegistry<Arc<ReadTransaction>>>,
@@ -154,13 +156,27 @@ fn read_page(txn: &ReadTransaction, range: &KeyRange, limit: usize) -> Result<Ve
 impl RedbStorage {
     /// Opens (or creates) a database on a simulated disk. After a power loss this recovers to
     /// the last durable commit.
+    ///
+    /// Opening verifies every page checksum (`check_integrity`): redb does not verify them on
+    /// ordinary reads, and a flipped bit in a B-tree page can otherwise make a key silently
+    /// disappear. A database that fails the check, even one redb could repair by rolling back,
+    /// is reported as corrupt: a repair may drop acknowledged commits.
     pub fn open_on_disk(disk: SimDisk) -> Result<Self> {
         let backend = disk.backend();
         let db = guarded(|| {
-            Database::builder()
+            let mut db = Database::builder()
                 .set_cache_size(DEFAULT_CACHE_BYTES)
                 .create_with_backend(backend)
-                .map_err(engine_err)
+                .map_err(engine_err)?;
+            match db.check_integrity() {
+                Ok(true) => Ok(db),
+                Ok(false) => Err(StorageError::Corruption(
+                    "integrity check failed on open (redb repaired the file)".into(),
+                )),
+                Err(e) => Err(StorageError::Corruption(format!(
+                    "integrity check failed on open: {e}"
+                ))),
+            }
         })?;
         Self::init(db, Some(disk))
     }
@@ -176,7 +192,7 @@ impl RedbStorage {
 
     fn init(db: Database, disk: Option<SimDisk>) -> Result<Self> {
         let storage = Self {
-            db,
+            db: Some(db),
             disk,
             write_lock: tokio::sync::Mutex::new(()),
             snapshots: Mutex::new(SnapshotRegistry::default()),
@@ -195,6 +211,12 @@ impl RedbStorage {
     /// The simulated disk under this database, if any.
     pub fn disk(&self) -> Option<&SimDisk> {
         self.disk.as_ref()
+    }
+
+    fn db(&self) -> Result<&Database> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| StorageError::Stopped("database closed".into()))
     }
 
     fn check_alive(&self) -> Result<()> {
@@ -222,13 +244,13 @@ impl RedbStorage {
     }
 
     fn read_txn(&self) -> Result<ReadTransaction> {
-        guarded(|| self.db.begin_read().map_err(engine_err))
+        guarded(|| self.db()?.begin_read().map_err(engine_err))
     }
 
     /// One write transaction, committed durably. Callers hold `write_lock`.
     fn commit_sync(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
         let r = guarded(|| {
-            let txn = self.db.begin_write().map_err(engine_err)?;
+            let txn = self.db()?.begin_write().map_err(engine_err)?;
             f(&txn)?;
             txn.commit().map_err(engine_err)
         });
@@ -268,6 +290,22 @@ impl RedbStorage {
             dst.insert(k.value(), v.value()).map_err(engine_err)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for RedbStorage {
+    fn drop(&mut self) {
+        // Read handles must go before the database they read.
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release_where(|_| true);
+        if let Some(db) = self.db.take() {
+            let _ = guarded(move || {
+                drop(db);
+                Ok(())
+            });
+        }
     }
 }
 
@@ -414,7 +452,7 @@ impl SnapshotCapableStorage for RedbStorage {
         let guard = self.write_lock.lock().await;
         // One write transaction across the whole stream: redb commits it atomically, and
         // dropping it uncommitted (stream error, crash) rolls everything back.
-        let txn = self.fail_stop(guarded(|| self.db.begin_write().map_err(engine_err)))?;
+        let txn = self.fail_stop(guarded(|| self.db()?.begin_write().map_err(engine_err)))?;
         let prepared = guarded(|| {
             txn.delete_table(DATA).map_err(engine_err)?;
             txn.delete_table(META).map_err(engine_err)?;

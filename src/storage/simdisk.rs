@@ -139,6 +139,10 @@ struct DiskState {
     rng: StdRng,
     pending_latency: Duration,
     stats: DiskStats,
+    /// Writes and syncs left before the power goes out (see [`SimDisk::cut_power_after`]).
+    ops_until_cut: Option<u64>,
+    /// The power is out: every operation fails until [`SimDisk::power_loss`] runs.
+    powered_off: bool,
 }
 
 /// A simulated disk. Cloning gives another handle to the same disk.
@@ -163,6 +167,8 @@ impl SimDisk {
                 rng: StdRng::seed_from_u64(seed),
                 pending_latency: Duration::ZERO,
                 stats: DiskStats::default(),
+                ops_until_cut: None,
+                powered_off: false,
             })),
         }
     }
@@ -201,12 +207,26 @@ impl SimDisk {
         std::mem::take(&mut self.lock().pending_latency)
     }
 
+    /// Arms a power cut in the middle of whatever runs next: after `ops` more writes or syncs
+    /// the disk goes dark, and every operation fails until [`SimDisk::power_loss`] decides what
+    /// survived. This is how tests crash a node part-way through a commit.
+    pub fn cut_power_after(&self, ops: u64) {
+        self.lock().ops_until_cut = Some(ops);
+    }
+
+    /// Whether an armed power cut has happened (and [`SimDisk::power_loss`] not yet run).
+    pub fn is_powered_off(&self) -> bool {
+        self.lock().powered_off
+    }
+
     /// Cuts the power: unsynced writes are dropped according to `mode`. Whoever had the disk
     /// open must have dropped it (the node is dead); the next open sees the result.
     pub fn power_loss(&self, mode: PowerLossMode) {
         let mut guard = self.lock();
         let s = &mut *guard;
         s.stats.power_losses += 1;
+        s.powered_off = false;
+        s.ops_until_cut = None;
         let dirty = std::mem::take(&mut s.dirty);
         let len = s.durable.len() as u64;
         for sector in dirty {
@@ -263,6 +283,24 @@ impl DiskState {
         }
     }
 
+    /// Counts a mutating operation against an armed power cut; errors once the power is out.
+    fn spend_power(&mut self, offset: u64) -> Result<(), io::Error> {
+        if let Some(left) = self.ops_until_cut.as_mut() {
+            if *left == 0 {
+                self.powered_off = true;
+                self.ops_until_cut = None;
+            } else {
+                *left -= 1;
+            }
+        }
+        if self.powered_off {
+            return Err(io::Error::other(format!(
+                "simulated power cut: disk offline at offset {offset}"
+            )));
+        }
+        Ok(())
+    }
+
     fn roll(&mut self, rate: f64) -> bool {
         rate > 0.0 && self.rng.gen_bool(rate.min(1.0))
     }
@@ -292,6 +330,9 @@ impl redb::StorageBackend for SimDiskBackend {
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
         let mut s = self.disk.lock();
         s.stats.reads += 1;
+        if s.powered_off {
+            return Err(io::Error::other("simulated power cut: disk offline"));
+        }
         s.charge_latency();
         let rate = s.faults.read_error_rate;
         if s.roll(rate) {
@@ -317,6 +358,7 @@ impl redb::StorageBackend for SimDiskBackend {
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         let mut s = self.disk.lock();
+        s.spend_power(len)?;
         let len = usize::try_from(len).map_err(|_| io::Error::other("length overflows usize"))?;
         let old = s.live.len();
         s.live.resize(len, 0);
@@ -335,6 +377,7 @@ impl redb::StorageBackend for SimDiskBackend {
         let mut guard = self.disk.lock();
         let s = &mut *guard;
         s.stats.syncs += 1;
+        s.spend_power(0)?;
         s.charge_latency();
         let rate = s.faults.sync_error_rate;
         if s.roll(rate) {
@@ -362,6 +405,7 @@ impl redb::StorageBackend for SimDiskBackend {
         let mut guard = self.disk.lock();
         let s = &mut *guard;
         s.stats.writes += 1;
+        s.spend_power(offset)?;
         s.charge_latency();
         let rate = s.faults.write_error_rate;
         if s.roll(rate) {

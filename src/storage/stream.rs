@@ -665,7 +665,7 @@ mod tests {
     }
 
     fn encode_all(h: &SnapshotHeader, p: &[Pair], chunk: usize) -> Vec<Vec<u8>> {
-        let src = futures::stream::iter(p.to_vec().into_iter().map(Ok)).boxed();
+        let src = futures::stream::iter(p.iter().cloned().map(Ok).collect::<Vec<_>>()).boxed();
         futures::executor::block_on(encode(h, src, chunk).unwrap().collect::<Vec<_>>())
             .into_iter()
             .map(|c| c.unwrap())

@@ -1,0 +1,670 @@
+//! Sequential specifications: tiny `init` / `step` state machines.
+//!
+//! `step(state, input, output)` returns the next state if the operation with that output is
+//! legal in `state`, `None` otherwise. An `output` of `None` means the operation's result is
+//! unknown (an `info` operation that took effect): the model applies its effect and accepts.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The result of one step of a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<S> {
+    /// The operation cannot happen in this state with this output.
+    Illegal,
+    /// Legal, and the state stays as it was (reads; saves a copy).
+    Unchanged,
+    /// Legal, and this is the new state.
+    To(S),
+}
+
+impl<S: Clone> Step<S> {
+    /// The state after the step, or `None` if illegal.
+    pub fn apply(self, state: &S) -> Option<S> {
+        match self {
+            Step::Illegal => None,
+            Step::Unchanged => Some(state.clone()),
+            Step::To(s) => Some(s),
+        }
+    }
+}
+
+/// A sequential specification.
+pub trait Model: Send + Sync {
+    /// Model state; hashed and compared by the memoising search.
+    type State: Clone + Eq + Hash + Debug + Send;
+    /// Operation input.
+    type Input: Clone + Debug + Send + Sync;
+    /// Operation output.
+    type Output: Clone + Debug + PartialEq + Send + Sync;
+
+    /// Name for reports.
+    fn name(&self) -> &'static str;
+
+    /// The initial state.
+    fn init(&self) -> Self::State;
+
+    /// What the operation does in `state`.
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: Option<&Self::Output>,
+    ) -> Step<Self::State>;
+
+    /// What a `fail` outcome means: `None` drops the operation (it did not happen); `Some`
+    /// turns it into an operation that happened with that output.
+    fn on_fail(
+        &self,
+        _input: &Self::Input,
+        _output: Option<&Self::Output>,
+    ) -> Option<Self::Output> {
+        None
+    }
+
+    /// The key an operation touches, for P-compositionality; `None` if the model cannot be
+    /// split.
+    fn partition_key(&self, _input: &Self::Input) -> Option<String> {
+        None
+    }
+
+    /// Whether an operation with an unknown result may be removed altogether because it can
+    /// neither change the state nor constrain it (a read).
+    fn is_read_only(&self, _input: &Self::Input) -> bool {
+        false
+    }
+
+    /// Whether the operation, with this output, leaves every state unchanged wherever it is
+    /// legal (a read; a cas known to have failed). The search uses it to prune: such an
+    /// operation, legal where it stands, may always be linearized right there.
+    fn never_changes_state(&self, input: &Self::Input, output: Option<&Self::Output>) -> bool {
+        output.is_some() && self.is_read_only(input)
+    }
+
+    /// Approximate heap and inline bytes of a state, for the checker's memory budget.
+    fn state_bytes(&self, _state: &Self::State) -> usize {
+        std::mem::size_of::<Self::State>()
+    }
+
+    /// One line describing an operation, for reports and the visualization.
+    fn describe(&self, input: &Self::Input, output: Option<&Self::Output>) -> String {
+        match output {
+            Some(o) => format!("{input:?} -> {o:?}"),
+            None => format!("{input:?} -> ?"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Registers
+// ---------------------------------------------------------------------------------------
+
+/// Input of the register models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "lowercase")]
+pub enum RegInput {
+    /// Read the value.
+    Read,
+    /// Write a value.
+    Write {
+        /// The value.
+        value: i64,
+    },
+    /// Compare-and-set.
+    Cas {
+        /// Expected value.
+        from: i64,
+        /// New value.
+        to: i64,
+    },
+}
+
+/// Output of the register models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "lowercase")]
+pub enum RegOutput {
+    /// A read's value (`None`: never written).
+    Read {
+        /// The value read.
+        value: Option<i64>,
+    },
+    /// A write was acknowledged.
+    Write,
+    /// A cas result: whether it swapped.
+    Cas {
+        /// Swapped or not.
+        ok: bool,
+    },
+}
+
+/// How a register model treats failed compare-and-sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CasFailure {
+    /// Plain read/write register: no cas.
+    NoCas,
+    /// Porcupine's etcd model: a failed cas happened and is evidence that the value differed.
+    Evidence,
+    /// Knossos's cas-register: failed operations are dropped.
+    Dropped,
+}
+
+/// A single register, starting absent (never written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterModel {
+    /// Failure semantics of cas.
+    pub cas: CasFailure,
+}
+
+impl RegisterModel {
+    /// Read/write register.
+    pub const REGISTER: RegisterModel = RegisterModel {
+        cas: CasFailure::NoCas,
+    };
+    /// Porcupine's etcd model.
+    pub const ETCD: RegisterModel = RegisterModel {
+        cas: CasFailure::Evidence,
+    };
+    /// Knossos's cas-register.
+    pub const KNOSSOS_CAS: RegisterModel = RegisterModel {
+        cas: CasFailure::Dropped,
+    };
+}
+
+impl Model for RegisterModel {
+    type State = Option<i64>;
+    type Input = RegInput;
+    type Output = RegOutput;
+
+    fn name(&self) -> &'static str {
+        match self.cas {
+            CasFailure::NoCas => "register",
+            CasFailure::Evidence => "etcd",
+            CasFailure::Dropped => "cas-register",
+        }
+    }
+
+    fn init(&self) -> Option<i64> {
+        None
+    }
+
+    fn step(&self, s: &Option<i64>, i: &RegInput, o: Option<&RegOutput>) -> Step<Option<i64>> {
+        let legal = |ok: bool| if ok { Step::Unchanged } else { Step::Illegal };
+        match (i, o) {
+            (RegInput::Read, None) => Step::Unchanged,
+            (RegInput::Read, Some(RegOutput::Read { value })) => legal(value == s),
+            (RegInput::Write { value }, None | Some(RegOutput::Write)) => Step::To(Some(*value)),
+            (RegInput::Cas { .. }, _) if self.cas == CasFailure::NoCas => Step::Illegal,
+            (RegInput::Cas { from, to }, None) => {
+                if *s == Some(*from) {
+                    Step::To(Some(*to))
+                } else {
+                    Step::Unchanged
+                }
+            }
+            (RegInput::Cas { from, to }, Some(RegOutput::Cas { ok: true })) => {
+                if *s == Some(*from) {
+                    Step::To(Some(*to))
+                } else {
+                    Step::Illegal
+                }
+            }
+            (RegInput::Cas { from, .. }, Some(RegOutput::Cas { ok: false })) => {
+                legal(*s != Some(*from))
+            }
+            _ => Step::Illegal,
+        }
+    }
+
+    fn on_fail(&self, i: &RegInput, _o: Option<&RegOutput>) -> Option<RegOutput> {
+        match (self.cas, i) {
+            (CasFailure::Evidence, RegInput::Cas { .. }) => Some(RegOutput::Cas { ok: false }),
+            _ => None,
+        }
+    }
+
+    fn is_read_only(&self, i: &RegInput) -> bool {
+        matches!(i, RegInput::Read)
+    }
+
+    fn never_changes_state(&self, i: &RegInput, o: Option<&RegOutput>) -> bool {
+        matches!(
+            (i, o),
+            (RegInput::Read, Some(_)) | (RegInput::Cas { .. }, Some(RegOutput::Cas { ok: false }))
+        )
+    }
+
+    fn describe(&self, i: &RegInput, o: Option<&RegOutput>) -> String {
+        let show = |v: &Option<i64>| v.map_or("nil".to_string(), |v| v.to_string());
+        match (i, o) {
+            (RegInput::Read, Some(RegOutput::Read { value })) => format!("read -> {}", show(value)),
+            (RegInput::Read, _) => "read -> ?".into(),
+            (RegInput::Write { value }, Some(_)) => format!("write {value}"),
+            (RegInput::Write { value }, None) => format!("write {value} ?"),
+            (RegInput::Cas { from, to }, Some(RegOutput::Cas { ok })) => {
+                format!("cas {from}->{to} {}", if *ok { "ok" } else { "fail" })
+            }
+            (RegInput::Cas { from, to }, _) => format!("cas {from}->{to} ?"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Key-value map
+// ---------------------------------------------------------------------------------------
+
+/// Input of the key-value model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "lowercase")]
+pub enum KvInput {
+    /// Read a key.
+    Get {
+        /// Key.
+        key: String,
+    },
+    /// Overwrite a key.
+    Put {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Append to a key's value.
+    Append {
+        /// Key.
+        key: String,
+        /// Suffix.
+        value: String,
+    },
+    /// Remove a key.
+    Delete {
+        /// Key.
+        key: String,
+    },
+    /// Compare-and-set a key (`from: None`: the key must be absent).
+    Cas {
+        /// Key.
+        key: String,
+        /// Expected value.
+        from: Option<String>,
+        /// New value.
+        to: String,
+    },
+}
+
+impl KvInput {
+    /// The key the operation touches.
+    pub fn key(&self) -> &str {
+        match self {
+            KvInput::Get { key }
+            | KvInput::Put { key, .. }
+            | KvInput::Append { key, .. }
+            | KvInput::Delete { key }
+            | KvInput::Cas { key, .. } => key,
+        }
+    }
+}
+
+/// Output of the key-value model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "lowercase")]
+pub enum KvOutput {
+    /// A get's value (`None`: absent).
+    Get {
+        /// The value.
+        value: Option<String>,
+    },
+    /// A write (put, append, delete) was acknowledged.
+    Ok,
+    /// A cas result.
+    Cas {
+        /// Swapped or not.
+        ok: bool,
+    },
+}
+
+/// A string value built by puts and appends, kept as a persistent rope: an append adds one
+/// node that shares everything before it, so the search's many orderings of concurrent
+/// appends cost a node each, not a copy of the whole value. Hash and length are kept
+/// incrementally; equality is exact (content, compared from the end).
+#[derive(Debug)]
+pub struct Rope {
+    prev: Option<Arc<Rope>>,
+    piece: Arc<str>,
+    len: usize,
+    hash: u64,
+}
+
+const ROPE_BASE: u64 = 0x100_0000_01B3;
+
+fn rope_hash(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = h.wrapping_mul(ROPE_BASE).wrapping_add(u64::from(b) + 1);
+    }
+    h
+}
+
+impl Rope {
+    fn leaf(s: &str) -> Arc<Rope> {
+        Arc::new(Rope {
+            prev: None,
+            piece: Arc::from(s),
+            len: s.len(),
+            hash: rope_hash(0, s.as_bytes()),
+        })
+    }
+
+    fn append(this: &Arc<Rope>, s: &str) -> Arc<Rope> {
+        Arc::new(Rope {
+            prev: Some(this.clone()),
+            piece: Arc::from(s),
+            len: this.len + s.len(),
+            hash: rope_hash(this.hash, s.as_bytes()),
+        })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the value is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the value equals `s`, comparing pieces from the end (where two orderings of
+    /// the same appends first differ).
+    pub fn eq_str(&self, s: &str) -> bool {
+        if self.len != s.len() {
+            return false;
+        }
+        let bytes = s.as_bytes();
+        let mut end = bytes.len();
+        let mut node = Some(self);
+        while let Some(n) = node {
+            let start = end - n.piece.len();
+            if bytes[start..end] != *n.piece.as_bytes() {
+                return false;
+            }
+            end = start;
+            node = n.prev.as_deref();
+        }
+        true
+    }
+
+    /// The value as one string.
+    pub fn to_string_value(&self) -> String {
+        let mut pieces = Vec::new();
+        let mut node = Some(self);
+        while let Some(n) = node {
+            pieces.push(&*n.piece);
+            node = n.prev.as_deref();
+        }
+        pieces.iter().rev().copied().collect()
+    }
+}
+
+impl PartialEq for Rope {
+    fn eq(&self, other: &Rope) -> bool {
+        self.len == other.len
+            && self.hash == other.hash
+            && (std::ptr::eq(self, other) || self.eq_str(&other.to_string_value()))
+    }
+}
+
+impl Eq for Rope {}
+
+impl Hash for Rope {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.len.hash(h);
+        self.hash.hash(h);
+    }
+}
+
+/// The state of [`KvModel`]: pairs sorted by key, values as [`Rope`]s. Copying a state for the
+/// search costs one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct KvState(Vec<(Arc<str>, Arc<Rope>)>);
+
+impl KvState {
+    /// The value of a key.
+    pub fn get(&self, key: &str) -> Option<&Rope> {
+        self.find(key).ok().map(|i| &*self.0[i].1)
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    fn set(&mut self, key: &str, value: Arc<Rope>) {
+        match self.find(key) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (Arc::from(key), value)),
+        }
+    }
+
+    fn append(&mut self, key: &str, suffix: &str) {
+        match self.find(key) {
+            Ok(i) => self.0[i].1 = Rope::append(&self.0[i].1, suffix),
+            Err(i) => self.0.insert(i, (Arc::from(key), Rope::leaf(suffix))),
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Ok(i) = self.find(key) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A map from string keys to string values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvModel {
+    /// Porcupine's convention: an absent key reads as `""`.
+    pub absent_reads_empty: bool,
+}
+
+impl KvModel {
+    fn matches(&self, actual: Option<&Rope>, seen: Option<&str>) -> bool {
+        match (actual, seen) {
+            (Some(a), Some(s)) => a.eq_str(s),
+            (None, None) => true,
+            (Some(a), None) => self.absent_reads_empty && a.is_empty(),
+            (None, Some(s)) => self.absent_reads_empty && s.is_empty(),
+        }
+    }
+}
+
+impl Model for KvModel {
+    type State = KvState;
+    type Input = KvInput;
+    type Output = KvOutput;
+
+    fn name(&self) -> &'static str {
+        "kv"
+    }
+
+    fn init(&self) -> Self::State {
+        KvState::default()
+    }
+
+    fn step(&self, s: &Self::State, i: &KvInput, o: Option<&KvOutput>) -> Step<Self::State> {
+        let with = |f: &dyn Fn(&mut Self::State)| {
+            let mut n = s.clone();
+            f(&mut n);
+            Step::To(n)
+        };
+        match (i, o) {
+            (KvInput::Get { .. }, None) => Step::Unchanged,
+            (KvInput::Get { key }, Some(KvOutput::Get { value })) => {
+                if self.matches(s.get(key), value.as_deref()) {
+                    Step::Unchanged
+                } else {
+                    Step::Illegal
+                }
+            }
+            (KvInput::Put { key, value }, None | Some(KvOutput::Ok)) => {
+                with(&|n| n.set(key, Rope::leaf(value)))
+            }
+            (KvInput::Append { key, value }, None | Some(KvOutput::Ok)) => {
+                with(&|n| n.append(key, value))
+            }
+            (KvInput::Delete { key }, None | Some(KvOutput::Ok)) => with(&|n| n.remove(key)),
+            (KvInput::Cas { key, from, to }, out) => {
+                let hit = self.matches(s.get(key), from.as_deref());
+                let apply = || with(&|n| n.set(key, Rope::leaf(to)));
+                match out {
+                    None if hit => apply(),
+                    None => Step::Unchanged,
+                    Some(KvOutput::Cas { ok: true }) if hit => apply(),
+                    Some(KvOutput::Cas { ok: false }) if !hit => Step::Unchanged,
+                    Some(_) => Step::Illegal,
+                }
+            }
+            _ => Step::Illegal,
+        }
+    }
+
+    fn on_fail(&self, i: &KvInput, _o: Option<&KvOutput>) -> Option<KvOutput> {
+        match i {
+            KvInput::Cas { .. } => Some(KvOutput::Cas { ok: false }),
+            _ => None,
+        }
+    }
+
+    fn partition_key(&self, i: &KvInput) -> Option<String> {
+        Some(i.key().to_string())
+    }
+
+    fn is_read_only(&self, i: &KvInput) -> bool {
+        matches!(i, KvInput::Get { .. })
+    }
+
+    fn state_bytes(&self, s: &Self::State) -> usize {
+        // A new state adds at most one rope node to what earlier states share.
+        s.0.len() * 16 + 96 + 24
+    }
+
+    fn never_changes_state(&self, i: &KvInput, o: Option<&KvOutput>) -> bool {
+        matches!(
+            (i, o),
+            (KvInput::Get { .. }, Some(_))
+                | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
+        )
+    }
+
+    fn describe(&self, i: &KvInput, o: Option<&KvOutput>) -> String {
+        let out = match o {
+            None => "?".to_string(),
+            Some(KvOutput::Ok) => "ok".into(),
+            Some(KvOutput::Get { value }) => format!("{value:?}"),
+            Some(KvOutput::Cas { ok }) => if *ok { "ok" } else { "fail" }.into(),
+        };
+        match i {
+            KvInput::Get { key } => format!("get {key} -> {out}"),
+            KvInput::Put { key, value } => format!("put {key}={value:?} {out}"),
+            KvInput::Append { key, value } => format!("append {key}+={value:?} {out}"),
+            KvInput::Delete { key } => format!("delete {key} {out}"),
+            KvInput::Cas { key, from, to } => format!("cas {key} {from:?}->{to:?} {out}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_and_knossos_differ_on_failed_cas() {
+        let cas = RegInput::Cas { from: 1, to: 2 };
+        assert_eq!(
+            RegisterModel::ETCD.on_fail(&cas, None),
+            Some(RegOutput::Cas { ok: false })
+        );
+        assert_eq!(RegisterModel::KNOSSOS_CAS.on_fail(&cas, None), None);
+    }
+
+    #[test]
+    fn register_steps() {
+        let m = RegisterModel::ETCD;
+        let step = |s: Option<i64>, i: &RegInput, o: Option<&RegOutput>| m.step(&s, i, o).apply(&s);
+        assert_eq!(
+            step(
+                None,
+                &RegInput::Read,
+                Some(&RegOutput::Read { value: None })
+            ),
+            Some(None)
+        );
+        assert_eq!(
+            step(
+                None,
+                &RegInput::Read,
+                Some(&RegOutput::Read { value: Some(1) })
+            ),
+            None
+        );
+        let cas = RegInput::Cas { from: 1, to: 2 };
+        assert_eq!(
+            step(Some(1), &cas, Some(&RegOutput::Cas { ok: true })),
+            Some(Some(2))
+        );
+        assert_eq!(
+            step(Some(1), &cas, Some(&RegOutput::Cas { ok: false })),
+            None
+        );
+        assert_eq!(step(Some(3), &cas, None), Some(Some(3)));
+        assert_eq!(
+            RegisterModel::REGISTER.step(&Some(1), &cas, None),
+            Step::Illegal
+        );
+    }
+
+    #[test]
+    fn kv_steps() {
+        let m = KvModel {
+            absent_reads_empty: true,
+        };
+        let s = m.init();
+        let get = |k: &str| KvInput::Get { key: k.into() };
+        let s = m
+            .step(
+                &s,
+                &KvInput::Append {
+                    key: "a".into(),
+                    value: "x".into(),
+                },
+                Some(&KvOutput::Ok),
+            )
+            .apply(&s)
+            .unwrap();
+        let empty = Some(&KvOutput::Get {
+            value: Some(String::new()),
+        });
+        assert_eq!(
+            m.step(
+                &s,
+                &get("a"),
+                Some(&KvOutput::Get {
+                    value: Some("x".into())
+                })
+            ),
+            Step::Unchanged
+        );
+        assert_eq!(m.step(&s, &get("b"), empty), Step::Unchanged);
+        assert_eq!(KvModel::default().step(&s, &get("b"), empty), Step::Illegal);
+    }
+}

@@ -1,0 +1,208 @@
+//! Property tests of the linearizability checker: histories made by running the sequential
+//! model under random concurrency are always `Ok`; mutations that break real-time order or
+//! return impossible values are always caught.
+
+use odgm_sim::check::history::{History, Operation, Outcome};
+use odgm_sim::check::model::Model;
+use odgm_sim::check::{check, CheckOptions, RegInput, RegOutput, RegisterModel, Verdict};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Planned {
+    client: u64,
+    input: RegInput,
+    invoke: u64,
+    complete: u64,
+    /// Where in [invoke, complete] it takes effect.
+    point: u64,
+    /// An indeterminate operation: `Some(true)` took effect, `Some(false)` did not.
+    info: Option<bool>,
+}
+
+fn input() -> impl Strategy<Value = RegInput> {
+    prop_oneof![
+        Just(RegInput::Read),
+        (0i64..4).prop_map(|v| RegInput::Write { value: v }),
+        (0i64..4, 0i64..4).prop_map(|(from, to)| RegInput::Cas { from, to }),
+    ]
+}
+
+/// Per client a sequence of (input, duration, offset of the effect, info?).
+fn plan(with_info: bool) -> impl Strategy<Value = Vec<Planned>> {
+    let op = (
+        input(),
+        1u64..20,
+        0u64..100,
+        prop::option::weighted(0.15, any::<bool>()),
+    );
+    prop::collection::vec((prop::collection::vec(op, 1..8), 0u64..10), 1..5).prop_map(
+        move |clients| {
+            let mut out = Vec::new();
+            for (c, (ops, start)) in clients.into_iter().enumerate() {
+                let mut t = start;
+                for (input, dur, off, info) in ops {
+                    let info = info.filter(|_| with_info);
+                    let invoke = t;
+                    let complete = t + dur;
+                    out.push(Planned {
+                        client: c as u64,
+                        input,
+                        invoke,
+                        complete,
+                        point: invoke + off % (dur + 1),
+                        info,
+                    });
+                    if info.is_some() {
+                        break; // an indeterminate client is retired
+                    }
+                    t = complete + 1;
+                }
+            }
+            out
+        },
+    )
+}
+
+/// Runs the model in effect-point order and records what each operation saw.
+fn run(plan: &[Planned]) -> History<RegInput, RegOutput> {
+    let m = RegisterModel::ETCD;
+    let mut order: Vec<usize> = (0..plan.len()).collect();
+    order.sort_by_key(|&i| (plan[i].point, i));
+    let mut state = m.init();
+    let mut outputs = vec![None; plan.len()];
+    for i in order {
+        let p = &plan[i];
+        if p.info == Some(false) {
+            continue;
+        }
+        let out = match p.input {
+            RegInput::Read => RegOutput::Read { value: state },
+            RegInput::Write { value } => {
+                state = Some(value);
+                RegOutput::Write
+            }
+            RegInput::Cas { from, to } => {
+                let ok = state == Some(from);
+                if ok {
+                    state = Some(to);
+                }
+                RegOutput::Cas { ok }
+            }
+        };
+        outputs[i] = Some(out);
+    }
+    History {
+        ops: plan
+            .iter()
+            .zip(outputs)
+            .map(|(p, out)| {
+                if p.info.is_some() {
+                    Operation {
+                        client: p.client,
+                        invoke: p.invoke,
+                        complete: None,
+                        input: p.input,
+                        output: None,
+                        outcome: Outcome::Info,
+                    }
+                } else {
+                    Operation {
+                        client: p.client,
+                        invoke: p.invoke,
+                        complete: Some(p.complete),
+                        input: p.input,
+                        output: out,
+                        outcome: Outcome::Ok,
+                    }
+                }
+            })
+            .collect(),
+        faults: vec![],
+    }
+}
+
+fn verdict(h: &History<RegInput, RegOutput>) -> Verdict {
+    let opts = CheckOptions {
+        threads: 1,
+        ..CheckOptions::default()
+    };
+    check(&RegisterModel::ETCD, h, &opts)
+        .expect("valid history")
+        .verdict
+}
+
+fn last_time(h: &History<RegInput, RegOutput>) -> u64 {
+    h.ops
+        .iter()
+        .map(|o| o.complete.unwrap_or(o.invoke))
+        .max()
+        .unwrap_or(0)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn model_runs_are_linearizable(p in plan(true)) {
+        let h = run(&p);
+        prop_assert_eq!(verdict(&h), Verdict::Ok, "{:?}", h);
+    }
+
+    /// A read after everything finished that returns a value never written is illegal.
+    #[test]
+    fn impossible_values_are_caught(p in plan(false)) {
+        let mut h = run(&p);
+        let t = last_time(&h) + 1;
+        h.ops.push(Operation {
+            client: 99,
+            invoke: t,
+            complete: Some(t + 1),
+            input: RegInput::Read,
+            output: Some(RegOutput::Read { value: Some(1_000) }),
+            outcome: Outcome::Ok,
+        });
+        prop_assert_eq!(verdict(&h), Verdict::Illegal);
+    }
+
+    /// A read after everything finished that returns an overwritten (stale) value breaks
+    /// real-time order: the value was legal once, but not after the overwrite completed.
+    #[test]
+    fn stale_reads_after_completion_are_caught(p in plan(false)) {
+        let h = run(&p);
+        let m = RegisterModel::ETCD;
+        let mut order: Vec<&Planned> = p.iter().collect();
+        order.sort_by_key(|x| x.point);
+        // Every state the register passed through, and the final one.
+        let mut states = vec![m.init()];
+        let mut s = m.init();
+        for x in &order {
+            if let Some(n) = m.step(&s, &x.input, None).apply(&s) {
+                s = n;
+            }
+            states.push(s);
+        }
+        let final_state = s;
+        if let Some(stale) = states.into_iter().find(|v| *v != final_state) {
+            let mut h = h;
+            let t = last_time(&h) + 1;
+            h.ops.push(Operation {
+                client: 99,
+                invoke: t,
+                complete: Some(t + 1),
+                input: RegInput::Read,
+                output: Some(RegOutput::Read { value: stale }),
+                outcome: Outcome::Ok,
+            });
+            prop_assert_eq!(verdict(&h), Verdict::Illegal);
+        }
+    }
+
+    /// Partitioning never changes a verdict, and neither does the thread count.
+    #[test]
+    fn options_do_not_change_verdicts(p in plan(true)) {
+        let h = run(&p);
+        let one = verdict(&h);
+        let opts = CheckOptions { partition: false, threads: 2, ..CheckOptions::default() };
+        prop_assert_eq!(check(&RegisterModel::ETCD, &h, &opts).unwrap().verdict, one);
+    }
+}

@@ -1,0 +1,184 @@
+//! History files: bad input gets an error naming the file and line, never a panic; our own
+//! JSON-lines format round-trips; EDN histories import with Jepsen's meaning of `:fail` and
+//! `:info`; the HTML visualization marks the operation that could not be placed.
+
+use std::path::PathBuf;
+
+use odgm_sim::check::formats::{
+    load_jepsen_edn, load_jsonl, load_porcupine_etcd, load_porcupine_kv, write_jsonl,
+};
+use odgm_sim::check::history::{FaultEvent, History, Operation, Outcome};
+use odgm_sim::check::{check, html, CheckOptions, RegInput, RegOutput, RegisterModel, Verdict};
+
+fn file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    (dir, p)
+}
+
+fn etcd_err(text: &str) -> String {
+    let (_d, p) = file("h.log", text);
+    let e = load_porcupine_etcd(&p)
+        .expect_err("must be rejected")
+        .to_string();
+    assert!(e.contains("h.log:"), "error must name the file: {e}");
+    e
+}
+
+const L: &str = "INFO  jepsen.util - ";
+
+#[test]
+fn porcupine_etcd_bad_input() {
+    let e = etcd_err(&format!(
+        "{L}0\t:invoke\t:read\tnil\nthis is not a log line\n"
+    ));
+    assert!(e.contains(":2:"), "{e}");
+    let e = etcd_err(&format!("{L}0\t:invoke\t:frobnicate\t1\n"));
+    assert!(e.contains(":1:") && e.contains("unknown operation"), "{e}");
+    let e = etcd_err(&format!("{L}0\t:ok\t:read\t1\n"));
+    assert!(
+        e.contains(":1:") && e.contains("no operation pending"),
+        "{e}"
+    );
+    let e = etcd_err(&format!(
+        "{L}0\t:invoke\t:read\tnil\n{L}0\t:invoke\t:write\t3\n"
+    ));
+    assert!(e.contains(":2:") && e.contains("pending"), "{e}");
+    let e = etcd_err(&format!("{L}0\t:invoke\t:write\tseven\n"));
+    assert!(e.contains(":1:") && e.contains("integer"), "{e}");
+    let e = etcd_err(&format!("{L}0\t:invoke\t:cas\t[1 2 3]\n"));
+    assert!(e.contains("[from to]"), "{e}");
+    let e = etcd_err(&format!("{L}0\t:bogus\t:read\tnil\n"));
+    assert!(e.contains("unknown event type"), "{e}");
+}
+
+#[test]
+fn porcupine_kv_bad_input() {
+    let (_d, p) = file("c01-x.txt", "{:process 0, :type :invoke, :f :get, :key \"1\", :value nil}\n{:process 0, :type :ok, :f :get\n");
+    let e = load_porcupine_kv(&p).unwrap_err().to_string();
+    assert!(e.contains("c01-x.txt:2:") && e.contains("EDN"), "{e}");
+    let (_d, p) = file(
+        "c01-y.txt",
+        "{:process 0, :type :invoke, :f :get, :value nil}\n",
+    );
+    let e = load_porcupine_kv(&p).unwrap_err().to_string();
+    assert!(e.contains(":1:") && e.contains(":key"), "{e}");
+}
+
+#[test]
+fn jepsen_edn_import() {
+    // Nemesis events become faults; :fail drops (cas-register) or is evidence (etcd); a
+    // process with an :info is pending to the end.
+    let text = r#"[{:process 0, :type :invoke, :f :write, :value 1}
+ {:process 0, :type :ok, :f :write, :value 1}
+ {:process :nemesis, :type :info, :f :start, :value "partition"}
+ {:process 1, :type :invoke, :f :cas, :value [2 3]}
+ {:process 1, :type :fail, :f :cas, :value [2 3]}
+ {:process 2, :type :invoke, :f :write, :value 5}
+ {:process 2, :type :info, :f :write, :value 5}
+ {:process :nemesis, :type :info, :f :stop, :value nil}
+ {:process 3, :type :invoke, :f :read, :value nil}
+ {:process 3, :type :ok, :f :read, :value 5}]"#;
+    let (_d, p) = file("h.edn", text);
+    let h = load_jepsen_edn(&p).unwrap();
+    assert_eq!(h.ops.len(), 4);
+    assert_eq!(h.faults.len(), 1);
+    assert_eq!(h.faults[0].end, Some(8));
+    assert_eq!(h.ops[2].outcome, Outcome::Info);
+    for m in [RegisterModel::ETCD, RegisterModel::KNOSSOS_CAS] {
+        assert_eq!(
+            check(&m, &h, &CheckOptions::default()).unwrap().verdict,
+            Verdict::Ok
+        );
+    }
+    // One map per line works too, and errors name the line.
+    let (_d, p) = file("l.edn", "{:process 0, :type :invoke, :f :read, :value nil}\n{:process 0, :type :ok, :f :read, :value [1]}\n");
+    let e = load_jepsen_edn(&p).unwrap_err().to_string();
+    assert!(e.contains("l.edn:2:") && e.contains("integer"), "{e}");
+    let (_d, p) = file(
+        "m.edn",
+        "{:process 0, :type :invoke, :f :read}\n{:process 0 :type}\n",
+    );
+    let e = load_jepsen_edn(&p).unwrap_err().to_string();
+    assert!(e.contains("m.edn:2:"), "{e}");
+}
+
+fn sample() -> History<RegInput, RegOutput> {
+    History {
+        ops: vec![
+            Operation {
+                client: 0,
+                invoke: 0,
+                complete: Some(10),
+                input: RegInput::Write { value: 1 },
+                output: Some(RegOutput::Write),
+                outcome: Outcome::Ok,
+            },
+            Operation {
+                client: 1,
+                invoke: 20,
+                complete: Some(30),
+                input: RegInput::Read,
+                output: Some(RegOutput::Read { value: Some(2) }),
+                outcome: Outcome::Ok,
+            },
+            Operation {
+                client: 2,
+                invoke: 5,
+                complete: None,
+                input: RegInput::Cas { from: 1, to: 3 },
+                output: None,
+                outcome: Outcome::Info,
+            },
+        ],
+        faults: vec![FaultEvent {
+            time: 12,
+            end: Some(25),
+            kind: "partition".into(),
+            detail: "{1} | {2,3}".into(),
+        }],
+    }
+}
+
+#[test]
+fn jsonl_round_trip_and_errors() {
+    let h = sample();
+    let mut buf = Vec::new();
+    write_jsonl(&h, &mut buf).unwrap();
+    let (_d, p) = file("h.jsonl", std::str::from_utf8(&buf).unwrap());
+    let back: History<RegInput, RegOutput> = load_jsonl(&p).unwrap();
+    assert_eq!(back, h);
+    let (_d, p) = file("bad.jsonl", "{\"client\":0}\n");
+    let e = load_jsonl::<RegInput, RegOutput>(&p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.jsonl:1:"), "{e}");
+    // A second invocation while one is pending is a malformed history, not a verdict.
+    let mut two = sample();
+    two.ops[1].client = 0;
+    two.ops[1].invoke = 5;
+    let mut buf = Vec::new();
+    write_jsonl(&two, &mut buf).unwrap();
+    let (_d, p) = file("two.jsonl", std::str::from_utf8(&buf).unwrap());
+    let e = load_jsonl::<RegInput, RegOutput>(&p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pending"), "{e}");
+}
+
+#[test]
+fn html_marks_the_unplaceable_operation() {
+    let h = sample();
+    let r = check(&RegisterModel::ETCD, &h, &CheckOptions::default()).unwrap();
+    assert_eq!(r.verdict, Verdict::Illegal);
+    let page = html::render("sample", &RegisterModel::ETCD, &h, Some(&r));
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.contains(r#"<b id="verdict">illegal</b>"#));
+    assert_eq!(page.matches("class=\"op failed\"").count(), 1);
+    assert!(page.contains("class=\"fault\""));
+    assert!(
+        !page.contains("<script"),
+        "the page must work offline without scripts"
+    );
+}
