@@ -52,6 +52,8 @@ impl Default for FjallOptions {
 }
 
 const ACTIVE_KEY: &[u8] = b"active_generation";
+/// Bytes of pairs collected from a snapshot stream before they are ingested as one run.
+const INGEST_PAGE_BYTES: usize = 4 * 1024 * 1024;
 const GEN_NAMES: [(&str, &str); 2] = [("data_a", "meta_a"), ("data_b", "meta_b")];
 
 #[derive(Clone)]
@@ -219,7 +221,8 @@ impl FjallStorage {
     }
 
     /// Fills the inactive generation from `pairs` and `meta`, then makes it the active one.
-    /// Callers hold `write_lock`.
+    /// Callers hold `write_lock`. An error part-way leaves the inactive generation half
+    /// filled and the active one untouched; the next install clears it.
     async fn replace_all(&self, mut pairs: KvStream, meta: Vec<Pair>) -> Result<u64> {
         let target = 1 - self.active.load(Ordering::Acquire);
         // Snapshots reading the generation about to be overwritten die with it.
@@ -232,9 +235,13 @@ impl FjallStorage {
         gen.meta.clear().map_err(io)?;
         let mut count = 0u64;
         let mut last: Option<Vec<u8>> = None;
-        let mut page: Vec<Pair> = Vec::with_capacity(super::STREAM_PAGE_PAIRS);
-        // Ingestion wants sorted keys (it panics otherwise), so order is checked here; pages
-        // are ingested as they fill, so memory holds one page.
+        // Bulk ingestion writes sorted runs straight to tables, bypassing the memtable, so
+        // memory does not grow with the snapshot. An `Ingestion` cannot be held across an
+        // await, so the stream is ingested a bounded page at a time (each page its own sorted
+        // run, after the previous one). Ingestion panics on unsorted keys, so order is
+        // checked here first.
+        let mut page: Vec<Pair> = Vec::new();
+        let mut page_bytes = 0usize;
         loop {
             let next = pairs.next().await;
             let end = next.is_none();
@@ -249,15 +256,17 @@ impl FjallStorage {
                     )));
                 }
                 last = Some(k.clone());
+                page_bytes += k.len() + v.len();
                 page.push((k, v));
                 count += 1;
             }
-            if page.len() >= super::STREAM_PAGE_PAIRS || (end && !page.is_empty()) {
-                let mut batch = self.db.batch().durability(None);
+            if page_bytes >= INGEST_PAGE_BYTES || (end && !page.is_empty()) {
+                let mut ingestion = gen.data.start_ingestion().map_err(io)?;
                 for (k, v) in page.drain(..) {
-                    batch.insert(&gen.data, fk(&k), v);
+                    ingestion.write(fk(&k), v).map_err(io)?;
                 }
-                batch.commit().map_err(io)?;
+                ingestion.finish().map_err(io)?;
+                page_bytes = 0;
             }
             if end {
                 break;

@@ -2,12 +2,18 @@
 //!
 //! Snapshots are O(1): cloning a persistent map shares its structure, and later writes copy
 //! only the paths they touch. Nothing survives a process restart.
+//!
+//! Each pair is one allocation (`[key_len u32][key][value]`) kept in a persistent ordered
+//! set keyed by its key: about 130 bytes per 8-byte-key/100-byte-value pair, against ~260
+//! for a map of two `Vec`s.
 
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use imbl::OrdMap;
+use std::borrow::Borrow;
+
+use imbl::OrdSet;
 
 use super::{
     paged_stream, ApplicationDataStorage, BatchOp, EngineKind, KeyRange, KvStream, Namespace,
@@ -15,7 +21,77 @@ use super::{
 };
 use crate::storage::snapshot_registry::{last_log_index_of, SnapshotRegistry};
 
-type Map = OrdMap<Vec<u8>, Vec<u8>>;
+/// One pair in one allocation: `[key_len u32 LE][key][value]`, ordered by key.
+#[derive(Clone)]
+struct Packed(Box<[u8]>);
+
+impl Packed {
+    fn new(key: &[u8], value: &[u8]) -> Self {
+        let mut b = Vec::with_capacity(4 + key.len() + value.len());
+        b.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        b.extend_from_slice(key);
+        b.extend_from_slice(value);
+        Packed(b.into_boxed_slice())
+    }
+
+    fn key_len(&self) -> usize {
+        let mut n = [0u8; 4];
+        n.copy_from_slice(&self.0[..4]);
+        u32::from_le_bytes(n) as usize
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.0[4..4 + self.key_len()]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.0[4 + self.key_len()..]
+    }
+
+    fn pair(&self) -> Pair {
+        (self.key().to_vec(), self.value().to_vec())
+    }
+
+    /// Bytes of key and value.
+    fn data_len(&self) -> u64 {
+        (self.0.len() - 4) as u64
+    }
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}={:?}", self.key(), self.value())
+    }
+}
+
+impl PartialEq for Packed {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Packed {}
+
+impl PartialOrd for Packed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Packed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
+/// Consistent with `Ord`: both look at the key only.
+impl Borrow<[u8]> for Packed {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+type Map = OrdSet<Packed>;
 
 /// The in-memory engine.
 #[derive(Debug, Default)]
@@ -50,19 +126,20 @@ impl Tables {
     fn apply(&mut self, op: BatchOp) {
         match op {
             BatchOp::Put { ns, key, value } => {
-                let added = (key.len() + value.len()) as u64;
-                let old = self.map(ns).insert(key.clone(), value);
+                let entry = Packed::new(&key, &value);
+                let added = entry.data_len();
+                let old = self.map(ns).insert(entry);
                 if ns == Namespace::Data {
                     self.data_bytes += added;
                     if let Some(old) = old {
-                        self.data_bytes -= (key.len() + old.len()) as u64;
+                        self.data_bytes -= old.data_len();
                     }
                 }
             }
             BatchOp::Delete { ns, key } => {
-                if let Some(old) = self.map(ns).remove(&key) {
+                if let Some(old) = self.map(ns).remove(key.as_slice()) {
                     if ns == Namespace::Data {
-                        self.data_bytes -= (key.len() + old.len()) as u64;
+                        self.data_bytes -= old.data_len();
                     }
                 }
             }
@@ -84,7 +161,7 @@ fn page_of(map: &Map, range: &KeyRange, limit: usize) -> Vec<Pair> {
     }
     map.range::<_, [u8]>(range.as_ref_bounds())
         .take(limit)
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(Packed::pair)
         .collect()
 }
 
@@ -118,11 +195,11 @@ impl ApplicationDataStorage for MemoryStorage {
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read(|s| s.tables.data.get(key).cloned())
+        self.read(|s| s.tables.data.get(key).map(|p| p.value().to_vec()))
     }
 
     async fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read(|s| s.tables.meta.get(key).cloned())
+        self.read(|s| s.tables.meta.get(key).map(|p| p.value().to_vec()))
     }
 
     async fn write_batch(&self, batch: WriteBatch) -> Result<()> {
@@ -165,7 +242,9 @@ impl SnapshotCapableStorage for MemoryStorage {
                 last_included_log_index: last_log_index_of(
                     tables
                         .meta
-                        .get(crate::storage::snapshot_registry::LAST_LOG_INDEX_KEY),
+                        .get(crate::storage::snapshot_registry::LAST_LOG_INDEX_KEY)
+                        .map(|p| p.value().to_vec())
+                        .as_ref(),
                 ),
                 total_size_bytes: tables.data_bytes,
                 created_at_ms: now,
