@@ -12,5 +12,6 @@
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod raft;
 pub mod rt;
 pub mod storage;

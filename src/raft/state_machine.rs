@@ -1,0 +1,310 @@
+//! `ObjectShardStateMachine`: applies shard commands to the application storage.
+//!
+//! The last applied log id and the membership are written in the same atomic batch as the
+//! data they describe, so a restart never applies an entry twice or skips one. Snapshots are
+//! engine snapshots (zero-copy) streamed in the wire format; installs are atomic.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+
+use super::snapshot::SnapshotData;
+use super::types::{
+    CommandResult, Entry, LogId, OpResult, RaftStorageError, ShardOp, SnapshotMeta,
+    StoredMembership, TypeConfig,
+};
+use crate::storage::stream::{self, SnapshotHeader, DEFAULT_CHUNK_BYTES};
+use crate::storage::{DynStorage, StorageError, WriteBatch, ZeroCopySnapshot, LAST_LOG_INDEX_KEY};
+
+const APPLIED: &[u8] = b"raft/applied";
+const MEMBERSHIP: &[u8] = b"raft/membership";
+
+fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, RaftStorageError> {
+    bincode::serialize(v).map_err(|e| StorageIOError::write_state_machine(&e).into())
+}
+
+fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, RaftStorageError> {
+    bincode::deserialize(b).map_err(|e| StorageIOError::read_state_machine(&e).into())
+}
+
+fn sm_read(e: StorageError) -> RaftStorageError {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+fn sm_write(e: StorageError) -> RaftStorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+/// The meta pairs recording `applied` and `membership`, written with the data they describe.
+fn applied_meta(
+    applied: Option<LogId>,
+    membership: &StoredMembership,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftStorageError> {
+    let mut meta = vec![(MEMBERSHIP.to_vec(), enc(membership)?)];
+    if let Some(a) = applied {
+        meta.push((APPLIED.to_vec(), enc(&a)?));
+        meta.push((LAST_LOG_INDEX_KEY.to_vec(), a.index.to_be_bytes().to_vec()));
+    }
+    Ok(meta)
+}
+
+/// The state machine of a Raft shard. Clones share the storage; the snapshot builder is a
+/// clone.
+#[derive(Clone)]
+pub struct ObjectShardStateMachine {
+    storage: DynStorage,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    /// The last snapshot built or installed, with its engine snapshot; shared with the
+    /// snapshot builders (clones).
+    current: Arc<Mutex<Option<(SnapshotMeta, ZeroCopySnapshot)>>>,
+    built: Arc<AtomicU64>,
+}
+
+impl ObjectShardStateMachine {
+    /// Opens the state machine over `storage`, recovering what was applied before.
+    pub async fn open(storage: DynStorage) -> Result<Self, RaftStorageError> {
+        let applied = match storage.get_meta(APPLIED).await.map_err(sm_read)? {
+            Some(b) => Some(dec(&b)?),
+            None => None,
+        };
+        let membership = match storage.get_meta(MEMBERSHIP).await.map_err(sm_read)? {
+            Some(b) => dec(&b)?,
+            None => StoredMembership::default(),
+        };
+        Ok(Self {
+            storage,
+            applied,
+            membership,
+            current: Arc::new(Mutex::new(None)),
+            built: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The application storage.
+    pub fn storage(&self) -> &DynStorage {
+        &self.storage
+    }
+
+    /// Applies one command against the batch being built; `overlay` holds the batch's
+    /// writes so later operations of the same batch read them.
+    async fn apply_ops(
+        &self,
+        ops: &[ShardOp],
+        batch: &mut WriteBatch,
+        overlay: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<CommandResult, RaftStorageError> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                ShardOp::Put { key, value } => {
+                    batch.put(key.clone(), value.clone());
+                    overlay.insert(key.clone(), Some(value.clone()));
+                    results.push(OpResult::Done);
+                }
+                ShardOp::Delete { key } => {
+                    batch.delete(key.clone());
+                    overlay.insert(key.clone(), None);
+                    results.push(OpResult::Done);
+                }
+                ShardOp::Cas { key, expected, new } => {
+                    let current = match overlay.get(key) {
+                        Some(v) => v.clone(),
+                        None => self.storage.get(key).await.map_err(sm_read)?,
+                    };
+                    let ok = current == *expected;
+                    if ok {
+                        match new {
+                            Some(v) => batch.put(key.clone(), v.clone()),
+                            None => batch.delete(key.clone()),
+                        };
+                        overlay.insert(key.clone(), new.clone());
+                    }
+                    results.push(OpResult::Cas { ok, current });
+                }
+            }
+        }
+        Ok(CommandResult { results })
+    }
+
+    /// Installs a snapshot stream of wire chunks, atomically with its meta.
+    async fn install_stream(
+        &mut self,
+        meta: &SnapshotMeta,
+        chunks: futures::stream::BoxStream<'static, Result<Vec<u8>, StorageError>>,
+    ) -> Result<(), RaftStorageError> {
+        let (_header, pairs) = stream::decode(chunks).await.map_err(sm_write)?;
+        let meta_pairs = applied_meta(meta.last_log_id, &meta.last_membership)?;
+        self.storage
+            .install_kv_snapshot_from_stream(pairs, meta_pairs)
+            .await
+            .map_err(sm_write)?;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        let snapshot = self
+            .storage
+            .create_zero_copy_snapshot()
+            .await
+            .map_err(sm_read)?;
+        self.set_current(meta.clone(), snapshot).await;
+        Ok(())
+    }
+
+    /// Records the snapshot that `get_current_snapshot` serves and releases the one before.
+    async fn set_current(&self, meta: SnapshotMeta, snapshot: ZeroCopySnapshot) {
+        let old = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace((meta, snapshot));
+        if let Some((_, old)) = old {
+            let _ = self.storage.release_snapshot(&old.snapshot_id).await;
+        }
+    }
+}
+
+/// The wire chunks of a local snapshot.
+pub fn local_chunks(
+    storage: &DynStorage,
+    snapshot: &ZeroCopySnapshot,
+    header: SnapshotHeader,
+) -> impl std::future::Future<
+    Output = Result<
+        futures::stream::BoxStream<'static, Result<Vec<u8>, StorageError>>,
+        StorageError,
+    >,
+> + Send {
+    let storage = storage.clone();
+    let snapshot = snapshot.clone();
+    async move {
+        let pairs = storage.create_kv_snapshot_stream(&snapshot).await?;
+        stream::encode(&header, pairs, DEFAULT_CHUNK_BYTES)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ObjectShardStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        // The engine snapshot is taken between applies, so it holds exactly `applied`.
+        let snapshot = self
+            .storage
+            .create_zero_copy_snapshot()
+            .await
+            .map_err(sm_read)?;
+        let built = self.built.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot_id = match self.applied {
+            Some(a) => format!("{}-{}-{built}", a.leader_id.term, a.index),
+            None => format!("0-0-{built}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        // Only the newest snapshot is served; the engine may free what the old one pins.
+        self.set_current(meta.clone(), snapshot.clone()).await;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotData::Local {
+                storage: self.storage.clone(),
+                snapshot,
+            }),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::new();
+        let mut overlay = BTreeMap::new();
+        let mut results = Vec::new();
+        let mut applied = self.applied;
+        let mut membership = self.membership.clone();
+        for entry in entries {
+            applied = Some(entry.log_id);
+            match &entry.payload {
+                EntryPayload::Blank => results.push(CommandResult::default()),
+                EntryPayload::Normal(cmd) => {
+                    results.push(self.apply_ops(&cmd.ops, &mut batch, &mut overlay).await?)
+                }
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    results.push(CommandResult::default());
+                }
+            }
+        }
+        // Data, applied id and membership in one atomic batch.
+        for (k, v) in applied_meta(applied, &membership)? {
+            batch.put_meta(k, v);
+        }
+        self.storage.write_batch(batch).await.map_err(sm_write)?;
+        self.applied = applied;
+        self.membership = membership;
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftStorageError> {
+        // Chunks are received by the network layer, which hands a channel to openraft through
+        // `install_full_snapshot`; this path gets an already-closed channel.
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        Ok(Box::new(SnapshotData::Incoming(rx)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotData>,
+    ) -> Result<(), RaftStorageError> {
+        let chunks = match *snapshot {
+            SnapshotData::Incoming(mut rx) => {
+                futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+            }
+            SnapshotData::Local { storage, snapshot } => {
+                let header = SnapshotHeader {
+                    snapshot_id: meta.snapshot_id.clone(),
+                    ..SnapshotHeader::default()
+                };
+                local_chunks(&storage, &snapshot, header)
+                    .await
+                    .map_err(sm_read)?
+            }
+        };
+        self.install_stream(meta, chunks).await
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(current.map(|(meta, snapshot)| Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotData::Local {
+                storage: self.storage.clone(),
+                snapshot,
+            }),
+        }))
+    }
+}
