@@ -18,7 +18,9 @@ use super::types::{
     StoredMembership, TypeConfig,
 };
 use crate::storage::stream::{self, SnapshotHeader, DEFAULT_CHUNK_BYTES};
-use crate::storage::{DynStorage, StorageError, WriteBatch, ZeroCopySnapshot, LAST_LOG_INDEX_KEY};
+use crate::storage::{
+    DynStorage, Pair, StorageError, WriteBatch, ZeroCopySnapshot, LAST_LOG_INDEX_KEY,
+};
 
 const APPLIED: &[u8] = b"raft/applied";
 const MEMBERSHIP: &[u8] = b"raft/membership";
@@ -43,7 +45,7 @@ fn sm_write(e: StorageError) -> RaftStorageError {
 fn applied_meta(
     applied: Option<LogId>,
     membership: &StoredMembership,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftStorageError> {
+) -> Result<Vec<Pair>, RaftStorageError> {
     let mut meta = vec![(MEMBERSHIP.to_vec(), enc(membership)?)];
     if let Some(a) = applied {
         meta.push((APPLIED.to_vec(), enc(&a)?));
