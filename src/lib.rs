@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod net;
 pub mod raft;
 pub mod rt;
 pub mod storage;

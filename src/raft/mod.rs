@@ -6,12 +6,15 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod network;
+pub mod node;
 pub mod runtime;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
+pub use node::{RaftNode, RaftOptions};
 pub use runtime::RaftRuntime;
 pub use snapshot::SnapshotData;
 pub use state_machine::ObjectShardStateMachine;

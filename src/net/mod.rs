@@ -1,0 +1,175 @@
+//! The transport: request/response RPC over madsim's `Endpoint` (the simulated network in
+//! simulation, TCP in real mode). Every message is serialized to bytes in both modes, so the
+//! wire format is exercised in simulation too. Each message is one frame of at most
+//! [`MAX_MESSAGE_BYTES`]; a larger one is refused before it is sent.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::Endpoint;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+/// Largest frame the transport sends or accepts.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+const TAG_REQUEST: u64 = 1;
+const TAG_RESPONSE: u64 = 2;
+
+/// Why a call failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum NetError {
+    /// The network or the peer failed.
+    #[error("network: {0}")]
+    Io(String),
+    /// No reply in time (the request may or may not have been processed).
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// A message did not encode or decode.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// A message over the frame limit.
+    #[error("message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")]
+    TooLarge(usize),
+}
+
+fn encode<T: Serialize>(id: u64, msg: &T) -> Result<Vec<u8>, NetError> {
+    let mut out = id.to_le_bytes().to_vec();
+    bincode::serialize_into(&mut out, msg).map_err(|e| NetError::Codec(e.to_string()))?;
+    if out.len() > MAX_MESSAGE_BYTES {
+        return Err(NetError::TooLarge(out.len()));
+    }
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<(u64, T), NetError> {
+    use bincode::Options;
+    if frame.len() < 8 {
+        return Err(NetError::Codec(format!(
+            "frame of {} bytes has no id",
+            frame.len()
+        )));
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&frame[..8]);
+    let msg = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(MAX_MESSAGE_BYTES as u64)
+        .deserialize(&frame[8..])
+        .map_err(|e| NetError::Codec(e.to_string()))?;
+    Ok((u64::from_le_bytes(id), msg))
+}
+
+type Pending = Mutex<BTreeMap<u64, tokio::sync::oneshot::Sender<Vec<u8>>>>;
+
+/// One node's endpoint: serves requests with a handler and makes calls to peers.
+#[derive(Clone)]
+pub struct Transport {
+    endpoint: Arc<Endpoint>,
+    pending: Arc<Pending>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Transport {
+    /// Binds `addr` and starts receiving replies.
+    pub async fn bind(addr: SocketAddr) -> Result<Self, NetError> {
+        let endpoint = Endpoint::bind(addr)
+            .await
+            .map_err(|e| NetError::Io(e.to_string()))?;
+        let t = Transport {
+            endpoint: Arc::new(endpoint),
+            pending: Arc::new(Mutex::new(BTreeMap::new())),
+            next_id: Arc::new(AtomicU64::new(1)),
+        };
+        let (ep, pending) = (t.endpoint.clone(), t.pending.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+            while let Ok((n, _from)) = ep.recv_from(TAG_RESPONSE, &mut buf).await {
+                if n < 8 {
+                    continue;
+                }
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&buf[..8]);
+                let waiter = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&u64::from_le_bytes(id));
+                if let Some(w) = waiter {
+                    let _ = w.send(buf[..n].to_vec());
+                }
+            }
+        });
+        Ok(t)
+    }
+
+    /// This endpoint's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves requests: each one is handled in its own task and answered.
+    pub fn serve<Req, Resp, H, Fut>(&self, handler: H)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        H: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Resp> + Send + 'static,
+    {
+        let ep = self.endpoint.clone();
+        let handler = Arc::new(handler);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+            while let Ok((n, from)) = ep.recv_from(TAG_REQUEST, &mut buf).await {
+                let Ok((id, req)) = decode::<Req>(&buf[..n]) else {
+                    tracing::warn!(%from, "dropping an undecodable request");
+                    continue;
+                };
+                let (ep, handler) = (ep.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let resp = handler(req).await;
+                    if let Ok(frame) = encode(id, &resp) {
+                        let _ = ep.send_to(from, TAG_RESPONSE, &frame).await;
+                    }
+                });
+            }
+        });
+    }
+
+    /// Sends `req` to `dst` and waits up to `timeout` for the reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        dst: SocketAddr,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, NetError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(id, req)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let result = async {
+            self.endpoint
+                .send_to(dst, TAG_REQUEST, &frame)
+                .await
+                .map_err(|e| NetError::Io(e.to_string()))?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(bytes)) => decode::<Resp>(&bytes).map(|(_, r)| r),
+                Ok(Err(_)) => Err(NetError::Io("reply channel closed".into())),
+                Err(_) => Err(NetError::Timeout(timeout)),
+            }
+        }
+        .await;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        result
+    }
+}

@@ -1,0 +1,264 @@
+//! Raft's messages on the wire and openraft's `RaftNetwork` over our [`Transport`].
+//!
+//! Snapshots travel as a sequence of chunk RPCs in the snapshot stream format; each chunk is
+//! acknowledged before the next is sent. The receiver feeds chunks into a bounded channel that
+//! the state machine drains while installing, so neither side holds the whole snapshot.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Snapshot};
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::SnapshotData;
+use super::state_machine::local_chunks;
+use super::types::{CommandResult, NodeId, ShardCommand, SnapshotMeta, TypeConfig, Vote};
+use crate::net::{NetError, Transport};
+use crate::storage::stream::{RaftSnapshotMeta, SnapshotHeader};
+
+/// A request between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// openraft append-entries (also heartbeats).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// openraft vote.
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot.
+    Chunk(SnapshotChunk),
+    /// A client request forwarded from a follower to the leader.
+    Client(ClientRequest),
+}
+
+/// One chunk of a snapshot being sent.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The sender.
+    pub from: NodeId,
+    /// The leader's vote.
+    pub vote: Vote,
+    /// The snapshot's metadata.
+    pub meta: SnapshotMeta,
+    /// Position of this chunk, from 0.
+    pub seq: u64,
+    /// Bytes of the snapshot stream.
+    pub data: Vec<u8>,
+    /// The last message: no data, asks for the install result.
+    pub done: bool,
+}
+
+/// What a client asks of a shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// A command through consensus.
+    Write(ShardCommand),
+    /// A linearizable read of one key.
+    Read(Vec<u8>),
+}
+
+/// A successful client reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// The command's results.
+    Written(CommandResult),
+    /// The value read.
+    Value(Option<Vec<u8>>),
+}
+
+/// Why a client request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClientError {
+    /// This node is not the leader; the hint names the one it knows of.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<NodeId>,
+    },
+    /// The request could not be completed; it may or may not have taken effect.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A reply between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    /// To `Append`.
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// To `Chunk`: `None` acknowledges a data chunk, `Some` answers the last one.
+    Chunk(Result<Option<SnapshotResponse<NodeId>>, String>),
+    /// To `Client`.
+    Client(Result<ClientReply, ClientError>),
+}
+
+/// How long an RPC may take when openraft gives no deadline.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a snapshot chunk (including the final install) may take.
+pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Creates a client per peer.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    /// This node's id.
+    pub id: NodeId,
+    /// This node's transport.
+    pub transport: Transport,
+}
+
+/// A client to one peer.
+pub struct NetworkClient {
+    id: NodeId,
+    target: NodeId,
+    addr: Result<SocketAddr, String>,
+    transport: Transport,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = NetworkClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> NetworkClient {
+        NetworkClient {
+            id: self.id,
+            target,
+            addr: node
+                .addr
+                .parse()
+                .map_err(|e| format!("bad address {:?} of node {target}: {e}", node.addr)),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+fn rpc_err<E: std::error::Error>(e: NetError) -> RPCError<NodeId, BasicNode, E> {
+    match e {
+        NetError::Timeout(_) | NetError::Io(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        _ => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl NetworkClient {
+    async fn call(&self, req: RaftRpc, timeout: Duration) -> Result<RaftReply, NetError> {
+        let addr = self.addr.clone().map_err(NetError::Io)?;
+        self.transport.call(addr, &req, timeout).await
+    }
+
+    fn unexpected<E: std::error::Error>(
+        &self,
+        reply: &RaftReply,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        let e = NetError::Codec(format!("unexpected reply {reply:?}"));
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for NetworkClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.call(RaftRpc::Append(rpc), option.hard_ttl()).await {
+            Ok(RaftReply::Append(Ok(r))) => Ok(r),
+            Ok(RaftReply::Append(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(e) => Err(rpc_err(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.call(RaftRpc::Vote(rpc), option.hard_ttl()).await {
+            Ok(RaftReply::Vote(Ok(r))) => Ok(r),
+            Ok(RaftReply::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(e) => Err(rpc_err(e)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let meta = snapshot.meta.clone();
+        let SnapshotData::Local { storage, snapshot } = *snapshot.snapshot else {
+            let e = NetError::Codec("only a locally built snapshot can be sent".into());
+            return Err(StreamingError::Network(NetworkError::new(&e)));
+        };
+        let header = SnapshotHeader {
+            snapshot_id: meta.snapshot_id.clone(),
+            raft: Some(RaftSnapshotMeta {
+                last_log_id: meta
+                    .last_log_id
+                    .map(|l| (l.leader_id.term, l.leader_id.node_id, l.index)),
+                membership: bincode::serialize(&meta.last_membership).unwrap_or_default(),
+            }),
+            meta: Vec::new(),
+        };
+        let mut chunks = local_chunks(&storage, &snapshot, header)
+            .await
+            .map_err(|e| {
+                StreamingError::StorageError(
+                    openraft::StorageIOError::read_snapshot(None, &e).into(),
+                )
+            })?;
+        let mut cancel = std::pin::pin!(cancel);
+        let mut seq = 0u64;
+        loop {
+            let next = tokio::select! {
+                biased;
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                c = chunks.next() => c,
+            };
+            let (data, done) = match next {
+                Some(Ok(data)) => (data, false),
+                Some(Err(e)) => {
+                    return Err(StreamingError::StorageError(
+                        openraft::StorageIOError::read_snapshot(None, &e).into(),
+                    ))
+                }
+                None => (Vec::new(), true),
+            };
+            let chunk = SnapshotChunk {
+                from: self.id,
+                vote,
+                meta: meta.clone(),
+                seq,
+                data,
+                done,
+            };
+            match self.call(RaftRpc::Chunk(chunk), CHUNK_TIMEOUT).await {
+                Ok(RaftReply::Chunk(Ok(None))) if !done => seq += 1,
+                Ok(RaftReply::Chunk(Ok(Some(resp)))) if done => return Ok(resp),
+                Ok(RaftReply::Chunk(Err(e))) => {
+                    let e = NetError::Io(format!("receiver refused chunk {seq}: {e}"));
+                    return Err(StreamingError::Network(NetworkError::new(&e)));
+                }
+                Ok(other) => {
+                    let e = NetError::Codec(format!("unexpected reply {other:?}"));
+                    return Err(StreamingError::Network(NetworkError::new(&e)));
+                }
+                Err(e) => return Err(StreamingError::Unreachable(Unreachable::new(&e))),
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! A Raft node: openraft on our log store and state machine, serving the Raft RPCs and client
+//! requests over the transport.
+//!
+//! Reads are linearizable: the leader confirms its leadership with a quorum
+//! (`ensure_linearizable`) and waits until it has applied up to the read point before reading
+//! its state machine. A follower never answers from its local state: it forwards the request
+//! to the leader it knows, once, or answers `NotLeader`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::storage::Snapshot;
+use openraft::{BasicNode, Config, Raft};
+
+use super::network::{
+    ClientError, ClientReply, ClientRequest, NetworkFactory, RaftReply, RaftRpc, SnapshotChunk,
+    CHUNK_TIMEOUT,
+};
+use super::snapshot::{SnapshotData, INCOMING_CHUNKS};
+use super::types::{CommandResult, NodeId, ShardCommand, TypeConfig};
+use super::{LogStore, ObjectShardStateMachine};
+use crate::net::{NetError, Transport};
+use crate::storage::{DynStorage, StorageError};
+
+/// Timing and snapshot settings of a Raft shard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftOptions {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Smallest election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Largest election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every: u64,
+    /// Log entries kept after a snapshot (fewer: lagging nodes need a snapshot sooner).
+    pub keep_after_snapshot: u64,
+    /// How long a client request may wait.
+    pub client_timeout_ms: u64,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            snapshot_every: 5_000,
+            keep_after_snapshot: 1_000,
+            client_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl RaftOptions {
+    fn config(&self) -> Result<Config, String> {
+        Config {
+            cluster_name: "odgm-sim".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            purge_batch_size: 64,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// A snapshot being received from a leader.
+struct Incoming {
+    snapshot_id: String,
+    next_seq: u64,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, StorageError>>,
+    install: tokio::task::JoinHandle<Result<openraft::raft::SnapshotResponse<NodeId>, String>>,
+}
+
+/// A running Raft node.
+pub struct RaftNode {
+    /// This node's id.
+    pub id: NodeId,
+    /// The openraft handle.
+    pub raft: Raft<TypeConfig>,
+    transport: Transport,
+    app: DynStorage,
+    incoming: Mutex<BTreeMap<NodeId, Incoming>>,
+    options: RaftOptions,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The transport could not bind.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Storage or openraft refused to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl RaftNode {
+    /// Starts a node on its storages (which survive restarts) at `addr`.
+    pub async fn start(
+        id: NodeId,
+        addr: SocketAddr,
+        options: RaftOptions,
+        log: DynStorage,
+        app: DynStorage,
+    ) -> Result<Arc<RaftNode>, StartError> {
+        let config = Arc::new(options.config().map_err(StartError::Raft)?);
+        let transport = Transport::bind(addr).await?;
+        let sm = ObjectShardStateMachine::open(app.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let network = NetworkFactory {
+            id,
+            transport: transport.clone(),
+        };
+        let raft = Raft::new(id, config, network, LogStore::new(log), sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let node = Arc::new(RaftNode {
+            id,
+            raft,
+            transport: transport.clone(),
+            app,
+            incoming: Mutex::new(BTreeMap::new()),
+            options,
+        });
+        let weak = Arc::downgrade(&node);
+        transport.serve(move |req: RaftRpc| {
+            let node = weak.upgrade();
+            async move {
+                match node {
+                    Some(n) => n.handle(req).await,
+                    None => RaftReply::Client(Err(ClientError::Unavailable("node stopped".into()))),
+                }
+            }
+        });
+        Ok(node)
+    }
+
+    /// Makes this node the first member of a new cluster of `members` (id -> address).
+    pub async fn initialize(&self, members: &BTreeMap<NodeId, SocketAddr>) -> Result<(), String> {
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, a)| (*id, BasicNode::new(a.to_string())))
+            .collect();
+        self.raft.initialize(nodes).await.map_err(|e| e.to_string())
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The application storage (for checks; reads through it are not linearizable).
+    pub fn app_storage(&self) -> &DynStorage {
+        &self.app
+    }
+
+    /// Handles one request from the network.
+    async fn handle(self: &Arc<Self>, req: RaftRpc) -> RaftReply {
+        match req {
+            RaftRpc::Append(r) => RaftReply::Append(self.raft.append_entries(r).await),
+            RaftRpc::Vote(r) => RaftReply::Vote(self.raft.vote(r).await),
+            RaftRpc::Chunk(c) => RaftReply::Chunk(self.receive_chunk(c).await),
+            RaftRpc::Client(r) => RaftReply::Client(self.serve_client(r, false).await),
+        }
+    }
+
+    async fn receive_chunk(
+        self: &Arc<Self>,
+        c: SnapshotChunk,
+    ) -> Result<Option<openraft::raft::SnapshotResponse<NodeId>>, String> {
+        if c.seq == 0 {
+            // A new snapshot from this leader replaces any unfinished one.
+            let (tx, rx) = tokio::sync::mpsc::channel(INCOMING_CHUNKS);
+            let raft = self.raft.clone();
+            let (vote, meta) = (c.vote, c.meta.clone());
+            let install = tokio::spawn(async move {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: Box::new(SnapshotData::Incoming(rx)),
+                };
+                raft.install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            let old = self
+                .incoming
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    c.from,
+                    Incoming {
+                        snapshot_id: c.meta.snapshot_id.clone(),
+                        next_seq: 0,
+                        tx,
+                        install,
+                    },
+                );
+            drop(old);
+        }
+        let session = self
+            .incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&c.from);
+        let Some(mut s) = session else {
+            return Err(format!("no snapshot in progress from node {}", c.from));
+        };
+        if s.snapshot_id != c.meta.snapshot_id || s.next_seq != c.seq {
+            return Err(format!(
+                "chunk {} of {} out of order (expected {} of {})",
+                c.seq, c.meta.snapshot_id, s.next_seq, s.snapshot_id
+            ));
+        }
+        if c.done {
+            drop(s.tx);
+            return match s.install.await {
+                Ok(Ok(resp)) => Ok(Some(resp)),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        match tokio::time::timeout(CHUNK_TIMEOUT, s.tx.send(Ok(c.data))).await {
+            Ok(Ok(())) => {
+                s.next_seq += 1;
+                self.incoming
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(c.from, s);
+                Ok(None)
+            }
+            _ => Err("the install stopped taking chunks".into()),
+        }
+    }
+
+    /// Serves a client request here, or forwards it once to the leader.
+    async fn serve_client(
+        &self,
+        req: ClientRequest,
+        forwarded: bool,
+    ) -> Result<ClientReply, ClientError> {
+        let leader_hint = match &req {
+            ClientRequest::Write(cmd) => match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return Ok(ClientReply::Written(resp.data)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
+                Err(e) => return Err(ClientError::Unavailable(e.to_string())),
+            },
+            ClientRequest::Read(key) => match self.raft.ensure_linearizable().await {
+                Ok(_) => {
+                    return self
+                        .app
+                        .get(key)
+                        .await
+                        .map(ClientReply::Value)
+                        .map_err(|e| ClientError::Unavailable(e.to_string()))
+                }
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => f.leader_id,
+                Err(e) => return Err(ClientError::Unavailable(e.to_string())),
+            },
+        };
+        if forwarded {
+            return Err(ClientError::NotLeader {
+                leader: leader_hint,
+            });
+        }
+        let Some(leader) = leader_hint.filter(|l| *l != self.id) else {
+            return Err(ClientError::NotLeader {
+                leader: leader_hint,
+            });
+        };
+        let addr = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let found = m
+                .membership_config
+                .nodes()
+                .find(|(id, _)| **id == leader)
+                .and_then(|(_, n)| n.addr.parse::<SocketAddr>().ok());
+            found
+        };
+        let Some(addr) = addr else {
+            return Err(ClientError::NotLeader {
+                leader: Some(leader),
+            });
+        };
+        let timeout = Duration::from_millis(self.options.client_timeout_ms);
+        match self
+            .transport
+            .call(addr, &RaftRpc::Client(req), timeout)
+            .await
+        {
+            Ok(RaftReply::Client(r)) => r,
+            Ok(other) => Err(ClientError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(e) => Err(ClientError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Runs a command through consensus (forwarded to the leader if need be).
+    pub async fn write(&self, cmd: ShardCommand) -> Result<CommandResult, ClientError> {
+        match self.serve_client(ClientRequest::Write(cmd), false).await? {
+            ClientReply::Written(r) => Ok(r),
+            other => Err(ClientError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads a key linearizably (on the leader, after confirming leadership).
+    pub async fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        match self
+            .serve_client(ClientRequest::Read(key.to_vec()), false)
+            .await?
+        {
+            ClientReply::Value(v) => Ok(v),
+            other => Err(ClientError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+}
