@@ -15,6 +15,20 @@ pub fn random_u64() -> u64 {
     madsim::rand::thread_rng().next_u64()
 }
 
+/// The type of this mode's thread RNG: the simulation's seeded global RNG, or rand's
+/// OS-seeded thread RNG in real mode.
+#[cfg(madsim)]
+pub type ThreadRng = madsim::rand::GlobalRng;
+/// The type of this mode's thread RNG: the simulation's seeded global RNG, or rand's
+/// OS-seeded thread RNG in real mode.
+#[cfg(not(madsim))]
+pub type ThreadRng = rand::rngs::ThreadRng;
+
+/// This mode's thread RNG (see [`ThreadRng`]).
+pub fn thread_rng() -> ThreadRng {
+    madsim::rand::thread_rng()
+}
+
 /// Milliseconds since the Unix epoch as this process sees it: simulated in simulation
 /// (madsim starts its clock at a seed-derived date), the OS clock in real mode.
 pub fn unix_time_ms() -> u64 {

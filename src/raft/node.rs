@@ -155,6 +155,11 @@ impl RaftNode {
         self.raft.initialize(nodes).await.map_err(|e| e.to_string())
     }
 
+    /// The address this node serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.transport.local_addr()
+    }
+
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader

@@ -125,7 +125,7 @@ impl<T> openraft::async_runtime::AsyncOneshotSendExt<T> for RtOneshotSender<T> {
 }
 
 /// The RNG openraft draws election jitter from: the simulation's seeded RNG in simulation.
-pub struct RtRng(madsim::rand::GlobalRng);
+pub struct RtRng(crate::rt::ThreadRng);
 
 impl rand::RngCore for RtRng {
     fn next_u32(&mut self) -> u32 {
@@ -195,7 +195,7 @@ impl AsyncRuntime for RaftRuntime {
     }
 
     fn thread_rng() -> Self::ThreadLocalRng {
-        RtRng(madsim::rand::thread_rng())
+        RtRng(crate::rt::thread_rng())
     }
 
     fn oneshot<T>() -> (Self::OneshotSender<T>, Self::OneshotReceiver<T>)
