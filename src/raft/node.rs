@@ -91,6 +91,7 @@ pub struct RaftNode {
     app: DynStorage,
     incoming: Mutex<BTreeMap<NodeId, Incoming>>,
     options: RaftOptions,
+    snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why a node could not start.
@@ -118,6 +119,7 @@ impl RaftNode {
         let sm = ObjectShardStateMachine::open(app.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let snapshots_installed = sm.installed_counter();
         let network = NetworkFactory {
             id,
             transport: transport.clone(),
@@ -132,6 +134,7 @@ impl RaftNode {
             app,
             incoming: Mutex::new(BTreeMap::new()),
             options,
+            snapshots_installed,
         });
         let weak = Arc::downgrade(&node);
         transport.serve(move |req: RaftRpc| {
@@ -153,6 +156,12 @@ impl RaftNode {
             .map(|(id, a)| (*id, BasicNode::new(a.to_string())))
             .collect();
         self.raft.initialize(nodes).await.map_err(|e| e.to_string())
+    }
+
+    /// How many snapshots this incarnation installed from a leader.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The address this node serves on.

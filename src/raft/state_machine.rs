@@ -65,6 +65,7 @@ pub struct ObjectShardStateMachine {
     /// snapshot builders (clones).
     current: Arc<Mutex<Option<(SnapshotMeta, ZeroCopySnapshot)>>>,
     built: Arc<AtomicU64>,
+    installed: Arc<AtomicU64>,
 }
 
 impl ObjectShardStateMachine {
@@ -84,12 +85,18 @@ impl ObjectShardStateMachine {
             membership,
             current: Arc::new(Mutex::new(None)),
             built: Arc::new(AtomicU64::new(0)),
+            installed: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// The application storage.
     pub fn storage(&self) -> &DynStorage {
         &self.storage
+    }
+
+    /// Counts snapshots installed from a leader (shared with clones).
+    pub fn installed_counter(&self) -> Arc<AtomicU64> {
+        self.installed.clone()
     }
 
     /// Applies one command against the batch being built; `overlay` holds the batch's
@@ -147,6 +154,7 @@ impl ObjectShardStateMachine {
             .map_err(sm_write)?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.installed.fetch_add(1, Ordering::Relaxed);
         let snapshot = self
             .storage
             .create_zero_copy_snapshot()
