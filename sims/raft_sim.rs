@@ -260,7 +260,7 @@ fn options() -> RaftOptions {
     }
 }
 
-/// Elect, commit, kill the leader (optionally cutting its power), re-elect within the bound,
+/// Elect, commit 1,000 writes around killing the leader (optionally cutting its power), re-elect within the bound,
 /// commit more, restart the old leader from its disk, and check every node ends with the same
 /// data. (The restarted node catches up from the log: a leader does not purge entries that a
 /// replication stream still has in flight, and the dead node's stream pins them.)
@@ -272,7 +272,7 @@ async fn crash_and_catch_up(n: u64, power: Option<PowerLossMode>) {
         .leader(Duration::from_secs(10))
         .await
         .expect("a leader is elected");
-    for i in 0..200u64 {
+    for i in 0..600u64 {
         cluster.put(i % 37, i).await;
     }
     cluster.kill(first);
@@ -286,10 +286,10 @@ async fn crash_and_catch_up(n: u64, power: Option<PowerLossMode>) {
         .expect("a new leader within the bound");
     assert_ne!(second, first);
     tracing::info!(elapsed = ?t.elapsed(), "re-elected");
-    for i in 200..400u64 {
+    for i in 600..1000u64 {
         cluster.put(i % 37, i).await;
     }
-    assert_eq!(cluster.get(399 % 37).await, Some(399));
+    assert_eq!(cluster.get(999 % 37).await, Some(999));
     cluster.restart(first);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let states = cluster.converged_state(Duration::from_secs(20)).await;
@@ -298,7 +298,7 @@ async fn crash_and_catch_up(n: u64, power: Option<PowerLossMode>) {
     // Every acknowledged write survived: each key holds its last written value.
     let want: Vec<(Vec<u8>, Vec<u8>)> = (0..37u64)
         .map(|k| {
-            let last = (0..400u64).filter(|i| i % 37 == k).max().unwrap();
+            let last = (0..1000u64).filter(|i| i % 37 == k).max().unwrap();
             (k.to_be_bytes().to_vec(), last.to_be_bytes().to_vec())
         })
         .collect();
