@@ -18,13 +18,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use futures::StreamExt;
 
-use super::snapshot_registry::{last_log_index_of, SnapshotRegistry, LAST_LOG_INDEX_KEY};
+use super::snapshot_registry::{last_log_index_of, HeldSnapshots, LAST_LOG_INDEX_KEY};
 use super::{
     paged_stream, ApplicationDataStorage, BatchOp, EngineKind, KeyRange, KvStream, Namespace,
     PageSource, Pair, Result, SnapshotCapableStorage, StorageError, WriteBatch, ZeroCopySnapshot,
@@ -77,7 +77,7 @@ pub struct FjallStorage {
     options: FjallOptions,
     path: PathBuf,
     write_lock: tokio::sync::Mutex<()>,
-    snapshots: Mutex<SnapshotRegistry<FjallSnapshot>>,
+    snapshots: HeldSnapshots<FjallSnapshot>,
 }
 
 impl std::fmt::Debug for FjallStorage {
@@ -195,7 +195,7 @@ impl FjallStorage {
             options,
             path: path.to_path_buf(),
             write_lock: tokio::sync::Mutex::new(()),
-            snapshots: Mutex::new(SnapshotRegistry::default()),
+            snapshots: HeldSnapshots::default(),
         })
     }
 
@@ -212,24 +212,13 @@ impl FjallStorage {
         self.options.sync_commits.then_some(PersistMode::SyncAll)
     }
 
-    fn snapshot_handle(&self, id: &str) -> Result<FjallSnapshot> {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handle(id)
-            .cloned()
-    }
-
     /// Fills the inactive generation from `pairs` and `meta`, then makes it the active one.
     /// Callers hold `write_lock`. An error part-way leaves the inactive generation half
     /// filled and the active one untouched; the next install clears it.
     async fn replace_all(&self, mut pairs: KvStream, meta: Vec<Pair>) -> Result<u64> {
         let target = 1 - self.active.load(Ordering::Acquire);
         // Snapshots reading the generation about to be overwritten die with it.
-        self.snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .release_where(|s| s.generation == target);
+        self.snapshots.release_where(|s| s.generation == target);
         let gen = &self.gens[target];
         gen.data.clear().map_err(io)?;
         gen.meta.clear().map_err(io)?;
@@ -373,13 +362,14 @@ impl SnapshotCapableStorage for FjallStorage {
             total_size_bytes: gen.data.disk_space() + self.db.write_buffer_size(),
             created_at_ms: crate::rt::unix_time_ms(),
         };
-        let mut reg = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(reg.insert(info, FjallSnapshot { snap, generation }))
+        Ok(self
+            .snapshots
+            .insert(info, FjallSnapshot { snap, generation }))
     }
 
     async fn restore_from_snapshot(&self, snapshot: &ZeroCopySnapshot) -> Result<()> {
         let _guard = self.write_lock.lock().await;
-        let handle = self.snapshot_handle(&snapshot.snapshot_id)?;
+        let handle = self.snapshots.handle(&snapshot.snapshot_id)?;
         let gen = self.gens[handle.generation].clone();
         let mut meta = Vec::new();
         for guard in handle.snap.iter(&gen.meta) {
@@ -394,23 +384,16 @@ impl SnapshotCapableStorage for FjallStorage {
     }
 
     async fn latest_snapshot(&self) -> Result<Option<ZeroCopySnapshot>> {
-        Ok(self
-            .snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .latest())
+        Ok(self.snapshots.latest())
     }
 
     async fn release_snapshot(&self, snapshot_id: &str) -> Result<()> {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .release(snapshot_id);
+        self.snapshots.release(snapshot_id);
         Ok(())
     }
 
     async fn create_kv_snapshot_stream(&self, snapshot: &ZeroCopySnapshot) -> Result<KvStream> {
-        let handle = self.snapshot_handle(&snapshot.snapshot_id)?;
+        let handle = self.snapshots.handle(&snapshot.snapshot_id)?;
         Ok(paged_stream(Arc::new(SnapshotPages {
             data: self.gens[handle.generation].data.clone(),
             snap: handle.snap,

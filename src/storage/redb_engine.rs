@@ -27,7 +27,7 @@ use redb::{
     TableDefinition,
 };
 
-use super::snapshot_registry::{last_log_index_of, SnapshotRegistry, LAST_LOG_INDEX_KEY};
+use super::snapshot_registry::{last_log_index_of, HeldSnapshots, LAST_LOG_INDEX_KEY};
 use super::{
     paged_stream, ApplicationDataStorage, BatchOp, EngineKind, KeyRange, KvStream, Namespace,
     PageSource, Pair, Result, SimDisk, SnapshotCapableStorage, StorageError, WriteBatch,
@@ -54,7 +54,7 @@ pub struct RedbStorage {
     db: Option<Database>,
     disk: Option<SimDisk>,
     write_lock: tokio::sync::Mutex<()>,
-    snapshots: Mutex<SnapshotRegistry<Arc<ReadTransaction>>>,
+    snapshots: HeldSnapshots<Arc<ReadTransaction>>,
     stopped: Mutex<Option<String>>,
     seq: AtomicU64,
 }
@@ -195,7 +195,7 @@ impl RedbStorage {
             db: Some(db),
             disk,
             write_lock: tokio::sync::Mutex::new(()),
-            snapshots: Mutex::new(SnapshotRegistry::default()),
+            snapshots: HeldSnapshots::default(),
             stopped: Mutex::new(None),
             seq: AtomicU64::new(0),
         };
@@ -296,10 +296,7 @@ impl RedbStorage {
 impl Drop for RedbStorage {
     fn drop(&mut self) {
         // Read handles must go before the database they read.
-        self.snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .release_where(|_| true);
+        self.snapshots.release_where(|_| true);
         if let Some(db) = self.db.take() {
             let _ = guarded(move || {
                 drop(db);
@@ -394,18 +391,12 @@ impl SnapshotCapableStorage for RedbStorage {
             total_size_bytes: self.disk.as_ref().map_or(0, |d| d.durable_len()),
             created_at_ms: crate::rt::unix_time_ms(),
         };
-        let mut reg = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(reg.insert(info, Arc::new(txn)))
+        Ok(self.snapshots.insert(info, Arc::new(txn)))
     }
 
     async fn restore_from_snapshot(&self, snapshot: &ZeroCopySnapshot) -> Result<()> {
         self.check_alive()?;
-        let from = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handle(&snapshot.snapshot_id)?
-            .clone();
+        let from = self.snapshots.handle(&snapshot.snapshot_id)?;
         let guard = self.write_lock.lock().await;
         let r = self.commit_sync(|txn| {
             Self::copy_tables(&from, txn, Namespace::Data)?;
@@ -417,29 +408,17 @@ impl SnapshotCapableStorage for RedbStorage {
     }
 
     async fn latest_snapshot(&self) -> Result<Option<ZeroCopySnapshot>> {
-        Ok(self
-            .snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .latest())
+        Ok(self.snapshots.latest())
     }
 
     async fn release_snapshot(&self, snapshot_id: &str) -> Result<()> {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .release(snapshot_id);
+        self.snapshots.release(snapshot_id);
         Ok(())
     }
 
     async fn create_kv_snapshot_stream(&self, snapshot: &ZeroCopySnapshot) -> Result<KvStream> {
         self.check_alive()?;
-        let txn = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handle(&snapshot.snapshot_id)?
-            .clone();
+        let txn = self.snapshots.handle(&snapshot.snapshot_id)?;
         Ok(paged_stream(Arc::new(TxnPages(txn))))
     }
 

@@ -2,6 +2,7 @@
 //! handle, and a bound on how many are kept.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 
 use super::{Result, StorageError, ZeroCopySnapshot};
 
@@ -77,5 +78,47 @@ impl<H> SnapshotRegistry<H> {
     /// Drops every snapshot whose handle matches.
     pub fn release_where(&mut self, mut f: impl FnMut(&H) -> bool) {
         self.held.retain(|_, (_, h)| !f(h));
+    }
+}
+
+/// A [`SnapshotRegistry`] behind a lock, for engines whose methods take `&self`.
+#[derive(Debug)]
+pub struct HeldSnapshots<H>(Mutex<SnapshotRegistry<H>>);
+
+impl<H> Default for HeldSnapshots<H> {
+    fn default() -> Self {
+        Self(Mutex::new(SnapshotRegistry::default()))
+    }
+}
+
+impl<H: Clone> HeldSnapshots<H> {
+    fn lock(&self) -> MutexGuard<'_, SnapshotRegistry<H>> {
+        // The registry stays consistent even if a holder panicked.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a snapshot (see [`SnapshotRegistry::insert`]).
+    pub fn insert(&self, info: ZeroCopySnapshot, handle: H) -> ZeroCopySnapshot {
+        self.lock().insert(info, handle)
+    }
+
+    /// A copy of a held snapshot's native handle.
+    pub fn handle(&self, snapshot_id: &str) -> Result<H> {
+        self.lock().handle(snapshot_id).cloned()
+    }
+
+    /// The newest held snapshot.
+    pub fn latest(&self) -> Option<ZeroCopySnapshot> {
+        self.lock().latest()
+    }
+
+    /// Drops one snapshot (unknown ids are fine).
+    pub fn release(&self, snapshot_id: &str) {
+        self.lock().release(snapshot_id)
+    }
+
+    /// Drops every snapshot whose handle matches.
+    pub fn release_where(&self, f: impl FnMut(&H) -> bool) {
+        self.lock().release_where(f)
     }
 }
