@@ -532,3 +532,65 @@ fn new_node_snapshot_and_membership_change() {
         Box::pin(membership_change_under_load())
     });
 }
+
+/// A leader that goes silent in the middle of a snapshot: the receiver drops the transfer
+/// after `CHUNK_TIMEOUT`, the install fails without touching the data, and the node stops
+/// instead of waiting forever.
+async fn silent_snapshot_sender() {
+    use odgm_sim::raft::network::{SnapshotChunk, CHUNK_TIMEOUT};
+    use odgm_sim::storage::stream;
+    let cluster = Cluster::start_with_spares(0, 1, options()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let node = cluster.node(1).expect("node 1 runs");
+    node.app_storage().put(b"old", b"state").await.unwrap();
+    // The first chunk of a real stream, then nothing.
+    let pairs =
+        futures::stream::iter((0..100u64).map(|i| Ok((i.to_be_bytes().to_vec(), vec![1u8; 100]))))
+            .boxed();
+    let mut chunks = stream::encode(&stream::SnapshotHeader::default(), pairs, 1024).unwrap();
+    let first = chunks.next().await.unwrap().unwrap();
+    let leader_id = openraft::CommittedLeaderId::new(5, 9);
+    let meta = openraft::SnapshotMeta {
+        last_log_id: Some(openraft::LogId::new(leader_id, 50)),
+        last_membership: Default::default(),
+        snapshot_id: "silent".into(),
+    };
+    let chunk = SnapshotChunk {
+        from: 9,
+        vote: openraft::Vote::new_committed(5, 9),
+        meta,
+        seq: 0,
+        data: first,
+        done: false,
+    };
+    let r: Result<RaftReply, _> = cluster
+        .client
+        .call(addr(1), &RaftRpc::Chunk(chunk), Duration::from_secs(2))
+        .await;
+    assert!(
+        matches!(r, Ok(RaftReply::Chunk(Ok(None)))),
+        "first chunk accepted: {r:?}"
+    );
+    tokio::time::sleep(CHUNK_TIMEOUT * 3).await;
+    let running = node.raft.metrics().borrow().running_state.clone();
+    assert!(
+        running.is_err(),
+        "the node stopped after the failed install: {running:?}"
+    );
+    assert_eq!(
+        node.app_storage().get(b"old").await.unwrap(),
+        Some(b"state".to_vec())
+    );
+    assert_eq!(
+        node.app_storage().count().await.unwrap(),
+        1,
+        "no pair of the partial snapshot"
+    );
+}
+
+#[test]
+fn silent_snapshot_sender_is_dropped() {
+    sweep("silent_snapshot_sender_is_dropped", || {
+        Box::pin(silent_snapshot_sender())
+    });
+}

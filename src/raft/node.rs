@@ -189,6 +189,11 @@ impl RaftNode {
         }
     }
 
+    /// Takes one chunk of a snapshot from a leader. The first chunk starts the install (which
+    /// drains a bounded channel as chunks arrive) and a watchdog: if the sender goes silent
+    /// for [`CHUNK_TIMEOUT`], the watchdog drops the channel, the decoder sees a stream with
+    /// no trailer, and the install fails atomically (the old state stays; openraft then
+    /// stops the node, which is fail-stop rather than a state machine waiting forever).
     async fn receive_chunk(
         self: &Arc<Self>,
         c: SnapshotChunk,
@@ -221,22 +226,22 @@ impl RaftNode {
                     },
                 );
             drop(old);
-        }
-        let session = self
-            .incoming
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&c.from);
-        let Some(mut s) = session else {
-            return Err(format!("no snapshot in progress from node {}", c.from));
-        };
-        if s.snapshot_id != c.meta.snapshot_id || s.next_seq != c.seq {
-            return Err(format!(
-                "chunk {} of {} out of order (expected {} of {})",
-                c.seq, c.meta.snapshot_id, s.next_seq, s.snapshot_id
-            ));
+            self.watch_transfer(c.from, c.meta.snapshot_id.clone());
         }
         if c.done {
+            let session = self
+                .incoming
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&c.from);
+            let Some(s) =
+                session.filter(|s| s.snapshot_id == c.meta.snapshot_id && s.next_seq == c.seq)
+            else {
+                return Err(format!(
+                    "no complete snapshot {} from node {}",
+                    c.meta.snapshot_id, c.from
+                ));
+            };
             drop(s.tx);
             return match s.install.await {
                 Ok(Ok(resp)) => Ok(Some(resp)),
@@ -244,17 +249,56 @@ impl RaftNode {
                 Err(e) => Err(e.to_string()),
             };
         }
-        match tokio::time::timeout(CHUNK_TIMEOUT, s.tx.send(Ok(c.data))).await {
-            Ok(Ok(())) => {
-                s.next_seq += 1;
+        let tx = {
+            let mut map = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(&c.from) {
+                Some(s) if s.snapshot_id == c.meta.snapshot_id && s.next_seq == c.seq => {
+                    s.next_seq += 1;
+                    s.tx.clone()
+                }
+                Some(s) => {
+                    return Err(format!(
+                        "chunk {} of {} out of order (expected {} of {})",
+                        c.seq, c.meta.snapshot_id, s.next_seq, s.snapshot_id
+                    ))
+                }
+                None => return Err(format!("no snapshot in progress from node {}", c.from)),
+            }
+        };
+        match tokio::time::timeout(CHUNK_TIMEOUT, tx.send(Ok(c.data))).await {
+            Ok(Ok(())) => Ok(None),
+            _ => {
                 self.incoming
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(c.from, s);
-                Ok(None)
+                    .remove(&c.from);
+                Err("the install stopped taking chunks".into())
             }
-            _ => Err("the install stopped taking chunks".into()),
         }
+    }
+
+    /// Drops a transfer that makes no progress for [`CHUNK_TIMEOUT`] (see `receive_chunk`).
+    fn watch_transfer(self: &Arc<Self>, from: NodeId, snapshot_id: String) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen = u64::MAX;
+            loop {
+                tokio::time::sleep(CHUNK_TIMEOUT).await;
+                let Some(node) = weak.upgrade() else { return };
+                let mut map = node.incoming.lock().unwrap_or_else(|e| e.into_inner());
+                match map.get(&from) {
+                    Some(s) if s.snapshot_id == snapshot_id => {
+                        if s.next_seq == seen {
+                            tracing::warn!(from, %snapshot_id, "snapshot sender went silent; dropping the transfer");
+                            map.remove(&from);
+                            return;
+                        }
+                        seen = s.next_seq;
+                    }
+                    _ => return,
+                }
+            }
+        });
     }
 
     /// Serves a client request here, or forwards it once to the leader.
