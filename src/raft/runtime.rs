@@ -54,6 +54,7 @@ impl SubAssign<Duration> for RtInstant {
 
 impl openraft::Instant for RtInstant {
     fn now() -> Self {
+        // madsim-tokio's Instant: the simulated clock in simulation, the OS clock in real mode.
         RtInstant(tokio::time::Instant::now())
     }
 }
