@@ -5,6 +5,8 @@
 //! `ODGM_SIM_SEEDS=N` sweeps seeds `0..N` (default 3); `ODGM_SIM_SEED=S` runs one seed.
 #![cfg(madsim)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -469,17 +471,8 @@ async fn membership_change_under_load() {
     }
 }
 
-fn seeds() -> Vec<u64> {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    match (var("ODGM_SIM_SEED"), var("ODGM_SIM_SEEDS")) {
-        (Some(seed), _) => vec![seed],
-        (None, Some(n)) => (0..n).collect(),
-        (None, None) => (0..3).collect(),
-    }
-}
-
 fn sweep(name: &str, f: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
-    for seed in seeds() {
+    for seed in common::seeds(3) {
         let r = std::panic::catch_unwind(|| {
             let rt =
                 madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());

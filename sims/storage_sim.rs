@@ -4,6 +4,8 @@
 //! `ODGM_SIM_SEEDS=N` sweeps seeds `0..N` (default 16); `ODGM_SIM_SEED=S` runs one seed.
 #![cfg(madsim)]
 
+mod common;
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -82,18 +84,9 @@ fn run(seed: u64) -> Outcome {
     rt.block_on(workload())
 }
 
-fn seeds() -> Vec<u64> {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    match (var("ODGM_SIM_SEED"), var("ODGM_SIM_SEEDS")) {
-        (Some(seed), _) => vec![seed],
-        (None, Some(n)) => (0..n).collect(),
-        (None, None) => (0..16).collect(),
-    }
-}
-
 #[test]
 fn storage_sweep() {
-    for seed in seeds() {
+    for seed in common::seeds(16) {
         let result = std::panic::catch_unwind(|| run(seed));
         match result {
             Ok(o) => {

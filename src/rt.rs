@@ -10,9 +10,7 @@ use std::time::Duration;
 /// reproducible from the seed; in real mode it comes from the OS.
 pub fn random_u64() -> u64 {
     use rand::RngCore;
-    // madsim's `thread_rng` is the simulation's global seeded RNG under cfg(madsim), and
-    // rand's OS-seeded thread RNG in real mode; it is the only place randomness enters.
-    madsim::rand::thread_rng().next_u64()
+    thread_rng().next_u64()
 }
 
 /// The type of this mode's thread RNG: the simulation's seeded global RNG, or rand's
@@ -24,7 +22,7 @@ pub type ThreadRng = madsim::rand::GlobalRng;
 #[cfg(not(madsim))]
 pub type ThreadRng = rand::rngs::ThreadRng;
 
-/// This mode's thread RNG (see [`ThreadRng`]).
+/// This mode's thread RNG (see [`ThreadRng`]): the only place randomness enters.
 pub fn thread_rng() -> ThreadRng {
     madsim::rand::thread_rng()
 }

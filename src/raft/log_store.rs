@@ -11,8 +11,8 @@ use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig, Vote};
-use crate::storage::{DynStorage, KeyRange, WriteBatch};
+use super::types::{Entry, LogId, RaftStorageError, TypeConfig, Vote};
+use crate::storage::{DynStorage, KeyRange, Pair, WriteBatch};
 
 const VOTE: &[u8] = b"raft/vote";
 const COMMITTED: &[u8] = b"raft/committed";
@@ -58,27 +58,45 @@ impl LogStore {
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
+    /// The keys of the entries in `[start, end]` bounds (no decoding).
+    async fn entry_keys(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<Vec<Vec<u8>>, RaftStorageError> {
+        Ok(self
+            .raw(start, end)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// The stored (key, encoded entry) pairs with indices within the bounds.
+    async fn raw(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Pair>, RaftStorageError> {
+        let key = |b: Bound<u64>| b.map(entry_key);
+        self.storage
+            .scan(
+                KeyRange {
+                    start: key(start),
+                    end: key(end),
+                },
+                usize::MAX,
+            )
+            .await
+            .map_err(|e| StorageIOError::read_logs(&e).into())
+    }
+
     async fn entries(
         &self,
         start: Bound<u64>,
         end: Bound<u64>,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        let start = match start {
-            Bound::Included(i) => Bound::Included(entry_key(i)),
-            Bound::Excluded(i) => Bound::Excluded(entry_key(i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match end {
-            Bound::Included(i) => Bound::Included(entry_key(i)),
-            Bound::Excluded(i) => Bound::Excluded(entry_key(i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let pairs = self
-            .storage
-            .scan(KeyRange { start, end }, usize::MAX)
-            .await
-            .map_err(|e| RaftStorageError::from(StorageIOError::read_logs(&e)))?;
-        pairs.iter().map(|(_, v)| decode(v)).collect()
+        self.raw(start, end)
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
     }
 }
 
@@ -164,7 +182,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         // Remove entries at and after `log_id.index`; the new last is the one before it.
         let doomed = self
-            .entries(Bound::Included(log_id.index), Bound::Unbounded)
+            .entry_keys(Bound::Included(log_id.index), Bound::Unbounded)
             .await?;
         let prev = match log_id.index.checked_sub(1) {
             Some(i) => self
@@ -179,8 +197,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => self.meta::<LogId>(LAST_PURGED).await?,
         };
         let mut b = WriteBatch::new();
-        for e in doomed {
-            b.delete(entry_key(e.log_id.index));
+        for key in doomed {
+            b.delete(key);
         }
         match prev {
             Some(p) => b.put_meta(LAST_LOG, encode(&p)?),
@@ -191,11 +209,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         let doomed = self
-            .entries(Bound::Unbounded, Bound::Included(log_id.index))
+            .entry_keys(Bound::Unbounded, Bound::Included(log_id.index))
             .await?;
         let mut b = WriteBatch::new();
-        for e in doomed {
-            b.delete(entry_key(e.log_id.index));
+        for key in doomed {
+            b.delete(key);
         }
         b.put_meta(LAST_PURGED, encode(&log_id)?);
         let last: Option<LogId> = self.meta(LAST_LOG).await?;
@@ -205,6 +223,3 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.commit(b).await
     }
 }
-
-/// Node id type check: openraft's log ids carry a `NodeId`.
-const _: fn(NodeId) = |_| {};

@@ -541,7 +541,14 @@ pub async fn decode(
             )))
         }
         Some(Err(e)) => return Err(e),
-        None => unreachable_end()?,
+        // `next` reports a truncated stream as an error, so the end comes only after a header.
+        None => {
+            return Err(StreamError::Truncated {
+                offset: 0,
+                expected: "the header",
+            }
+            .into())
+        }
     };
     let pairs = futures::stream::unfold(st, |mut st| async move {
         if st.done {
@@ -565,14 +572,6 @@ pub async fn decode(
     })
     .boxed();
     Ok((header, pairs))
-}
-
-fn unreachable_end() -> Result<SnapshotHeader, StorageError> {
-    Err(StreamError::Truncated {
-        offset: 0,
-        expected: "the header",
-    }
-    .into())
 }
 
 struct DecodeState {
