@@ -15,4 +15,5 @@ pub mod cli;
 pub mod net;
 pub mod raft;
 pub mod rt;
+pub mod shard;
 pub mod storage;

@@ -63,6 +63,15 @@ pub enum ClientRequest {
     Write(ShardCommand),
     /// A linearizable read of one key.
     Read(Vec<u8>),
+    /// A linearizable scan of the keys under a prefix, at most `limit` pairs.
+    Scan {
+        /// Key prefix.
+        prefix: Vec<u8>,
+        /// Most pairs returned.
+        limit: usize,
+    },
+    /// A linearizable count of the keys.
+    Count,
 }
 
 /// A successful client reply.
@@ -72,6 +81,10 @@ pub enum ClientReply {
     Written(CommandResult),
     /// The value read.
     Value(Option<Vec<u8>>),
+    /// The pairs scanned, in key order.
+    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// The number of keys.
+    Count(u64),
 }
 
 /// Why a client request failed.

@@ -20,6 +20,7 @@ use super::network::{
     CHUNK_TIMEOUT,
 };
 use super::snapshot::{SnapshotData, INCOMING_CHUNKS};
+use super::state_machine::CurrentSnapshot;
 use super::types::{CommandResult, NodeId, ShardCommand, TypeConfig};
 use super::{LogStore, ObjectShardStateMachine};
 use crate::net::{NetError, Transport};
@@ -92,6 +93,7 @@ pub struct RaftNode {
     incoming: Mutex<BTreeMap<NodeId, Incoming>>,
     options: RaftOptions,
     snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
+    current_snapshot: CurrentSnapshot,
 }
 
 /// Why a node could not start.
@@ -120,6 +122,7 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let snapshots_installed = sm.installed_counter();
+        let current_snapshot = sm.current_snapshot_handle();
         let network = NetworkFactory {
             id,
             transport: transport.clone(),
@@ -135,6 +138,7 @@ impl RaftNode {
             incoming: Mutex::new(BTreeMap::new()),
             options,
             snapshots_installed,
+            current_snapshot,
         });
         let weak = Arc::downgrade(&node);
         transport.serve(move |req: RaftRpc| {
@@ -301,6 +305,19 @@ impl RaftNode {
         });
     }
 
+    /// Answers a read from this node's state machine; only called once
+    /// `ensure_linearizable` has confirmed leadership and waited for the read point.
+    async fn read_local(&self, read: ClientRequest) -> Result<ClientReply, StorageError> {
+        Ok(match read {
+            ClientRequest::Read(key) => ClientReply::Value(self.app.get(&key).await?),
+            ClientRequest::Scan { prefix, limit } => {
+                ClientReply::Pairs(self.app.scan_prefix(&prefix, limit).await?)
+            }
+            ClientRequest::Count => ClientReply::Count(self.app.count().await?),
+            ClientRequest::Write(_) => unreachable!("writes go through client_write"),
+        })
+    }
+
     /// Serves a client request here, or forwards it once to the leader.
     async fn serve_client(
         &self,
@@ -313,13 +330,11 @@ impl RaftNode {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
                 Err(e) => return Err(ClientError::Unavailable(e.to_string())),
             },
-            ClientRequest::Read(key) => match self.raft.ensure_linearizable().await {
+            read => match self.raft.ensure_linearizable().await {
                 Ok(_) => {
                     return self
-                        .app
-                        .get(key)
+                        .read_local(read.clone())
                         .await
-                        .map(ClientReply::Value)
                         .map_err(|e| ClientError::Unavailable(e.to_string()))
                 }
                 Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
@@ -371,22 +386,53 @@ impl RaftNode {
     pub async fn write(&self, cmd: ShardCommand) -> Result<CommandResult, ClientError> {
         match self.serve_client(ClientRequest::Write(cmd), false).await? {
             ClientReply::Written(r) => Ok(r),
-            other => Err(ClientError::Unavailable(format!(
-                "unexpected reply {other:?}"
-            ))),
+            other => Err(unexpected(other)),
         }
     }
 
     /// Reads a key linearizably (on the leader, after confirming leadership).
     pub async fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        match self
-            .serve_client(ClientRequest::Read(key.to_vec()), false)
-            .await?
-        {
+        match self.query(ClientRequest::Read(key.to_vec())).await? {
             ClientReply::Value(v) => Ok(v),
-            other => Err(ClientError::Unavailable(format!(
-                "unexpected reply {other:?}"
-            ))),
+            other => Err(unexpected(other)),
         }
     }
+
+    /// Runs a read query (`Read`, `Scan`, `Count`) linearizably, forwarded to the leader if
+    /// need be.
+    pub async fn query(&self, query: ClientRequest) -> Result<ClientReply, ClientError> {
+        self.serve_client(query, false).await
+    }
+
+    /// The index this node has applied up to.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow().last_applied.map(|l| l.index)
+    }
+
+    /// Asks openraft to build a snapshot now and waits (up to `timeout`) until one covering
+    /// everything applied at the time of the call exists. Returns its id.
+    pub async fn snapshot_now(&self, timeout: Duration) -> Result<String, ClientError> {
+        let target = self.applied_index();
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.snapshot.is_some() && m.snapshot.map(|s| s.index) >= target,
+                "snapshot covering the applied index",
+            )
+            .await
+            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+        self.current_snapshot
+            .get()
+            .map(|(id, _)| id)
+            .ok_or_else(|| ClientError::Unavailable("no snapshot".into()))
+    }
+}
+
+fn unexpected(reply: ClientReply) -> ClientError {
+    ClientError::Unavailable(format!("unexpected reply {reply:?}"))
 }

@@ -100,7 +100,8 @@ impl ObjectShardStateMachine {
     }
 
     /// Applies one command against the batch being built; `overlay` holds the batch's
-    /// writes so later operations of the same batch read them.
+    /// writes so later operations of the same batch read them. A failed `Expect` aborts the
+    /// command: none of its writes reach the batch.
     async fn apply_ops(
         &self,
         ops: &[ShardOp],
@@ -108,36 +109,63 @@ impl ObjectShardStateMachine {
         overlay: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     ) -> Result<CommandResult, RaftStorageError> {
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
+        // This command's own writes, in order; merged into the batch only if it commits.
+        let mut mine: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for (i, op) in ops.iter().enumerate() {
             match op {
                 ShardOp::Put { key, value } => {
-                    batch.put(key.clone(), value.clone());
-                    overlay.insert(key.clone(), Some(value.clone()));
+                    mine.insert(key.clone(), Some(value.clone()));
                     results.push(OpResult::Done);
                 }
                 ShardOp::Delete { key } => {
-                    batch.delete(key.clone());
-                    overlay.insert(key.clone(), None);
+                    mine.insert(key.clone(), None);
                     results.push(OpResult::Done);
                 }
                 ShardOp::Cas { key, expected, new } => {
-                    let current = match overlay.get(key) {
-                        Some(v) => v.clone(),
-                        None => self.storage.get(key).await.map_err(sm_read)?,
-                    };
+                    let current = self.value_seen(key, &mine, overlay).await?;
                     let ok = current == *expected;
                     if ok {
-                        match new {
-                            Some(v) => batch.put(key.clone(), v.clone()),
-                            None => batch.delete(key.clone()),
-                        };
-                        overlay.insert(key.clone(), new.clone());
+                        mine.insert(key.clone(), new.clone());
                     }
                     results.push(OpResult::Cas { ok, current });
                 }
+                ShardOp::Expect { key, expected } => {
+                    if self.value_seen(key, &mine, overlay).await? != *expected {
+                        return Ok(CommandResult {
+                            results: Vec::new(),
+                            aborted: Some(i),
+                            index: 0,
+                        });
+                    }
+                    results.push(OpResult::Done);
+                }
             }
         }
-        Ok(CommandResult { results })
+        for (key, value) in mine {
+            match &value {
+                Some(v) => batch.put(key.clone(), v.clone()),
+                None => batch.delete(key.clone()),
+            };
+            overlay.insert(key, value);
+        }
+        Ok(CommandResult {
+            results,
+            aborted: None,
+            index: 0,
+        })
+    }
+
+    /// A key's value as the command being applied sees it.
+    async fn value_seen(
+        &self,
+        key: &[u8],
+        mine: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        overlay: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<Option<Vec<u8>>, RaftStorageError> {
+        if let Some(v) = mine.get(key).or_else(|| overlay.get(key)) {
+            return Ok(v.clone());
+        }
+        self.storage.get(key).await.map_err(sm_read)
     }
 
     /// Installs a snapshot stream of wire chunks, atomically with its meta.
@@ -164,6 +192,11 @@ impl ObjectShardStateMachine {
         Ok(())
     }
 
+    /// The id of the last snapshot built or installed, readable from outside (cloned handle).
+    pub fn current_snapshot_handle(&self) -> CurrentSnapshot {
+        CurrentSnapshot(self.current.clone())
+    }
+
     /// Records the snapshot that `get_current_snapshot` serves and releases the one before.
     async fn set_current(&self, meta: SnapshotMeta, snapshot: ZeroCopySnapshot) {
         let old = self
@@ -174,6 +207,21 @@ impl ObjectShardStateMachine {
         if let Some((_, old)) = old {
             let _ = self.storage.release_snapshot(&old.snapshot_id).await;
         }
+    }
+}
+
+/// A read-only view of a state machine's current snapshot.
+#[derive(Clone)]
+pub struct CurrentSnapshot(Arc<Mutex<Option<(SnapshotMeta, ZeroCopySnapshot)>>>);
+
+impl CurrentSnapshot {
+    /// The snapshot's openraft id and its engine snapshot, if one exists.
+    pub fn get(&self) -> Option<(String, ZeroCopySnapshot)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(m, s)| (m.snapshot_id.clone(), s.clone()))
     }
 }
 
@@ -250,7 +298,9 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
             match &entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::default()),
                 EntryPayload::Normal(cmd) => {
-                    results.push(self.apply_ops(&cmd.ops, &mut batch, &mut overlay).await?)
+                    let mut r = self.apply_ops(&cmd.ops, &mut batch, &mut overlay).await?;
+                    r.index = entry.log_id.index;
+                    results.push(r)
                 }
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m.clone());

@@ -33,6 +33,15 @@ pub enum ShardOp {
         /// New value (`None`: delete).
         new: Option<Vec<u8>>,
     },
+    /// A precondition: unless `key` holds `expected` (`None`: absent) when the command
+    /// applies, the whole command is aborted and none of its operations take effect. This is
+    /// how a shard transaction commits atomically and only if what it read is still current.
+    Expect {
+        /// Key.
+        key: Vec<u8>,
+        /// The value the command expects.
+        expected: Option<Vec<u8>>,
+    },
 }
 
 /// A shard command: its operations apply atomically, in order, as one Raft entry.
@@ -59,8 +68,12 @@ pub enum OpResult {
 /// The result of a command (empty for blank and membership entries).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CommandResult {
-    /// One result per operation.
+    /// One result per operation (empty when the command was aborted).
     pub results: Vec<OpResult>,
+    /// The first `Expect` that failed, by its index in the command; nothing was applied.
+    pub aborted: Option<usize>,
+    /// The log index the command was applied at.
+    pub index: u64,
 }
 
 openraft::declare_raft_types!(

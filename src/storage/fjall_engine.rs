@@ -383,6 +383,10 @@ impl SnapshotCapableStorage for FjallStorage {
         self.replace_all(pairs, meta).await.map(|_| ())
     }
 
+    async fn list_snapshots(&self) -> Result<Vec<ZeroCopySnapshot>> {
+        Ok(self.snapshots.list())
+    }
+
     async fn latest_snapshot(&self) -> Result<Option<ZeroCopySnapshot>> {
         Ok(self.snapshots.latest())
     }

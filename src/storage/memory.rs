@@ -262,6 +262,10 @@ impl SnapshotCapableStorage for MemoryStorage {
         })?
     }
 
+    async fn list_snapshots(&self) -> Result<Vec<ZeroCopySnapshot>> {
+        self.read(|s| s.snapshots.list())
+    }
+
     async fn latest_snapshot(&self) -> Result<Option<ZeroCopySnapshot>> {
         self.read(|s| s.snapshots.latest())
     }

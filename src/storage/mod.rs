@@ -386,6 +386,9 @@ pub trait SnapshotCapableStorage: ApplicationDataStorage {
     /// The newest snapshot still held, if any.
     async fn latest_snapshot(&self) -> Result<Option<ZeroCopySnapshot>>;
 
+    /// Every snapshot the engine holds, oldest first.
+    async fn list_snapshots(&self) -> Result<Vec<ZeroCopySnapshot>>;
+
     /// Drops a snapshot so the engine can free what it pins.
     async fn release_snapshot(&self, snapshot_id: &str) -> Result<()>;
 

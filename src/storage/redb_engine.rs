@@ -407,6 +407,10 @@ impl SnapshotCapableStorage for RedbStorage {
         r
     }
 
+    async fn list_snapshots(&self) -> Result<Vec<ZeroCopySnapshot>> {
+        Ok(self.snapshots.list())
+    }
+
     async fn latest_snapshot(&self) -> Result<Option<ZeroCopySnapshot>> {
         Ok(self.snapshots.latest())
     }

@@ -68,6 +68,11 @@ impl<H> SnapshotRegistry<H> {
             .map(|(_, (info, _))| info.clone())
     }
 
+    /// Every held snapshot, oldest first.
+    pub fn list(&self) -> Vec<ZeroCopySnapshot> {
+        self.held.values().map(|(info, _)| info.clone()).collect()
+    }
+
     /// Drops one snapshot (unknown ids are fine).
     pub fn release(&mut self, snapshot_id: &str) {
         if let Some(k) = Self::key(snapshot_id) {
@@ -110,6 +115,11 @@ impl<H: Clone> HeldSnapshots<H> {
     /// The newest held snapshot.
     pub fn latest(&self) -> Option<ZeroCopySnapshot> {
         self.lock().latest()
+    }
+
+    /// Every held snapshot, oldest first.
+    pub fn list(&self) -> Vec<ZeroCopySnapshot> {
+        self.lock().list()
     }
 
     /// Drops one snapshot (unknown ids are fine).
