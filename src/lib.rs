@@ -16,4 +16,5 @@ pub mod net;
 pub mod raft;
 pub mod rt;
 pub mod shard;
+pub mod sim;
 pub mod storage;

@@ -140,7 +140,7 @@ impl PageSource for SnapshotPages {
     }
 }
 
-fn temp_path() -> PathBuf {
+pub(crate) fn temp_path() -> PathBuf {
     // The name only has to be unique on this machine; it never influences behaviour.
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     std::env::temp_dir().join(format!(

@@ -1,0 +1,209 @@
+//! MST and eventual-consistency clusters under partitions, crashes and clock skew: after the
+//! heal every replica converges, concurrent writes pick one winner everywhere, deletes stay
+//! deleted, and the seed's fire-and-forget mode is caught diverging.
+//!
+//! `ODGM_SIM_SEEDS=N` sweeps seeds `0..N` (default 3); `ODGM_SIM_SEED=S` runs one seed.
+#![cfg(madsim)]
+
+mod common;
+
+use std::time::Duration;
+
+use odgm_sim::check::convergence::{check_convergence, ConvergenceReport, Violation};
+use odgm_sim::shard::{ObjectEntry, ShardKind, ShardOptions};
+use odgm_sim::sim::cluster::{AckLog, Cluster, ClusterSpec};
+use odgm_sim::storage::EngineKind;
+use rand::Rng;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+fn spec(kind: ShardKind, options: ShardOptions) -> ClusterSpec {
+    ClusterSpec {
+        kind,
+        engine: EngineKind::Redb,
+        nodes: 3,
+        spares: 0,
+        options,
+        client_timeout: Duration::from_millis(500),
+    }
+}
+
+fn run<F: std::future::Future<Output = ()> + 'static>(seed: u64, f: impl FnOnce() -> F) {
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    rt.block_on(f());
+}
+
+fn obj(v: String) -> ObjectEntry {
+    ObjectEntry::with_field("v", v.into_bytes())
+}
+
+/// Clients write and delete random keys on random nodes until `stop`.
+async fn writers(cluster: &Cluster, acked: &AckLog, stop: Duration) {
+    let until = tokio::time::Instant::now() + stop;
+    let mut tasks = Vec::new();
+    for c in 0..3u64 {
+        let client = cluster.client.clone();
+        let addrs: Vec<_> = (1..=3).map(|i| cluster.client_addr(i)).collect();
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while tokio::time::Instant::now() < until {
+                let (node, key, delete) = {
+                    let mut rng = odgm_sim::rt::thread_rng();
+                    (
+                        rng.gen_range(0..3),
+                        rng.gen_range(0..20u64),
+                        rng.gen_bool(0.25),
+                    )
+                };
+                i += 1;
+                if delete {
+                    if let Ok(v) = client.delete(addrs[node], key).await {
+                        acked.record(key, None, v);
+                    }
+                } else {
+                    let e = obj(format!("c{c}-{i}"));
+                    if let Ok(v) = client.set(addrs[node], key, e.clone()).await {
+                        acked.record(key, Some(&e), v);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+}
+
+fn assert_converged(what: &str, seed: u64, report: &ConvergenceReport) {
+    assert!(
+        report.is_ok(),
+        "{what} did not converge (replay: ODGM_SIM_SEED={seed} cargo test --test shard_sim): {:#?}",
+        report.violations
+    );
+}
+
+#[test]
+fn mst_and_eventual_converge_after_partition_crash_and_skew() {
+    for seed in common::seeds(3) {
+        for kind in [ShardKind::Mst, ShardKind::Eventual] {
+            run(seed, || async move {
+                let cluster = Cluster::start(spec(kind, ShardOptions::default())).await;
+                cluster.clock(2).set_offset_ms(3_000);
+                cluster.clock(3).set_drift_ppm(-50_000);
+                let acked = AckLog::default();
+                let faults = async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    cluster.partition(&[vec![1, 2], vec![3]]);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    cluster.kill(2);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    cluster.restart(2);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    cluster.heal();
+                };
+                tokio::join!(
+                    writers(&cluster, &acked, Duration::from_millis(4_500)),
+                    faults
+                );
+                let input = cluster
+                    .await_convergence(&acked, BOUND, Duration::from_millis(50))
+                    .await;
+                let report = check_convergence(&input);
+                assert!(report.acked_checked > 50, "the workload ran: {report:?}");
+                assert_converged(kind.name(), seed, &report);
+            });
+        }
+    }
+}
+
+#[test]
+fn concurrent_writes_pick_one_winner_and_deletes_stay_deleted() {
+    for seed in common::seeds(3) {
+        for kind in [ShardKind::Mst, ShardKind::Eventual] {
+            run(seed, || async move {
+                let cluster = Cluster::start(spec(kind, ShardOptions::default())).await;
+                // Node 3 runs 10 s behind: its writes during the partition carry older wall
+                // times than node 1's.
+                cluster.clock(3).set_offset_ms(-10_000);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let acked = AckLog::default();
+                let (c, a1, a3) = (
+                    &cluster.client,
+                    cluster.client_addr(1),
+                    cluster.client_addr(3),
+                );
+                let e = obj("before".into());
+                let v = c.set(a1, 8, e.clone()).await.unwrap();
+                acked.record(8, Some(&e), v);
+                // Let key 8 reach everyone before the partition.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                cluster.partition(&[vec![1], vec![2, 3]]);
+                for (addr, side) in [(a1, "left"), (a3, "right")] {
+                    let e = obj(side.into());
+                    let v = c.set(addr, 7, e.clone()).await.unwrap();
+                    acked.record(7, Some(&e), v);
+                }
+                let v = c.delete(a1, 8).await.unwrap();
+                acked.record(8, None, v);
+                let e = obj("older write after the delete".into());
+                let v = c.set(a3, 8, e.clone()).await.unwrap();
+                acked.record(8, Some(&e), v);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                cluster.heal();
+                let input = cluster
+                    .await_convergence(&acked, BOUND, Duration::from_millis(50))
+                    .await;
+                let report = check_convergence(&input);
+                assert_converged(kind.name(), seed, &report);
+                let states = cluster.replica_states().await;
+                let winners: Vec<_> = states.iter().map(|s| s.entries[&7].clone()).collect();
+                assert!(winners.windows(2).all(|w| w[0] == w[1]), "{winners:?}");
+                for s in &states {
+                    assert_eq!(
+                        s.entries[&8].value, None,
+                        "key 8 stays deleted on {}",
+                        s.node
+                    );
+                }
+            });
+        }
+    }
+}
+
+/// The seed design's fire-and-forget replication loses pushes made during a partition; the
+/// convergence checker must say so.
+#[test]
+fn fire_and_forget_is_caught_diverging() {
+    for seed in common::seeds(3) {
+        run(seed, || async move {
+            let mut options = ShardOptions::default();
+            options.eventual.repair = false;
+            let cluster = Cluster::start(spec(ShardKind::Eventual, options)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cluster.partition(&[vec![1, 2], vec![3]]);
+            let acked = AckLog::default();
+            let e = obj("lost on node 3".into());
+            let v = cluster
+                .client
+                .set(cluster.client_addr(1), 5, e.clone())
+                .await
+                .unwrap();
+            acked.record(5, Some(&e), v);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.heal();
+            let input = cluster
+                .await_convergence(&acked, Duration::from_secs(3), Duration::from_millis(50))
+                .await;
+            let report = check_convergence(&input);
+            assert!(
+                report
+                    .violations
+                    .iter()
+                    .any(|v| matches!(v, Violation::Diverged { key: 5, .. })),
+                "divergence must be reported: {report:?}"
+            );
+        });
+    }
+}

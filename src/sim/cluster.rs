@@ -1,0 +1,453 @@
+//! A cluster of shard replicas, one per madsim node, plus a client host.
+//!
+//! Node `i` (1-based) listens at `10.0.0.i:7000` (Raft), `:7001` (replication) and `:7002`
+//! (clients); the client host is `10.0.1.1`. Each node keeps, across its restarts, its disks
+//! (redb on [`SimDisk`]; fjall in its own folder) and its clock. A memory-engine node loses
+//! its data when it crashes, as a real process would.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::check::convergence::ReplicaState;
+use crate::shard::factory::{AddressBook, Service};
+use crate::shard::{
+    DynShard, NodeClock, NodeContext, ObjectShard, ShardClient, ShardFactory, ShardKind,
+    ShardMetadata, ShardOptions,
+};
+use crate::storage::{
+    DiskFaults, DynStorage, EngineKind, FjallOptions, FjallStorage, MemoryStorage, PowerLossMode,
+    RedbStorage, SimDisk,
+};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Replication mode.
+    pub kind: ShardKind,
+    /// Storage engine of every node.
+    pub engine: EngineKind,
+    /// Number of replicas.
+    pub nodes: u64,
+    /// Nodes started but not replicas yet (for membership changes).
+    pub spares: u64,
+    /// Shard options.
+    pub options: ShardOptions,
+    /// How long a client request may take.
+    pub client_timeout: Duration,
+}
+
+/// A node's durable resources, which outlive its incarnations.
+#[derive(Clone)]
+struct NodeDisks {
+    app: Option<SimDisk>,
+    log: Option<SimDisk>,
+    dir: Option<PathBuf>,
+}
+
+type Shards = Arc<Mutex<BTreeMap<u64, DynShard>>>;
+
+/// A running cluster.
+pub struct Cluster {
+    /// What was started.
+    pub spec: ClusterSpec,
+    handle: madsim::runtime::Handle,
+    hosts: BTreeMap<u64, madsim::runtime::NodeHandle>,
+    disks: BTreeMap<u64, NodeDisks>,
+    clocks: BTreeMap<u64, NodeClock>,
+    shards: Shards,
+    addresses: AddressBook,
+    /// The client endpoint.
+    pub client: ShardClient,
+    _client_host: madsim::runtime::NodeHandle,
+}
+
+/// Node `id`'s base address.
+pub fn node_addr(id: u64) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), 7000)
+}
+
+fn open_storage(
+    engine: EngineKind,
+    disk: Option<&SimDisk>,
+    dir: Option<&PathBuf>,
+) -> crate::storage::Result<DynStorage> {
+    Ok(match engine {
+        EngineKind::Memory => Arc::new(MemoryStorage::new()),
+        EngineKind::Redb => Arc::new(RedbStorage::open_on_disk(
+            disk.expect("redb nodes have a disk").clone(),
+        )?),
+        EngineKind::Fjall => Arc::new(FjallStorage::open(
+            dir.expect("fjall nodes have a folder"),
+            FjallOptions::default(),
+        )?),
+    })
+}
+
+impl Cluster {
+    /// Starts every node and the client host; replicas initialize themselves.
+    pub async fn start(spec: ClusterSpec) -> Cluster {
+        let handle = madsim::runtime::Handle::current();
+        let total = spec.nodes + spec.spares;
+        let addresses = AddressBook((1..=total).map(|i| (i, node_addr(i))).collect());
+        let replicas: Vec<u64> = (1..=spec.nodes).collect();
+        let shards: Shards = Arc::default();
+        let mut hosts = BTreeMap::new();
+        let mut disks = BTreeMap::new();
+        let mut clocks = BTreeMap::new();
+        for id in 1..=total {
+            let d = NodeDisks {
+                app: (spec.engine == EngineKind::Redb)
+                    .then(|| SimDisk::new(crate::rt::random_u64(), DiskFaults::none())),
+                log: (spec.engine == EngineKind::Redb)
+                    .then(|| SimDisk::new(crate::rt::random_u64(), DiskFaults::none())),
+                dir: (spec.engine == EngineKind::Fjall)
+                    .then(crate::storage::fjall_engine::temp_path),
+            };
+            let clock = NodeClock::new();
+            disks.insert(id, d.clone());
+            clocks.insert(id, clock.clone());
+            let meta = ShardMetadata {
+                id: 1,
+                collection: "objects".into(),
+                partition_id: 0,
+                replicas: if id <= spec.nodes {
+                    replicas.clone()
+                } else {
+                    let mut r = replicas.clone();
+                    r.push(id);
+                    r
+                },
+                kind: spec.kind,
+                options: spec.options.clone(),
+            };
+            let (engine, addresses, shards) = (spec.engine, addresses.clone(), shards.clone());
+            let host = handle
+                .create_node()
+                .name(format!("node-{id}"))
+                .ip(node_addr(id).ip())
+                .init(move || {
+                    let (d, meta, clock) = (d.clone(), meta.clone(), clock.clone());
+                    let (addresses, shards) = (addresses.clone(), shards.clone());
+                    async move {
+                        let app = open_storage(
+                            engine,
+                            d.app.as_ref(),
+                            d.dir.as_ref().map(|p| p.join("app")).as_ref(),
+                        );
+                        let log = open_storage(
+                            engine,
+                            d.log.as_ref(),
+                            d.dir.as_ref().map(|p| p.join("log")).as_ref(),
+                        );
+                        let (app, log) = match (app, log) {
+                            (Ok(a), Ok(l)) => (a, l),
+                            (Err(e), _) | (_, Err(e)) => {
+                                // Fail-stop: a node whose storage does not open stays down.
+                                tracing::error!(node = id, "storage did not open: {e}");
+                                return;
+                            }
+                        };
+                        let ctx = NodeContext {
+                            node: id,
+                            addresses: addresses.clone(),
+                            app,
+                            log: Some(log),
+                            clock,
+                        };
+                        let shard = match ShardFactory::create(meta, ctx).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::error!(node = id, "shard did not start: {e}");
+                                return;
+                            }
+                        };
+                        if let Err(e) = shard.initialize().await {
+                            tracing::error!(node = id, "shard did not initialize: {e}");
+                            return;
+                        }
+                        let addr = addresses
+                            .addr(id, Service::Client)
+                            .expect("every node has an address");
+                        let _server = match ObjectShard::serve(shard.clone(), addr).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::error!(node = id, "client endpoint: {e}");
+                                return;
+                            }
+                        };
+                        shards
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, shard);
+                        std::future::pending::<()>().await;
+                    }
+                })
+                .build();
+            hosts.insert(id, host);
+        }
+        let client_host = handle
+            .create_node()
+            .name("client")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)))
+            .build();
+        let timeout = spec.client_timeout;
+        let client = client_host
+            .spawn(async move {
+                ShardClient::bind("10.0.1.1:7000".parse().expect("literal"), timeout)
+                    .await
+                    .expect("client endpoint binds")
+            })
+            .await
+            .expect("client host runs");
+        Cluster {
+            spec,
+            handle,
+            hosts,
+            disks,
+            clocks,
+            shards,
+            addresses,
+            client,
+            _client_host: client_host,
+        }
+    }
+
+    /// Node ids (replicas and spares).
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.hosts.keys().copied().collect()
+    }
+
+    /// The running shard on a node.
+    pub fn shard(&self, id: u64) -> Option<DynShard> {
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Where a node serves clients.
+    pub fn client_addr(&self, id: u64) -> SocketAddr {
+        self.addresses
+            .addr(id, Service::Client)
+            .expect("every node has an address")
+    }
+
+    /// A node's clock.
+    pub fn clock(&self, id: u64) -> &NodeClock {
+        &self.clocks[&id]
+    }
+
+    /// A node's application disk (redb clusters).
+    pub fn app_disk(&self, id: u64) -> Option<&SimDisk> {
+        self.disks[&id].app.as_ref()
+    }
+
+    /// Stops a node (its tasks end; its disks keep what was synced and what was not, until a
+    /// power loss).
+    pub fn kill(&self, id: u64) {
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.handle.kill(self.hosts[&id].id());
+    }
+
+    /// Cuts a killed node's power: its disks lose unsynced writes.
+    pub fn power_loss(&self, id: u64, mode: PowerLossMode) {
+        let d = &self.disks[&id];
+        for disk in [&d.app, &d.log].into_iter().flatten() {
+            disk.power_loss(mode);
+        }
+    }
+
+    /// Restarts a node from its disks.
+    pub fn restart(&self, id: u64) {
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.handle.restart(self.hosts[&id].id());
+    }
+
+    /// Whether the node's shard is up.
+    pub fn is_up(&self, id: u64) -> bool {
+        self.shard(id).is_some()
+    }
+
+    /// Cuts every link between the groups (both directions); clients reach every node.
+    pub fn partition(&self, groups: &[Vec<u64>]) {
+        let net = madsim::net::NetSim::current();
+        for (i, g) in groups.iter().enumerate() {
+            for h in groups.iter().skip(i + 1) {
+                for a in g {
+                    for b in h {
+                        net.clog_link(self.hosts[a].id(), self.hosts[b].id());
+                        net.clog_link(self.hosts[b].id(), self.hosts[a].id());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts the link from `a` to `b` only.
+    pub fn cut_one_way(&self, a: u64, b: u64) {
+        madsim::net::NetSim::current().clog_link(self.hosts[&a].id(), self.hosts[&b].id());
+    }
+
+    /// Restores every link between nodes.
+    pub fn heal(&self) {
+        let net = madsim::net::NetSim::current();
+        for a in self.hosts.values() {
+            for b in self.hosts.values() {
+                if a.id() != b.id() {
+                    net.unclog_link(a.id(), b.id());
+                }
+            }
+        }
+    }
+
+    /// The state of every replica (down ones marked not live).
+    pub async fn replica_states(&self) -> Vec<ReplicaState> {
+        let mut out = Vec::new();
+        for id in 1..=self.spec.nodes {
+            let Some(shard) = self.shard(id) else {
+                out.push(ReplicaState {
+                    node: id,
+                    live: false,
+                    entries: Default::default(),
+                    root_hash: None,
+                });
+                continue;
+            };
+            let root = shard.stats().root_hash;
+            match super::state::replica_state(id, shard.storage(), root).await {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    tracing::warn!(node = id, "state unreadable: {e}");
+                    out.push(ReplicaState {
+                        node: id,
+                        live: false,
+                        entries: Default::default(),
+                        root_hash: None,
+                    })
+                }
+            }
+        }
+        out
+    }
+
+    /// Digests of every live replica, for convergence-time samples.
+    pub async fn digests(&self) -> BTreeMap<u64, u64> {
+        self.replica_states()
+            .await
+            .into_iter()
+            .filter(|r| r.live)
+            .map(|r| (r.node, super::state::digest(&r.entries)))
+            .collect()
+    }
+
+    /// Total repair bytes sent by all live replicas.
+    pub fn repair_bytes(&self) -> u64 {
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|s| s.stats().repair_bytes)
+            .sum()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for d in self.disks.values() {
+            if let Some(dir) = &d.dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// Whether the given digests agree (and cover `n` replicas).
+pub fn agreed(digests: &BTreeMap<u64, u64>, n: usize) -> bool {
+    digests.len() == n
+        && digests
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == 1
+}
+
+/// Writes that clients saw acknowledged, for the convergence checker.
+#[derive(Debug, Clone, Default)]
+pub struct AckLog(pub Arc<Mutex<Vec<crate::check::convergence::AckedWrite>>>);
+
+impl AckLog {
+    /// Records an acknowledged write (`entry: None` for a delete).
+    pub fn record(
+        &self,
+        key: u64,
+        entry: Option<&crate::shard::ObjectEntry>,
+        version: crate::shard::Version,
+    ) {
+        let acked_at = crate::rt::unix_time_ms() * 1_000_000;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(
+            crate::check::convergence::AckedWrite {
+                key,
+                value: entry.and_then(super::state::value_of),
+                version,
+                acked_at,
+            },
+        );
+    }
+
+    /// Everything recorded.
+    pub fn take(&self) -> Vec<crate::check::convergence::AckedWrite> {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Cluster {
+    /// After the last heal: samples the replicas' digests every `every` until they agree (or
+    /// `bound` passes), then gathers everything the convergence checker needs.
+    pub async fn await_convergence(
+        &self,
+        acked: &AckLog,
+        bound: Duration,
+        every: Duration,
+    ) -> crate::check::convergence::ConvergenceInput {
+        use crate::check::convergence::{ConvergenceInput, Sample};
+        let now_ns = || crate::rt::unix_time_ms() * 1_000_000;
+        let healed_at = now_ns();
+        let live = self
+            .replica_states()
+            .await
+            .iter()
+            .filter(|r| r.live)
+            .count();
+        let mut samples = Vec::new();
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let digests = self.digests().await;
+            let done = agreed(&digests, live);
+            samples.push(Sample {
+                time: now_ns(),
+                digests,
+            });
+            if done || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(every).await;
+        }
+        ConvergenceInput {
+            replicas: self.replica_states().await,
+            acked: acked.take(),
+            healed_at: Some(healed_at),
+            samples,
+            bound: Some(bound.as_nanos() as u64),
+        }
+    }
+}
