@@ -28,20 +28,26 @@ pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_bytes("VmHWM:")
 }
 
+/// Resets the kernel's peak-RSS mark to the current RSS (Linux: `5 > /proc/self/clear_refs`),
+/// so a later [`peak_rss_bytes`] covers one phase. Returns whether the kernel accepted it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Current resident set size of this process in bytes (`VmRSS`), if the OS tells.
 pub fn rss_bytes() -> Option<u64> {
     proc_status_bytes("VmRSS:")
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// A scratch folder removed on drop.
-struct Scratch(std::path::PathBuf);
+pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> std::io::Result<Self> {
+    pub(crate) fn new(tag: &str) -> std::io::Result<Self> {
         let p = std::env::temp_dir().join(format!("odgm-sim-bench-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p)?;
@@ -55,11 +61,22 @@ impl Drop for Scratch {
     }
 }
 
-fn open_bench_engine(
+pub(crate) fn open_bench_engine(
     engine: EngineKind,
     dir: &Scratch,
     name: &str,
     cache_bytes: u64,
+) -> Result<DynStorage, String> {
+    open_bench_engine_with(engine, dir, name, cache_bytes, 2)
+}
+
+/// As [`open_bench_engine`], with fjall's background threads set (0 inside a simulation).
+pub(crate) fn open_bench_engine_with(
+    engine: EngineKind,
+    dir: &Scratch,
+    name: &str,
+    cache_bytes: u64,
+    fjall_threads: usize,
 ) -> Result<DynStorage, String> {
     Ok(match engine {
         EngineKind::Memory => Arc::new(MemoryStorage::new()),
@@ -73,7 +90,7 @@ fn open_bench_engine(
                 FjallOptions {
                     // Outside a simulation fjall may flush and compact in the background;
                     // without that its memtables would hold all data.
-                    worker_threads: 2,
+                    worker_threads: fjall_threads,
                     cache_bytes,
                     sync_commits: false,
                 },

@@ -30,6 +30,13 @@ pub enum Command {
 pub enum BenchCommand {
     /// Zero-copy snapshot cost, snapshot stream build and install throughput, peak RSS.
     Snapshot(SnapshotBenchArgs),
+    /// A Raft leader sends a snapshot of N keys to a new follower (simulation build).
+    #[cfg(madsim)]
+    RaftSnapshot(crate::sim::bench::RaftSnapshotArgs),
+    /// Time to converge and repair bytes after a partition, MST or eventual (simulation
+    /// build).
+    #[cfg(madsim)]
+    Repair(crate::sim::bench::RepairArgs),
 }
 
 /// Arguments of `bench snapshot`.
@@ -57,6 +64,10 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => crate::check::command::run(&args),
         Command::Bench(BenchCommand::Snapshot(args)) => crate::bench::snapshot(&args),
+        #[cfg(madsim)]
+        Command::Bench(BenchCommand::RaftSnapshot(args)) => crate::sim::bench::raft_snapshot(&args),
+        #[cfg(madsim)]
+        Command::Bench(BenchCommand::Repair(args)) => crate::sim::bench::repair(&args),
     };
     match result {
         Ok(code) => code,

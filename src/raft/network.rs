@@ -251,6 +251,8 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
                 }
                 None => (Vec::new(), true),
             };
+            let len = data.len();
+            super::snapshot::held::add(len);
             let chunk = SnapshotChunk {
                 from: self.id,
                 vote,
@@ -259,7 +261,9 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
                 data,
                 done,
             };
-            match self.call(RaftRpc::Chunk(chunk), CHUNK_TIMEOUT).await {
+            let reply = self.call(RaftRpc::Chunk(chunk), CHUNK_TIMEOUT).await;
+            super::snapshot::held::sub(len);
+            match reply {
                 Ok(RaftReply::Chunk(Ok(None))) if !done => seq += 1,
                 Ok(RaftReply::Chunk(Ok(Some(resp)))) if done => return Ok(resp),
                 Ok(RaftReply::Chunk(Err(e))) => {

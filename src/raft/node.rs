@@ -269,9 +269,12 @@ impl RaftNode {
                 None => return Err(format!("no snapshot in progress from node {}", c.from)),
             }
         };
+        let len = c.data.len();
+        super::snapshot::held::add(len);
         match tokio::time::timeout(CHUNK_TIMEOUT, tx.send(Ok(c.data))).await {
             Ok(Ok(())) => Ok(None),
             _ => {
+                super::snapshot::held::sub(len);
                 self.incoming
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -34,3 +34,41 @@ impl std::fmt::Debug for SnapshotData {
         }
     }
 }
+
+/// A process-wide gauge of the snapshot bytes in flight on this process: chunks encoded and
+/// not yet acknowledged by the receiver, and chunks received and not yet taken by the
+/// decoder. Its peak is what `bench raft-snapshot` reports; it never influences behaviour.
+pub mod held {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static HELD: AtomicU64 = AtomicU64::new(0);
+    static PEAK: AtomicU64 = AtomicU64::new(0);
+
+    /// `n` more bytes are held.
+    pub fn add(n: usize) {
+        let now = HELD.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// `n` bytes were released.
+    pub fn sub(n: usize) {
+        let _ = HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+            Some(h.saturating_sub(n as u64))
+        });
+    }
+
+    /// The largest number of bytes held at once since the last reset.
+    pub fn peak() -> u64 {
+        PEAK.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held now.
+    pub fn now() -> u64 {
+        HELD.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new measurement.
+    pub fn reset() {
+        PEAK.store(HELD.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}

@@ -335,9 +335,14 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
         snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError> {
         let chunks = match *snapshot {
-            SnapshotData::Incoming(mut rx) => {
-                futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
-            }
+            SnapshotData::Incoming(mut rx) => futures::stream::poll_fn(move |cx| {
+                let next = rx.poll_recv(cx);
+                if let std::task::Poll::Ready(Some(Ok(chunk))) = &next {
+                    super::snapshot::held::sub(chunk.len());
+                }
+                next
+            })
+            .boxed(),
             SnapshotData::Local { storage, snapshot } => {
                 let header = SnapshotHeader {
                     snapshot_id: meta.snapshot_id.clone(),

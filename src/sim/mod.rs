@@ -2,6 +2,8 @@
 //! clocks, the faults a scenario can inject, and the replica states the checkers read.
 
 #[cfg(madsim)]
+pub mod bench;
+#[cfg(madsim)]
 pub mod cluster;
 
 pub mod state;
