@@ -207,3 +207,75 @@ fn fire_and_forget_is_caught_diverging() {
         });
     }
 }
+
+/// A Raft shard cluster through the `ShardState` interface: clients write to any node
+/// (followers forward), reads are served by the leader, and a replica is added and another
+/// removed through membership changes while the data stays whole.
+#[test]
+fn raft_shard_serves_clients_and_changes_membership() {
+    use odgm_sim::shard::RaftShard;
+    for seed in common::seeds(3) {
+        run(seed, || async move {
+            let mut s = spec(ShardKind::Raft, ShardOptions::default());
+            s.spares = 1;
+            s.client_timeout = Duration::from_secs(3);
+            let cluster = Cluster::start(s).await;
+            let mut waited = 0;
+            let leader = loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                waited += 1;
+                assert!(waited < 100, "no leader after 10 s (seed {seed})");
+                let found = (1..=3).find(|id| {
+                    cluster.shard(*id).is_some_and(|sh| {
+                        let r = sh.as_any().downcast_ref::<RaftShard>().unwrap();
+                        r.raft_node().leader() == Some(*id)
+                    })
+                });
+                if let Some(l) = found {
+                    break l;
+                }
+            };
+            let (c, follower) = (&cluster.client, if leader == 1 { 2 } else { 1 });
+            for k in 0..50u64 {
+                let node = 1 + k % 3;
+                c.set(cluster.client_addr(node), k, obj(format!("v{k}")))
+                    .await
+                    .unwrap();
+            }
+            let got = c.get(cluster.client_addr(follower), 7).await.unwrap();
+            assert_eq!(got.map(|e| e.fields["v"].clone()), Some(b"v7".to_vec()));
+            let shard = cluster.shard(leader).unwrap();
+            let raft = shard.as_any().downcast_ref::<RaftShard>().unwrap();
+            raft.add_replica(4).await.unwrap();
+            raft.remove_replica(follower).await.unwrap();
+            for k in 50..60u64 {
+                c.set(cluster.client_addr(leader), k, obj(format!("v{k}")))
+                    .await
+                    .unwrap();
+            }
+            let target = raft.raft_node().applied_index();
+            let newcomer = cluster.shard(4).unwrap();
+            let node4 = newcomer.as_any().downcast_ref::<RaftShard>().unwrap();
+            for _ in 0..100 {
+                if node4.raft_node().applied_index() >= target {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(newcomer.storage().count().await.unwrap(), 60, "seed {seed}");
+            let voters: Vec<u64> = node4
+                .raft_node()
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            assert!(
+                voters.contains(&4) && !voters.contains(&follower),
+                "{voters:?}"
+            );
+        });
+    }
+}
