@@ -231,18 +231,29 @@ pub trait ShardState: Send + Sync {
     /// An object, or `None` if absent or deleted.
     async fn get(&self, id: ObjectId) -> Result<Option<ObjectEntry>>;
     /// Writes an object; returns the version it was given.
-    async fn set(&self, id: ObjectId, entry: ObjectEntry) -> Result<Version>;
+    async fn set(&self, id: ObjectId, entry: ObjectEntry) -> Result<Version> {
+        self.commit_transaction(Vec::new(), vec![(id, Some(entry))])
+            .await
+    }
     /// Deletes an object; returns the version of the delete.
-    async fn delete(&self, id: ObjectId) -> Result<Version>;
+    async fn delete(&self, id: ObjectId) -> Result<Version> {
+        self.commit_transaction(Vec::new(), vec![(id, None)]).await
+    }
     /// The number of live objects.
     async fn count(&self) -> Result<u64>;
     /// Live objects whose big-endian id starts with `prefix` (all of them for an empty
     /// prefix), in id order, at most `limit`.
     async fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(ObjectId, ObjectEntry)>>;
     /// Writes several objects atomically.
-    async fn batch_set(&self, entries: Vec<(ObjectId, ObjectEntry)>) -> Result<Version>;
+    async fn batch_set(&self, entries: Vec<(ObjectId, ObjectEntry)>) -> Result<Version> {
+        let writes = entries.into_iter().map(|(k, e)| (k, Some(e))).collect();
+        self.commit_transaction(Vec::new(), writes).await
+    }
     /// Deletes several objects atomically.
-    async fn batch_delete(&self, ids: Vec<ObjectId>) -> Result<Version>;
+    async fn batch_delete(&self, ids: Vec<ObjectId>) -> Result<Version> {
+        let writes = ids.into_iter().map(|k| (k, None)).collect();
+        self.commit_transaction(Vec::new(), writes).await
+    }
 
     /// Starts a transaction: reads see its own writes; commit applies all writes atomically,
     /// and only if every object it read is unchanged (else `Conflict`, nothing applied).

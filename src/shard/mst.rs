@@ -387,14 +387,6 @@ impl ShardState for MstShard {
         self.local.get(id).await
     }
 
-    async fn set(&self, id: ObjectId, entry: ObjectEntry) -> Result<Version> {
-        self.write(&[], vec![(id, Some(entry))]).await
-    }
-
-    async fn delete(&self, id: ObjectId) -> Result<Version> {
-        self.write(&[], vec![(id, None)]).await
-    }
-
     async fn count(&self) -> Result<u64> {
         self.readiness.check()?;
         self.local.count().await
@@ -403,19 +395,6 @@ impl ShardState for MstShard {
     async fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(ObjectId, ObjectEntry)>> {
         self.readiness.check()?;
         self.local.scan(prefix, limit).await
-    }
-
-    async fn batch_set(&self, entries: Vec<(ObjectId, ObjectEntry)>) -> Result<Version> {
-        self.write(
-            &[],
-            entries.into_iter().map(|(k, e)| (k, Some(e))).collect(),
-        )
-        .await
-    }
-
-    async fn batch_delete(&self, ids: Vec<ObjectId>) -> Result<Version> {
-        self.write(&[], ids.into_iter().map(|k| (k, None)).collect())
-            .await
     }
 
     async fn begin_transaction(&self) -> Result<Box<dyn ShardTransaction>> {

@@ -108,13 +108,6 @@ impl RaftShard {
             .collect()
     }
 
-    async fn write(&self, writes: Vec<TxnOp>) -> Result<Version> {
-        let version = self.hlc.tick();
-        let ops = self.write_ops(writes, version)?;
-        self.command(ops).await?;
-        Ok(version)
-    }
-
     /// Adds a replica (as a learner, then a voter) through a membership change; run on the
     /// leader.
     pub async fn add_replica(&self, id: u64) -> Result<()> {
@@ -220,14 +213,6 @@ impl ShardState for RaftShard {
         }
     }
 
-    async fn set(&self, id: ObjectId, entry: ObjectEntry) -> Result<Version> {
-        self.write(vec![(id, Some(entry))]).await
-    }
-
-    async fn delete(&self, id: ObjectId) -> Result<Version> {
-        self.write(vec![(id, None)]).await
-    }
-
     async fn count(&self) -> Result<u64> {
         match self.query(ClientRequest::Count).await? {
             ClientReply::Count(n) => Ok(n),
@@ -241,16 +226,6 @@ impl ShardState for RaftShard {
             ClientReply::Pairs(p) => decode_live(p),
             other => Err(unexpected(other)),
         }
-    }
-
-    async fn batch_set(&self, entries: Vec<(ObjectId, ObjectEntry)>) -> Result<Version> {
-        self.write(entries.into_iter().map(|(k, e)| (k, Some(e))).collect())
-            .await
-    }
-
-    async fn batch_delete(&self, ids: Vec<ObjectId>) -> Result<Version> {
-        self.write(ids.into_iter().map(|k| (k, None)).collect())
-            .await
     }
 
     async fn begin_transaction(&self) -> Result<Box<dyn ShardTransaction>> {
