@@ -279,3 +279,49 @@ fn raft_shard_serves_clients_and_changes_membership() {
         });
     }
 }
+
+/// Bytes that are not a request (too short, random, a length prefix claiming exabytes) and
+/// requests with bad contents get dropped or answered with an error naming the problem; the
+/// shard keeps serving and nothing is allocated for the claimed lengths.
+#[test]
+fn object_shard_survives_bad_requests() {
+    use odgm_sim::shard::server::{ShardRequest, ShardResponse};
+    use odgm_sim::shard::ShardError;
+    for seed in common::seeds(3) {
+        run(seed, || async move {
+            let cluster = Cluster::start(spec(ShardKind::Mst, ShardOptions::default())).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let addr = cluster.client_addr(1);
+            let raw = madsim::net::Endpoint::bind("10.0.1.1:7100").await.unwrap();
+            let mut huge = 5u64.to_le_bytes().to_vec();
+            huge.extend_from_slice(&4u32.to_le_bytes()); // variant: Scan
+            huge.extend_from_slice(&(1u64 << 60).to_le_bytes()); // prefix length
+            let mut random = vec![0u8; 300];
+            rand::Rng::fill(&mut odgm_sim::rt::thread_rng(), &mut random[..]);
+            for frame in [vec![], vec![1, 2, 3], random, huge] {
+                // Tag 1 is the transport's request tag.
+                raw.send_to(addr, 1, &frame).await.unwrap();
+            }
+            let c = &cluster.client;
+            let long_prefix = ShardRequest::Scan {
+                prefix: vec![0; 20],
+                limit: 10,
+            };
+            match c.call(addr, &long_prefix).await {
+                Err(ShardError::Invalid(msg)) => assert!(msg.contains("prefix"), "{msg}"),
+                other => panic!("a 20-byte prefix was not refused: {other:?} (seed {seed})"),
+            }
+            let unbounded = ShardRequest::Scan {
+                prefix: vec![],
+                limit: usize::MAX,
+            };
+            assert_eq!(
+                c.call(addr, &unbounded).await.unwrap(),
+                ShardResponse::Entries(vec![])
+            );
+            c.set(addr, 9, obj("after".into())).await.unwrap();
+            let got = c.get(addr, 9).await.unwrap().unwrap();
+            assert_eq!(got.fields["v"], b"after".to_vec(), "seed {seed}");
+        });
+    }
+}
