@@ -10,11 +10,13 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bugs;
 pub mod check;
 pub mod cli;
 pub mod net;
 pub mod raft;
 pub mod rt;
+pub mod scenario;
 pub mod shard;
 pub mod sim;
 pub mod storage;

@@ -1,0 +1,53 @@
+//! Planted bugs: realistic mistakes that a scenario or `--bug NAME` switches on for one run,
+//! so the testbed can show that its checks catch them.
+//!
+//! The switches live in a per-thread set: a simulation runs on one thread, the harness sets
+//! the set when a run starts and clears it when the run ends, so nothing leaks between runs.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+/// A planted bug: its name and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Bug {
+    /// The name used with `--bug` and in scenario files.
+    pub name: &'static str,
+    /// What goes wrong.
+    pub what: &'static str,
+}
+
+/// Every planted bug.
+pub const ALL: &[Bug] = &[];
+
+thread_local! {
+    static ACTIVE: RefCell<BTreeSet<&'static str>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+/// The names of every planted bug.
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|b| b.name).collect()
+}
+
+/// Whether `name` is a planted bug.
+pub fn is_known(name: &str) -> bool {
+    ALL.iter().any(|b| b.name == name)
+}
+
+/// Switches on exactly `names` for this thread's runs (unknown names are ignored; scenario
+/// validation and the CLI refuse them first).
+pub fn set_active(names: &[String]) {
+    ACTIVE.with(|a| {
+        let mut a = a.borrow_mut();
+        a.clear();
+        for b in ALL {
+            if names.iter().any(|n| n == b.name) {
+                a.insert(b.name);
+            }
+        }
+    });
+}
+
+/// Whether the bug is switched on in this thread.
+pub fn active(name: &str) -> bool {
+    ACTIVE.with(|a| a.borrow().contains(name))
+}
