@@ -20,6 +20,12 @@ pub struct Cli {
 pub enum Command {
     /// Check history files for linearizability (optionally against a manifest of verdicts).
     Check(crate::check::command::CheckArgs),
+    /// Run one scenario with one seed and print its verdict (simulation build).
+    #[cfg(madsim)]
+    Run(crate::sim::command::RunArgs),
+    /// Run scenarios over a range of seeds, each seed in its own process (simulation build).
+    #[cfg(madsim)]
+    Sweep(crate::sim::command::SweepArgs),
     /// Benchmarks that print figures (run them in a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -63,6 +69,10 @@ pub struct SnapshotBenchArgs {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => crate::check::command::run(&args),
+        #[cfg(madsim)]
+        Command::Run(args) => crate::sim::command::run_command(&args),
+        #[cfg(madsim)]
+        Command::Sweep(args) => crate::sim::command::sweep_command(&args),
         Command::Bench(BenchCommand::Snapshot(args)) => crate::bench::snapshot(&args),
         #[cfg(madsim)]
         Command::Bench(BenchCommand::RaftSnapshot(args)) => crate::sim::bench::raft_snapshot(&args),

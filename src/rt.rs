@@ -77,3 +77,29 @@ pub async fn sleep(d: Duration) {
         }
     }
 }
+
+thread_local! {
+    /// Probability that the network delivers an idempotent protocol message twice. A
+    /// simulation runs on one thread; its harness sets this when a run starts and resets it
+    /// when the run ends.
+    static DUPLICATE_RATE: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+}
+
+/// Sets the probability that the (simulated) network duplicates an idempotent message.
+pub fn set_duplicate_rate(p: f64) {
+    DUPLICATE_RATE.with(|d| d.set(p));
+}
+
+/// Whether the network duplicates this idempotent message (always false in real mode, where
+/// the transport's connections do not duplicate).
+pub fn duplicate_message() -> bool {
+    #[cfg(madsim)]
+    {
+        let p = DUPLICATE_RATE.with(|d| d.get());
+        p > 0.0 && rand::Rng::gen_bool(&mut thread_rng(), p.min(1.0))
+    }
+    #[cfg(not(madsim))]
+    {
+        false
+    }
+}

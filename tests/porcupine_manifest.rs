@@ -34,6 +34,7 @@ fn verdict_of(file: &str, model: &str, partition: bool) -> Verdict {
         let h = load_porcupine_kv(&path).unwrap_or_else(|e| panic!("{e}"));
         let m = KvModel {
             absent_reads_empty: true,
+            failed_cas_is_evidence: false,
         };
         check(&m, &h, &opts).unwrap().verdict
     } else {

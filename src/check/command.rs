@@ -191,6 +191,7 @@ fn check_file(
             let h = formats::load_porcupine_kv(path).map_err(load_err)?;
             let m = KvModel {
                 absent_reads_empty: true,
+                failed_cas_is_evidence: false,
             };
             run_model(&m, &h, opts, runs, html_out, &title)
         }

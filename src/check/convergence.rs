@@ -137,6 +137,63 @@ pub enum Violation {
     },
 }
 
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |ns: Time| ns as f64 / 1e6;
+        match self {
+            Violation::NoLiveReplica => write!(f, "no replica is live"),
+            Violation::Diverged { key, entries } => {
+                write!(f, "replicas diverged on key {key}: ")?;
+                let parts: Vec<String> = entries
+                    .iter()
+                    .map(|(n, e)| match e {
+                        None => format!("node {n}: absent"),
+                        Some(e) => format!(
+                            "node {n}: {} at {:?}",
+                            if e.value.is_some() {
+                                "value"
+                            } else {
+                                "tombstone"
+                            },
+                            e.version
+                        ),
+                    })
+                    .collect();
+                write!(f, "{}", parts.join("; "))
+            }
+            Violation::RootHashMismatch { hashes } => {
+                write!(f, "MST root hashes differ: {hashes:?}")
+            }
+            Violation::LostWrite { write, found } => write!(
+                f,
+                "acknowledged {} of key {} at {:?} is lost (replicas hold {:?})",
+                if write.value.is_some() {
+                    "write"
+                } else {
+                    "delete"
+                },
+                write.key,
+                write.version,
+                found.as_ref().map(|e| e.version)
+            ),
+            Violation::Resurrected { delete, found } => write!(
+                f,
+                "acknowledged delete of key {} at {:?} undone by an older write at {:?}",
+                delete.key, delete.version, found.version
+            ),
+            Violation::SlowConvergence { bound, took } => match took {
+                Some(t) => write!(
+                    f,
+                    "converged after {:.0} ms, bound {:.0} ms",
+                    ms(*t),
+                    ms(*bound)
+                ),
+                None => write!(f, "did not converge within {:.0} ms", ms(*bound)),
+            },
+        }
+    }
+}
+
 /// The checker's verdict.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvergenceReport {

@@ -475,6 +475,10 @@ impl KvState {
 pub struct KvModel {
     /// Porcupine's convention: an absent key reads as `""`.
     pub absent_reads_empty: bool,
+    /// A `fail` cas is evidence that the value differed (etcd's convention); otherwise a
+    /// `fail` cas did not happen and is dropped (odgm-sim's recording: a cas that found a
+    /// different value is an `ok` with `ok: false`).
+    pub failed_cas_is_evidence: bool,
 }
 
 impl KvModel {
@@ -540,7 +544,7 @@ impl Model for KvModel {
 
     fn on_fail(&self, i: &KvInput, _o: Option<&KvOutput>) -> Option<KvOutput> {
         match i {
-            KvInput::Cas { .. } => Some(KvOutput::Cas { ok: false }),
+            KvInput::Cas { .. } if self.failed_cas_is_evidence => Some(KvOutput::Cas { ok: false }),
             _ => None,
         }
     }
@@ -637,6 +641,7 @@ mod tests {
     fn kv_steps() {
         let m = KvModel {
             absent_reads_empty: true,
+            failed_cas_is_evidence: false,
         };
         let s = m.init();
         let get = |k: &str| KvInput::Get { key: k.into() };

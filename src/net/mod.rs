@@ -140,12 +140,35 @@ impl Transport {
         });
     }
 
-    /// Sends `req` to `dst` and waits up to `timeout` for the reply.
+    /// Sends `req` to `dst` and waits up to `timeout` for the reply. The request is
+    /// delivered at most once (client sessions: a repeated write would be a second write).
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         dst: SocketAddr,
         req: &Req,
         timeout: Duration,
+    ) -> Result<Resp, NetError> {
+        self.call_inner(dst, req, timeout, false).await
+    }
+
+    /// Like [`Transport::call`], for protocol messages that are idempotent by design (Raft
+    /// appends and votes, anti-entropy, replication pushes): a simulated network may deliver
+    /// them twice (the scenario's `network.duplicate`).
+    pub async fn call_idempotent<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        dst: SocketAddr,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, NetError> {
+        self.call_inner(dst, req, timeout, true).await
+    }
+
+    async fn call_inner<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        dst: SocketAddr,
+        req: &Req,
+        timeout: Duration,
+        idempotent: bool,
     ) -> Result<Resp, NetError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(id, req)?;
@@ -159,6 +182,10 @@ impl Transport {
                 .send_to(dst, TAG_REQUEST, &frame)
                 .await
                 .map_err(|e| NetError::Io(e.to_string()))?;
+            if idempotent && crate::rt::duplicate_message() {
+                // The copy's reply finds no waiter and is dropped.
+                let _ = self.endpoint.send_to(dst, TAG_REQUEST, &frame).await;
+            }
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(bytes)) => decode::<Resp>(&bytes).map(|(_, r)| r),
                 Ok(Err(_)) => Err(NetError::Io("reply channel closed".into())),

@@ -162,7 +162,13 @@ fn rpc_err<E: std::error::Error>(e: NetError) -> RPCError<NodeId, BasicNode, E> 
 impl NetworkClient {
     async fn call(&self, req: RaftRpc, timeout: Duration) -> Result<RaftReply, NetError> {
         let addr = self.addr.clone().map_err(NetError::Io)?;
-        self.transport.call(addr, &req, timeout).await
+        // Appends and votes are idempotent in Raft (the network may repeat them); snapshot
+        // chunks are a sequence and go at most once.
+        if matches!(req, RaftRpc::Append(_) | RaftRpc::Vote(_)) {
+            self.transport.call_idempotent(addr, &req, timeout).await
+        } else {
+            self.transport.call(addr, &req, timeout).await
+        }
     }
 
     fn unexpected<E: std::error::Error>(

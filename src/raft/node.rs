@@ -90,6 +90,7 @@ pub struct RaftNode {
     pub raft: Raft<TypeConfig>,
     transport: Transport,
     app: DynStorage,
+    log: LogStore,
     incoming: Mutex<BTreeMap<NodeId, Incoming>>,
     options: RaftOptions,
     snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
@@ -127,7 +128,8 @@ impl RaftNode {
             id,
             transport: transport.clone(),
         };
-        let raft = Raft::new(id, config, network, LogStore::new(log), sm)
+        let log = LogStore::new(log);
+        let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let node = Arc::new(RaftNode {
@@ -135,6 +137,7 @@ impl RaftNode {
             raft,
             transport: transport.clone(),
             app,
+            log,
             incoming: Mutex::new(BTreeMap::new()),
             options,
             snapshots_installed,
@@ -176,6 +179,11 @@ impl RaftNode {
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// The log this node holds: index -> (term, payload hash), for the log-matching check.
+    pub async fn log_summary(&self) -> Result<BTreeMap<u64, (u64, u64)>, String> {
+        self.log.summary().await.map_err(|e| e.to_string())
     }
 
     /// The application storage (for checks; reads through it are not linearizable).

@@ -601,9 +601,7 @@ fn fault_toml(f: &Fault) -> String {
         | Fault::Resume { node }
         | Fault::Snapshot { node }
         | Fault::AddReplica { node }
-        | Fault::RemoveReplica { node } => {
-            out.push_str(&format!("node = {}\n", target_toml(node)))
-        }
+        | Fault::RemoveReplica { node } => out.push_str(&format!("node = {}\n", target_toml(node))),
         Fault::PowerLoss { node, mode } => out.push_str(&format!(
             "node = {}\nmode = {:?}\n",
             target_toml(node),
@@ -653,11 +651,19 @@ const FAULT_KINDS: &str = "partition, isolate, one_way, clog, heal, kill, power_
                            pause, resume, clock_skew, disk_faults, snapshot, add_replica, \
                            remove_replica";
 
-fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scenario, ScenarioError> {
+fn validate(
+    ctx: &Ctx<'_>,
+    raw: RawScenario,
+    default_name: &str,
+) -> Result<Scenario, ScenarioError> {
     let duration_ms = *raw.duration_ms.get_ref();
     let quiet_ms = raw.quiet_ms.as_ref().map_or(5_000, |q| *q.get_ref());
     if duration_ms == 0 {
-        return Err(ctx.err(raw.duration_ms.span(), "duration_ms", "must be above 0".into()));
+        return Err(ctx.err(
+            raw.duration_ms.span(),
+            "duration_ms",
+            "must be above 0".into(),
+        ));
     }
     if duration_ms + quiet_ms > MAX_RUN_MS {
         return Err(ctx.err(
@@ -673,7 +679,11 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
     let nodes = *rc.nodes.get_ref();
     let spares = rc.spares.as_ref().map_or(0, |s| *s.get_ref());
     if nodes == 0 {
-        return Err(ctx.err(rc.nodes.span(), "cluster.nodes", "must be at least 1".into()));
+        return Err(ctx.err(
+            rc.nodes.span(),
+            "cluster.nodes",
+            "must be at least 1".into(),
+        ));
     }
     if rc.mode == ShardKind::None && nodes != 1 {
         return Err(ctx.err(
@@ -691,7 +701,10 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
         ));
     }
     if spares > 0 && rc.mode != ShardKind::Raft {
-        let span = rc.spares.as_ref().map_or(cluster_span.clone(), |s| s.span());
+        let span = rc
+            .spares
+            .as_ref()
+            .map_or(cluster_span.clone(), |s| s.span());
         return Err(ctx.err(
             span,
             "cluster.spares",
@@ -707,7 +720,10 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
             return Err(ctx.err(
                 cluster_span.clone(),
                 &format!("cluster.{name}"),
-                format!("options for mode \"{name}\" in a \"{}\" cluster", rc.mode.name()),
+                format!(
+                    "options for mode \"{name}\" in a \"{}\" cluster",
+                    rc.mode.name()
+                ),
             ));
         }
     }
@@ -790,7 +806,9 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
             return Err(ctx.err(
                 f.at_ms.span(),
                 &field("at_ms"),
-                format!("{at} is outside the fault phase 0..{duration_ms} (faults heal at duration_ms)"),
+                format!(
+                    "{at} is outside the fault phase 0..{duration_ms} (faults heal at duration_ms)"
+                ),
             ));
         }
         if at < last_at {
@@ -825,7 +843,10 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
                     return Err(ctx.err(
                         s.clone(),
                         &field(name),
-                        format!("fault {kind:?} takes no {name:?} (it takes: {})", list(allowed)),
+                        format!(
+                            "fault {kind:?} takes no {name:?} (it takes: {})",
+                            list(allowed)
+                        ),
                     ));
                 }
             } else if allowed.contains(name) && !matches!(*name, "offset_ms" | "drift_ppm") {
@@ -859,7 +880,10 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
                 return Err(ctx.err(
                     f.fault.span(),
                     &field("fault"),
-                    format!("{what} is a Raft fault; this cluster's mode is {}", cluster.mode.name()),
+                    format!(
+                        "{what} is a Raft fault; this cluster's mode is {}",
+                        cluster.mode.name()
+                    ),
                 ));
             }
             Ok(())
@@ -1009,7 +1033,11 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
                         ))
                     }
                     _ if !any_paused => {
-                        return Err(ctx.err(sp, &field("node"), "resume with no pause before it".into()))
+                        return Err(ctx.err(
+                            sp,
+                            &field("node"),
+                            "resume with no pause before it".into(),
+                        ))
                     }
                     _ => {}
                 }
@@ -1044,24 +1072,44 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
                 match (kind, node) {
                     ("add_replica", Target::Node(n)) => {
                         if !members.insert(n) {
-                            return Err(ctx.err(sp, &field("node"), format!("node {n} is already a replica")));
+                            return Err(ctx.err(
+                                sp,
+                                &field("node"),
+                                format!("node {n} is already a replica"),
+                            ));
                         }
                         Fault::AddReplica { node }
                     }
                     ("add_replica", _) => {
-                        return Err(ctx.err(sp, &field("node"), "add_replica takes a node id".into()))
+                        return Err(ctx.err(
+                            sp,
+                            &field("node"),
+                            "add_replica takes a node id".into(),
+                        ))
                     }
                     (_, Target::All) => {
-                        return Err(ctx.err(sp, &field("node"), "remove_replica takes one node".into()))
+                        return Err(ctx.err(
+                            sp,
+                            &field("node"),
+                            "remove_replica takes one node".into(),
+                        ))
                     }
                     (_, node) => {
                         if let Target::Node(n) = node {
                             if !members.remove(&n) {
-                                return Err(ctx.err(sp, &field("node"), format!("node {n} is not a replica")));
+                                return Err(ctx.err(
+                                    sp,
+                                    &field("node"),
+                                    format!("node {n} is not a replica"),
+                                ));
                             }
                         }
                         if members.len() <= 1 {
-                            return Err(ctx.err(sp, &field("node"), "would leave no replica to remove to".into()));
+                            return Err(ctx.err(
+                                sp,
+                                &field("node"),
+                                "would leave no replica to remove to".into(),
+                            ));
                         }
                         Fault::RemoveReplica { node }
                     }
@@ -1099,12 +1147,19 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
                     return Err(ctx.err(
                         w.span(),
                         &field,
-                        format!("unknown nemesis kind (expected one of {})", list(&NEMESIS_KINDS)),
+                        format!(
+                            "unknown nemesis kind (expected one of {})",
+                            list(&NEMESIS_KINDS)
+                        ),
                     ));
                 }
                 let weight = *w.get_ref();
                 if !(weight >= 0.0 && weight.is_finite()) {
-                    return Err(ctx.err(w.span(), &field, format!("weight {weight} must be 0 or more")));
+                    return Err(ctx.err(
+                        w.span(),
+                        &field,
+                        format!("weight {weight} must be 0 or more"),
+                    ));
                 }
                 let needs = match k.as_str() {
                     "power_loss" | "disk_faults" if cluster.engine != EngineKind::Redb => {
@@ -1121,8 +1176,21 @@ fn validate(ctx: &Ctx<'_>, raw: RawScenario, default_name: &str) -> Result<Scena
             if kinds.values().all(|w| *w == 0.0) {
                 return Err(ctx.err(span, "nemesis.kinds", "no kind has a weight above 0".into()));
             }
-            if nodes < 2 && kinds.iter().any(|(k, w)| *w > 0.0 && k != "kill" && k != "power_loss" && k != "pause" && k != "disk_faults" && k != "clock_skew") {
-                return Err(ctx.err(span, "nemesis.kinds", "network kinds need at least 2 nodes".into()));
+            if nodes < 2
+                && kinds.iter().any(|(k, w)| {
+                    *w > 0.0
+                        && k != "kill"
+                        && k != "power_loss"
+                        && k != "pause"
+                        && k != "disk_faults"
+                        && k != "clock_skew"
+                })
+            {
+                return Err(ctx.err(
+                    span,
+                    "nemesis.kinds",
+                    "network kinds need at least 2 nodes".into(),
+                ));
             }
             Some(Nemesis {
                 interval_ms,

@@ -50,7 +50,10 @@ fn bad(from: &str, to: &str) -> ScenarioError {
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).expect("needle") + 1
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle")
+        + 1
 }
 
 #[test]
@@ -60,7 +63,12 @@ fn a_good_file_parses_with_defaults() {
     assert_eq!(s.cluster.mode, ShardKind::Raft);
     assert_eq!(s.cluster.nodes + s.cluster.spares, 4);
     assert_eq!(s.schedule.len(), 5);
-    assert_eq!(s.schedule[2].fault, Fault::Kill { node: Target::Leader });
+    assert_eq!(
+        s.schedule[2].fault,
+        Fault::Kill {
+            node: Target::Leader
+        }
+    );
     assert!(s.checks.linearizability && s.checks.raft_invariants && !s.checks.convergence);
     assert_eq!(s.workload.rate, Workload::default().rate);
     assert_eq!(s.run_ms(), 13_000);
@@ -95,7 +103,10 @@ fn node_out_of_range_is_refused() {
 
 #[test]
 fn heal_with_no_partition_is_refused() {
-    let e = bad("fault = \"partition\"\ngroups = [[1], [2, 3]]", "fault = \"pause\"\nnode = 1");
+    let e = bad(
+        "fault = \"partition\"\ngroups = [[1], [2, 3]]",
+        "fault = \"pause\"\nnode = 1",
+    );
     assert_eq!(e.field, "schedule[1].fault", "{e}");
     assert!(e.message.contains("heal with no partition"), "{e}");
 }
@@ -112,7 +123,10 @@ fn time_outside_the_run_is_refused() {
 #[test]
 fn unknown_engine_mode_and_fault_are_refused() {
     let e = bad("engine = \"redb\"", "engine = \"rocksdb\"");
-    assert!(e.message.contains("rocksdb") && e.message.contains("redb"), "{e}");
+    assert!(
+        e.message.contains("rocksdb") && e.message.contains("redb"),
+        "{e}"
+    );
     assert_eq!(e.line, line_of(GOOD, "engine ="));
     let e = bad("mode = \"raft\"", "mode = \"paxos\"");
     assert!(e.message.contains("paxos"), "{e}");
@@ -143,10 +157,15 @@ fn mode_specific_faults_and_options_are_refused_elsewhere() {
     let mst = GOOD
         .replace("mode = \"raft\"", "mode = \"mst\"")
         .replace("spares = 1\n", "")
-        .replace("[[schedule]]\nat_ms = 8000\nfault = \"add_replica\"\nnode = 4\n", "");
+        .replace(
+            "[[schedule]]\nat_ms = 8000\nfault = \"add_replica\"\nnode = 4\n",
+            "",
+        );
     parse(&mst).unwrap();
-    let e = parse(&format!("{mst}\n[[schedule]]\nat_ms = 9000\nfault = \"snapshot\"\nnode = 1\n"))
-        .unwrap_err();
+    let e = parse(&format!(
+        "{mst}\n[[schedule]]\nat_ms = 9000\nfault = \"snapshot\"\nnode = 1\n"
+    ))
+    .unwrap_err();
     assert!(e.message.contains("Raft fault"), "{e}");
     let e = parse(&mst.replace("nodes = 3", "nodes = 3\n[cluster.raft]\nheartbeat_ms = 10"))
         .unwrap_err();

@@ -151,7 +151,7 @@ impl BasicShard {
         let addr = self.addresses.addr(peer, Service::Replication)?;
         let timeout = Duration::from_millis(self.options().push_timeout_ms);
         let reply: Result<()> = transport
-            .call(addr, &PushRpc::Push(entries), timeout)
+            .call_idempotent(addr, &PushRpc::Push(entries), timeout)
             .await
             .map_err(|e| ShardError::Unavailable(e.to_string()))?;
         reply

@@ -271,7 +271,7 @@ impl MstShard {
         let sent = bincode::serialized_size(&req).unwrap_or(0);
         self.repair_bytes.fetch_add(sent, Ordering::Relaxed);
         let reply: Result<MstReply> = transport
-            .call(addr, &req, timeout)
+            .call_idempotent(addr, &req, timeout)
             .await
             .map_err(|e| ShardError::Unavailable(e.to_string()))?;
         if let Ok(r) = &reply {

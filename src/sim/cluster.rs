@@ -298,9 +298,61 @@ impl Cluster {
         madsim::net::NetSim::current().clog_link(self.hosts[&a].id(), self.hosts[&b].id());
     }
 
-    /// Restores every link between nodes.
+    /// Clogs a node: nothing reaches it and nothing leaves it (clients included).
+    pub fn clog(&self, id: u64) {
+        madsim::net::NetSim::current().clog_node(self.hosts[&id].id());
+    }
+
+    /// Freezes a node's tasks.
+    pub fn pause(&self, id: u64) {
+        self.handle.pause(self.hosts[&id].id());
+    }
+
+    /// Unfreezes a paused node.
+    pub fn resume(&self, id: u64) {
+        self.handle.resume(self.hosts[&id].id());
+    }
+
+    /// Sets the fault rates of a node's disks (redb nodes; others have none).
+    pub fn set_disk_faults(&self, id: u64, faults: crate::storage::DiskFaults) {
+        let d = &self.disks[&id];
+        for disk in [&d.app, &d.log].into_iter().flatten() {
+            disk.set_faults(faults.clone());
+        }
+    }
+
+    /// The Raft node on a node, if it is up and the cluster runs Raft.
+    pub fn raft(&self, id: u64) -> Option<Arc<crate::raft::RaftNode>> {
+        let shard = self.shard(id)?;
+        let r = shard
+            .as_any()
+            .downcast_ref::<crate::shard::RaftShard>()?
+            .raft_node()
+            .clone();
+        Some(r)
+    }
+
+    /// The node that is up and believes it leads (Raft).
+    pub fn raft_leader(&self) -> Option<u64> {
+        self.node_ids()
+            .into_iter()
+            .find(|&id| self.raft(id).is_some_and(|r| r.leader() == Some(id)))
+    }
+
+    /// Sets the network's latency range and loss rate.
+    pub fn set_network(&self, latency: std::ops::Range<Duration>, loss: f64) {
+        madsim::net::NetSim::current().update_config(|c| {
+            c.send_latency = latency;
+            c.packet_loss_rate = loss;
+        });
+    }
+
+    /// Restores every link between nodes and unclogs every node.
     pub fn heal(&self) {
         let net = madsim::net::NetSim::current();
+        for h in self.hosts.values() {
+            net.unclog_node(h.id());
+        }
         for a in self.hosts.values() {
             for b in self.hosts.values() {
                 if a.id() != b.id() {

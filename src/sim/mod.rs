@@ -5,5 +5,15 @@
 pub mod bench;
 #[cfg(madsim)]
 pub mod cluster;
+#[cfg(madsim)]
+pub mod command;
+#[cfg(madsim)]
+pub mod faults;
+#[cfg(madsim)]
+pub mod run;
+#[cfg(madsim)]
+pub mod trace;
+#[cfg(madsim)]
+pub mod workload;
 
 pub mod state;

@@ -1,0 +1,146 @@
+//! The run trace: one line per event, with simulated time and node, from the harness (client
+//! operations, faults, phases) and from the stack's `tracing` events. Its hash summarises a
+//! run; two processes running the same seed must produce the same lines.
+//!
+//! Lines look like `    1234.567ms n3 WARN odgm_sim::raft::node: message key=value`; `n0` is
+//! the harness, `n1..` the nodes in id order, and the last node the client host.
+//! The collector is per thread (a simulation runs on one thread).
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::hash::Hasher;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+struct Collector {
+    start: tokio::time::Instant,
+    lines: Vec<String>,
+    hasher: rustc_hash::FxHasher,
+    limit: usize,
+    dropped: u64,
+}
+
+thread_local! {
+    static TRACE: RefCell<Option<Collector>> = const { RefCell::new(None) };
+}
+
+/// A finished trace.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// The lines kept (the first `limit`).
+    pub lines: Vec<String>,
+    /// Hash over every line, kept or not.
+    pub hash: u64,
+    /// Lines counted in the hash but not kept.
+    pub dropped: u64,
+}
+
+/// Starts collecting on this thread (inside a running simulation); at most `limit` lines
+/// are kept in memory, every line counts in the hash.
+pub fn begin(limit: usize) {
+    TRACE.with(|t| {
+        *t.borrow_mut() = Some(Collector {
+            start: tokio::time::Instant::now(),
+            lines: Vec::new(),
+            hasher: rustc_hash::FxHasher::default(),
+            limit,
+            dropped: 0,
+        })
+    });
+}
+
+/// Stops collecting and returns the trace.
+pub fn finish() -> Trace {
+    TRACE.with(|t| match t.borrow_mut().take() {
+        Some(c) => Trace {
+            lines: c.lines,
+            hash: c.hasher.finish(),
+            dropped: c.dropped,
+        },
+        None => Trace::default(),
+    })
+}
+
+/// Simulated time since the trace began, in microseconds (0 when not collecting).
+pub fn now_us() -> u64 {
+    TRACE.with(|t| {
+        t.borrow()
+            .as_ref()
+            .map_or(0, |c| c.start.elapsed().as_micros() as u64)
+    })
+}
+
+fn push(node: madsim::task::NodeId, level: &str, target: &str, text: &str) {
+    TRACE.with(|t| {
+        let mut t = t.borrow_mut();
+        let Some(c) = t.as_mut() else { return };
+        let us = c.start.elapsed().as_micros();
+        let line = format!(
+            "{:>8}.{:03}ms n{node} {level} {target}: {text}",
+            us / 1000,
+            us % 1000
+        );
+        c.hasher.write(line.as_bytes());
+        c.hasher.write_u8(b'\n');
+        if c.lines.len() < c.limit {
+            c.lines.push(line);
+        } else {
+            c.dropped += 1;
+        }
+    });
+}
+
+fn current_node() -> madsim::task::NodeId {
+    madsim::plugin::node()
+}
+
+/// Records a harness event.
+pub fn record(text: impl std::fmt::Display) {
+    push(current_node(), "EVENT", "harness", &text.to_string());
+}
+
+/// The `tracing` layer that feeds the stack's events into the trace.
+pub struct TraceLayer;
+
+struct Fields(String);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for TraceLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut f = Fields(String::new());
+        event.record(&mut f);
+        let meta = event.metadata();
+        push(current_node(), meta.level().as_str(), meta.target(), &f.0);
+    }
+}
+
+/// The subscriber a run installs: the stack's events at `stack_level` and above (our crate at
+/// `info` or the given level, whichever is more verbose), fed into the trace.
+pub fn subscriber(stack_level: tracing::Level) -> impl Subscriber + Send + Sync {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    let ours = std::cmp::max(stack_level, tracing::Level::INFO);
+    let filter = Targets::new()
+        .with_default(stack_level)
+        .with_target("odgm_sim", ours);
+    tracing_subscriber::registry().with(TraceLayer.with_filter(filter))
+}
