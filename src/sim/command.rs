@@ -238,20 +238,7 @@ fn check_determinism(args: &RunArgs) -> Result<ExitCode, String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let (a, b) = (&traces[0], &traces[1]);
-    let diff = a
-        .lines()
-        .zip(b.lines())
-        .enumerate()
-        .find(|(_, (x, y))| x != y)
-        .map(|(i, (x, y))| (i + 1, x.to_string(), y.to_string()))
-        .or_else(|| {
-            let (la, lb) = (a.lines().count(), b.lines().count());
-            (la != lb).then(|| {
-                let n = la.min(lb);
-                let line = |t: &str| t.lines().nth(n).unwrap_or("<end of trace>").to_string();
-                (n + 1, line(a), line(b))
-            })
-        });
+    let diff = first_difference(a, b);
     match diff {
         None if reports[0].trace_hash == reports[1].trace_hash => {
             println!(
@@ -276,6 +263,24 @@ fn check_determinism(args: &RunArgs) -> Result<ExitCode, String> {
                 reports[0].scenario, args.seed
             );
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The first line (1-based) where two traces differ, with both lines (`<end of trace>` for
+/// the shorter one); `None` if they are identical.
+pub fn first_difference(a: &str, b: &str) -> Option<(usize, String, String)> {
+    let (mut la, mut lb) = (a.lines(), b.lines());
+    let mut n = 0;
+    loop {
+        n += 1;
+        match (la.next(), lb.next()) {
+            (None, None) => return None,
+            (x, y) if x == y => continue,
+            (x, y) => {
+                let show = |l: Option<&str>| l.unwrap_or("<end of trace>").to_string();
+                return Some((n, show(x), show(y)));
+            }
         }
     }
 }
@@ -528,5 +533,34 @@ fn print_summary(files: &[PathBuf], results: &[SweepRun], wall: f64, jobs: usize
                 wall_ms as f64 / mine.len().max(1) as f64
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_difference_finds_the_first_differing_line() {
+        assert_eq!(first_difference("a\nb\n", "a\nb\n"), None);
+        assert_eq!(
+            first_difference("a\nb\nc", "a\nx\nc"),
+            Some((2, "b".into(), "x".into()))
+        );
+        assert_eq!(
+            first_difference("a\nb", "a"),
+            Some((2, "b".into(), "<end of trace>".into()))
+        );
+    }
+
+    #[test]
+    fn seed_ranges_parse() {
+        assert_eq!(
+            "3..7".parse::<SeedRange>(),
+            Ok(SeedRange { start: 3, end: 7 })
+        );
+        assert_eq!("5".parse::<SeedRange>(), Ok(SeedRange { start: 5, end: 6 }));
+        assert!("7..3".parse::<SeedRange>().is_err());
+        assert!("x..3".parse::<SeedRange>().is_err());
     }
 }

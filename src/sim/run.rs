@@ -446,8 +446,15 @@ fn check(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<String>) -> RunOutpu
     };
     let convergence = sim.convergence.as_ref().map(check_convergence);
     if let Some(c) = &convergence {
-        for v in &c.violations {
+        const SHOWN: usize = 5;
+        for v in c.violations.iter().take(SHOWN) {
             failures.push(format!("convergence: {v}"));
+        }
+        if c.violations.len() > SHOWN {
+            failures.push(format!(
+                "convergence: {} more violations (report.json lists them all)",
+                c.violations.len() - SHOWN
+            ));
         }
     }
     for (term, nodes) in &sim.leaders {

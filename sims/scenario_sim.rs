@@ -1,0 +1,208 @@
+//! Every shipped scenario, swept over seeds, each seed in its own `odgm-sim run` process (so
+//! no seed sees what an earlier one left in the process). A failure names the seed and
+//! prints the command that replays it.
+//!
+//! `ODGM_SIM_SEEDS=N` sweeps seeds `0..N` (default 3); `ODGM_SIM_SEED=S` runs one seed.
+#![cfg(madsim)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use odgm_sim::sim::command::{scenario_files, sweep_processes, SweepRun};
+
+const DEFAULT_SEEDS: u64 = 3;
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_odgm-sim"))
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.toml"))
+}
+
+fn out_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("scenario-runs")
+}
+
+fn sweep(name: &str) {
+    let path = scenario(name);
+    let runs: Vec<(PathBuf, u64)> = common::seeds(DEFAULT_SEEDS)
+        .into_iter()
+        .map(|s| (path.clone(), s))
+        .collect();
+    let results = sweep_processes(exe(), &runs, 1, &[], &out_dir(), &|_| {});
+    let failed: Vec<&SweepRun> = results.iter().filter(|r| !r.passed()).collect();
+    for r in &failed {
+        match &r.report {
+            Ok(rep) => eprintln!("{name} seed {} failed: {:?}", r.seed, rep.failures),
+            Err(e) => eprintln!("{name} seed {} crashed: {e}", r.seed),
+        }
+        eprintln!("  replay: {}", r.replay(&[]));
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} seeds of {name} failed (replay commands above)",
+        failed.len(),
+        results.len()
+    );
+}
+
+macro_rules! scenarios {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                sweep($name);
+            }
+        )*
+
+        #[test]
+        fn every_shipped_scenario_has_a_test() {
+            let tested: Vec<&str> = vec![$($name),*];
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+            for f in scenario_files(&[dir]).unwrap() {
+                let stem = f.file_stem().unwrap().to_string_lossy().into_owned();
+                assert!(tested.contains(&stem.as_str()), "scenarios/{stem}.toml has no test here");
+            }
+        }
+    };
+}
+
+scenarios! {
+    raft_leader_partition => "raft-leader-partition",
+    raft_crash_restart => "raft-crash-restart",
+    raft_snapshot_install => "raft-snapshot-install",
+    raft_power_loss => "raft-power-loss",
+    raft_membership => "raft-membership",
+    raft_chaos => "raft-chaos",
+    mst_partition_skew => "mst-partition-skew",
+    mst_concurrent_writes => "mst-concurrent-writes",
+    mst_chaos => "mst-chaos",
+    eventual_partition => "eventual-partition",
+    eventual_chaos => "eventual-chaos",
+    none_baseline => "none-baseline",
+    none_chaos => "none-chaos",
+}
+
+fn run_json(args: &[&str]) -> odgm_sim::sim::run::RunReport {
+    let out = Command::new(exe())
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A seed's trace hash is the same run alone, in a sweep next to other seeds, and in
+/// parallel with them; and `--check-determinism` agrees.
+#[test]
+fn a_seed_is_the_same_alone_in_a_sweep_and_in_parallel() {
+    let path = scenario("raft-chaos");
+    let p = path.to_str().unwrap();
+    let alone = run_json(&[p, "--seed", "3"]);
+    let runs: Vec<(PathBuf, u64)> = (1..=4).map(|s| (path.clone(), s)).collect();
+    for jobs in [1, 2] {
+        let results = sweep_processes(exe(), &runs, jobs, &[], &out_dir(), &|_| {});
+        let three = results.iter().find(|r| r.seed == 3).unwrap();
+        let report = three.report.as_ref().unwrap();
+        assert_eq!(report.trace_hash, alone.trace_hash, "jobs {jobs}");
+        assert_eq!(report.ops, alone.ops, "jobs {jobs}");
+        // Different seeds give different runs.
+        let four = results.iter().find(|r| r.seed == 4).unwrap();
+        assert_ne!(four.report.as_ref().unwrap().trace_hash, alone.trace_hash);
+    }
+    let check = Command::new(exe())
+        .args(["run", p, "--seed", "3", "--check-determinism"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}");
+    assert!(text.contains(&alone.trace_hash), "{text}");
+}
+
+/// A scenario file with a mistake is refused with its file and line, and nothing runs.
+#[test]
+fn a_bad_scenario_is_refused_before_anything_runs() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad-scenarios");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    let text = std::fs::read_to_string(scenario("raft-crash-restart"))
+        .unwrap()
+        .replace("engine = \"redb\"", "engine = \"rocksdb\"");
+    std::fs::write(&bad, &text).unwrap();
+    let out = Command::new(exe())
+        .args(["run", bad.to_str().unwrap(), "--seed", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = text.lines().position(|l| l.contains("rocksdb")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("bad.toml:{line}:")) && err.contains("rocksdb"),
+        "{err}"
+    );
+}
+
+/// A failing run (the seed's fire-and-forget eventual consistency, which cannot repair a
+/// partition) prints its failure and replay command, exits 1, and writes a folder with the
+/// scenario, seed, history, trace, report and visualization.
+#[test]
+fn a_failing_run_writes_its_folder_and_replay_command() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failing-run");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("fire-and-forget.toml");
+    // The partition lasts until the fault phase ends, so no later write hides the
+    // divergence.
+    let text = "duration_ms = 6000\nquiet_ms = 3000\n\n[cluster]\nmode = \"eventual\"\n\
+                engine = \"redb\"\nnodes = 3\n\n[cluster.eventual]\nrepair = false\n\n\
+                [workload]\nclients = 3\nkeys = 20\nrate = 10.0\n\n[[schedule]]\nat_ms = 1000\n\
+                fault = \"partition\"\ngroups = [[1], [2, 3]]\n";
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(exe())
+        .args(["run", file.to_str().unwrap(), "--seed", "1", "--out"])
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL fire-and-forget seed 1"), "{stdout}");
+    assert!(stdout.contains("convergence:"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "replay: cargo run --release -- run {} --seed 1",
+            file.display()
+        )),
+        "{stdout}"
+    );
+    let folder = dir.join("runs").join("fire-and-forget-seed-1");
+    for f in [
+        "scenario.toml",
+        "seed",
+        "replay",
+        "history.jsonl",
+        "trace.log",
+        "report.json",
+        "history.html",
+    ] {
+        let meta = std::fs::metadata(folder.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(meta.len() > 0, "{f} is empty");
+    }
+    let trace = std::fs::read_to_string(folder.join("trace.log")).unwrap();
+    assert!(trace
+        .lines()
+        .next()
+        .unwrap()
+        .contains("scenario fire-and-forget seed 1"));
+}
