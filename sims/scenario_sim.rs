@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use odgm_sim::sim::command::{scenario_files, sweep_processes, SweepRun};
+use odgm_sim::sim::command::{scenario_files, sweep_processes, SweepOptions, SweepRun};
 
 const DEFAULT_SEEDS: u64 = 3;
 
@@ -24,8 +24,12 @@ fn scenario(name: &str) -> PathBuf {
         .join(format!("{name}.toml"))
 }
 
-fn out_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("scenario-runs")
+fn options(jobs: usize) -> SweepOptions {
+    SweepOptions {
+        jobs,
+        out: Path::new(env!("CARGO_TARGET_TMPDIR")).join("scenario-runs"),
+        ..SweepOptions::default()
+    }
 }
 
 fn sweep(name: &str) {
@@ -34,7 +38,7 @@ fn sweep(name: &str) {
         .into_iter()
         .map(|s| (path.clone(), s))
         .collect();
-    let results = sweep_processes(exe(), &runs, 1, &[], &out_dir(), &|_| {});
+    let results = sweep_processes(exe(), &runs, &options(1), &|_| {});
     let failed: Vec<&SweepRun> = results.iter().filter(|r| !r.passed()).collect();
     for r in &failed {
         match &r.report {
@@ -113,7 +117,7 @@ fn a_seed_is_the_same_alone_in_a_sweep_and_in_parallel() {
     let alone = run_json(&[p, "--seed", "3"]);
     let runs: Vec<(PathBuf, u64)> = (1..=4).map(|s| (path.clone(), s)).collect();
     for jobs in [1, 2] {
-        let results = sweep_processes(exe(), &runs, jobs, &[], &out_dir(), &|_| {});
+        let results = sweep_processes(exe(), &runs, &options(jobs), &|_| {});
         let three = results.iter().find(|r| r.seed == 3).unwrap();
         let report = three.report.as_ref().unwrap();
         assert_eq!(report.trace_hash, alone.trace_hash, "jobs {jobs}");
@@ -205,4 +209,30 @@ fn a_failing_run_writes_its_folder_and_replay_command() {
         .next()
         .unwrap()
         .contains("scenario fire-and-forget seed 1"));
+}
+
+/// Each planted bug, switched on with `--bug`, makes a shipped scenario fail within a few
+/// seeds: the checks can fail.
+#[test]
+fn planted_bugs_are_caught() {
+    for (bug, name) in [
+        ("lww-remote-wins", "mst-concurrent-writes"),
+        ("eventual-no-repair", "eventual-partition"),
+        ("disk-sync-lies", "none-baseline"),
+        ("raft-follower-local-reads", "raft-leader-partition"),
+    ] {
+        let runs: Vec<(PathBuf, u64)> = (0..3).map(|s| (scenario(name), s)).collect();
+        let opts = SweepOptions {
+            bugs: vec![bug.to_string()],
+            ..options(2)
+        };
+        let results = sweep_processes(exe(), &runs, &opts, &|_| {});
+        let caught = results.iter().filter(|r| !r.passed()).count();
+        assert!(caught > 0, "{bug} escaped {name} over seeds 0..3");
+        for r in &results {
+            if let Ok(rep) = &r.report {
+                assert_eq!(rep.bugs, vec![bug.to_string()]);
+            }
+        }
+    }
 }

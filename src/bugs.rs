@@ -17,7 +17,24 @@ pub struct Bug {
 }
 
 /// Every planted bug.
-pub const ALL: &[Bug] = &[];
+pub const ALL: &[Bug] = &[
+    Bug {
+        name: "lww-remote-wins",
+        what: "MST and eventual merges take the incoming version whatever its timestamp",
+    },
+    Bug {
+        name: "eventual-no-repair",
+        what: "eventual consistency pushes once and forgets (no outbox, no retry)",
+    },
+    Bug {
+        name: "disk-sync-lies",
+        what: "the simulated disk reports a sync as done but persists nothing",
+    },
+    Bug {
+        name: "raft-follower-local-reads",
+        what: "Raft followers answer reads from their own state instead of the leader's",
+    },
+];
 
 thread_local! {
     static ACTIVE: RefCell<BTreeSet<&'static str>> = const { RefCell::new(BTreeSet::new()) };

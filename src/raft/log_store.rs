@@ -1,5 +1,5 @@
 //! The Raft log over any storage engine: entries under their big-endian index in the data
-//! namespace; vote, committed id, last purged id and last log id in the meta namespace. Every
+//! namespace; vote, last purged id and last log id in the meta namespace. Every
 //! change is one atomic, durable write batch, done before the call reports success (for
 //! `append`, before the flush callback fires), so it survives crash and restart.
 
@@ -15,7 +15,6 @@ use super::types::{Entry, LogId, RaftStorageError, TypeConfig, Vote};
 use crate::storage::{DynStorage, KeyRange, Pair, WriteBatch};
 
 const VOTE: &[u8] = b"raft/vote";
-const COMMITTED: &[u8] = b"raft/committed";
 const LAST_PURGED: &[u8] = b"raft/last_purged";
 const LAST_LOG: &[u8] = b"raft/last_log";
 
@@ -154,18 +153,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta(VOTE).await
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        let mut b = WriteBatch::new();
-        match committed {
-            Some(c) => b.put_meta(COMMITTED, encode(&c)?),
-            None => b.delete_meta(COMMITTED),
-        };
-        self.commit(b).await
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
-        self.meta(COMMITTED).await
-    }
+    // `save_committed` / `read_committed` keep openraft's defaults (not saved): the state
+    // machine persists its applied log id in the same batch as the data it applies, so a
+    // restarted node resumes from there, and one durable write per commit-index change per
+    // node is saved.
 
     async fn append<I>(
         &mut self,
@@ -186,7 +177,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             b.put_meta(LAST_LOG, encode(&last)?);
         }
         // Durable before the callback: openraft may count this entry toward a quorum.
-        let r = self.commit(b).await;
+        let r = if last.is_none() {
+            Ok(())
+        } else {
+            self.commit(b).await
+        };
         match &r {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),

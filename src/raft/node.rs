@@ -341,6 +341,12 @@ impl RaftNode {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
                 Err(e) => return Err(ClientError::Unavailable(e.to_string())),
             },
+            read if crate::bugs::active("raft-follower-local-reads") => {
+                return self
+                    .read_local(read.clone())
+                    .await
+                    .map_err(|e| ClientError::Unavailable(e.to_string()))
+            }
             read => match self.raft.ensure_linearizable().await {
                 Ok(_) => {
                     return self

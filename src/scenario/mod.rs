@@ -363,7 +363,7 @@ pub struct Scenario {
     pub nemesis: Option<Nemesis>,
     /// Checks.
     pub checks: Checks,
-    /// Planted bugs switched on (names from `odgm-sim bugs --list`).
+    /// Planted bugs switched on (see `crate::bugs::ALL`).
     pub bugs: Vec<String>,
 }
 

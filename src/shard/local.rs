@@ -18,6 +18,9 @@ const PAGE: usize = 1024;
 /// Whether `remote` replaces `local` under last-writer-wins: the higher version (HLC, then
 /// node id) wins; equal versions are the same write.
 pub fn lww_wins(remote: &ObjectEntry, local: Option<&ObjectEntry>) -> bool {
+    if crate::bugs::active("lww-remote-wins") {
+        return true;
+    }
     match local {
         None => true,
         Some(l) => remote.version > l.version,

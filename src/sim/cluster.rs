@@ -97,12 +97,16 @@ impl Cluster {
         let mut hosts = BTreeMap::new();
         let mut disks = BTreeMap::new();
         let mut clocks = BTreeMap::new();
+        let faults = DiskFaults {
+            sync_lies: crate::bugs::active("disk-sync-lies"),
+            ..DiskFaults::none()
+        };
         for id in 1..=total {
             let d = NodeDisks {
                 app: (spec.engine == EngineKind::Redb)
-                    .then(|| SimDisk::new(crate::rt::random_u64(), DiskFaults::none())),
+                    .then(|| SimDisk::new(crate::rt::random_u64(), faults.clone())),
                 log: (spec.engine == EngineKind::Redb)
-                    .then(|| SimDisk::new(crate::rt::random_u64(), DiskFaults::none())),
+                    .then(|| SimDisk::new(crate::rt::random_u64(), faults.clone())),
                 dir: (spec.engine == EngineKind::Fjall)
                     .then(crate::storage::fjall_engine::temp_path),
             };

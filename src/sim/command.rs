@@ -26,7 +26,8 @@ pub struct RunArgs {
     /// The seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Switch on a planted bug (repeatable; see `odgm-sim bugs --list`).
+    /// Switch on a planted bug (repeatable): lww-remote-wins, eventual-no-repair,
+    /// disk-sync-lies, raft-follower-local-reads.
     #[arg(long = "bug", value_name = "NAME")]
     pub bugs: Vec<String>,
     /// Where to write the run's folder (written when the run fails, or always with
@@ -75,6 +76,9 @@ pub struct SweepArgs {
     /// Write every run's report to this file as JSON lines.
     #[arg(long, value_name = "FILE")]
     pub reports: Option<PathBuf>,
+    /// Run every seed twice, in two processes, and fail it if the trace hashes differ.
+    #[arg(long)]
+    pub check_determinism: bool,
 }
 
 /// A range of seeds.
@@ -336,16 +340,28 @@ impl SweepRun {
     }
 }
 
+/// How a sweep runs its seeds.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    /// Processes at once.
+    pub jobs: usize,
+    /// Planted bugs switched on in every run.
+    pub bugs: Vec<String>,
+    /// Where failing runs write their folders.
+    pub out: PathBuf,
+    /// Run each seed twice (two processes) and fail it if the trace hashes differ.
+    pub twice: bool,
+}
+
 /// Runs `(scenario, seed)` pairs, each in its own process of `exe`, `jobs` at a time; calls
 /// `progress` after each. Results come back in the order of `runs`.
 pub fn sweep_processes(
     exe: &Path,
     runs: &[(PathBuf, u64)],
-    jobs: usize,
-    bugs: &[String],
-    out: &Path,
+    opts: &SweepOptions,
     progress: &(dyn Fn(&SweepRun) + Sync),
 ) -> Vec<SweepRun> {
+    let (jobs, bugs, out) = (opts.jobs, &opts.bugs, &opts.out);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<SweepRun>>> = Mutex::new(vec![None; runs.len()]);
     std::thread::scope(|scope| {
@@ -355,21 +371,41 @@ pub fn sweep_processes(
                 let Some((scenario, seed)) = runs.get(i) else {
                     return;
                 };
-                let mut cmd = Command::new(exe);
-                cmd.arg("run")
-                    .arg(scenario)
-                    .arg("--seed")
-                    .arg(seed.to_string())
-                    .arg("--json")
-                    .arg("--out")
-                    .arg(out);
-                for b in bugs {
-                    cmd.arg("--bug").arg(b);
+                let cmd = || {
+                    let mut cmd = Command::new(exe);
+                    cmd.arg("run")
+                        .arg(scenario)
+                        .arg("--seed")
+                        .arg(seed.to_string())
+                        .arg("--json")
+                        .arg("--out")
+                        .arg(out);
+                    for b in bugs {
+                        cmd.arg("--bug").arg(b);
+                    }
+                    cmd
+                };
+                let mut report = child_report(cmd());
+                if let (true, Ok(first)) = (opts.twice, &report) {
+                    match child_report(cmd()) {
+                        Ok(second) if second.trace_hash == first.trace_hash => {}
+                        Ok(second) => {
+                            report = Err(format!(
+                                "not deterministic: trace hashes {} and {} in two processes \
+                                 (find the first difference with `odgm-sim run {} --seed {seed} \
+                                 --check-determinism`)",
+                                first.trace_hash,
+                                second.trace_hash,
+                                scenario.display()
+                            ))
+                        }
+                        Err(e) => report = Err(e),
+                    }
                 }
                 let r = SweepRun {
                     scenario: scenario.clone(),
                     seed: *seed,
-                    report: child_report(cmd),
+                    report,
                 };
                 progress(&r);
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
@@ -419,12 +455,17 @@ pub fn sweep_command(args: &SweepArgs) -> Result<ExitCode, String> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!(
-        "sweep: {} scenario(s) x seeds {}..{} = {} runs, {} at a time",
+        "sweep: {} scenario(s) x seeds {}..{} = {} runs, {} at a time{}",
         files.len(),
         args.seeds.start,
         args.seeds.end,
         runs.len(),
-        jobs
+        jobs,
+        if args.check_determinism {
+            ", each run twice in separate processes to compare trace hashes"
+        } else {
+            ""
+        }
     );
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -439,7 +480,13 @@ pub fn sweep_command(args: &SweepArgs) -> Result<ExitCode, String> {
     );
     let failed = AtomicUsize::new(0);
     let started = run::real_secs();
-    let results = sweep_processes(&exe()?, &runs, jobs, &args.bugs, &args.out, &|r| {
+    let opts = SweepOptions {
+        jobs,
+        bugs: args.bugs.clone(),
+        out: args.out.clone(),
+        twice: args.check_determinism,
+    };
+    let results = sweep_processes(&exe()?, &runs, &opts, &|r| {
         if !r.passed() {
             let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
             bar.println(format!(

@@ -388,7 +388,7 @@ impl Injector {
         }
         if self.cluster.spec.engine == EngineKind::Redb {
             for n in self.cluster.node_ids() {
-                self.cluster.set_disk_faults(n, DiskFaults::none());
+                self.cluster.set_disk_faults(n, healthy_disk());
             }
         }
         trace::record("heal: everything restored");
@@ -522,7 +522,7 @@ impl Injector {
                     read_error_rate: 0.01,
                     latency_us_min: 50,
                     latency_us_max: 5_000,
-                    ..DiskFaults::none()
+                    ..healthy_disk()
                 };
                 self.apply(&Fault::DiskFaults {
                     node: Target::Node(n),
@@ -562,12 +562,20 @@ impl Injector {
             Undo::Resume(n) => self.resume(n),
             Undo::Unskew(n) => self.skew(n, 0, 0),
             Undo::DiskOk(n) => {
-                self.cluster.set_disk_faults(n, DiskFaults::none());
+                self.cluster.set_disk_faults(n, healthy_disk());
                 trace::record(format_args!("disk faults off: node {n}"));
             }
             Undo::Readd(n) => self.add_replica(n).await,
             Undo::Nothing => {}
         }
+    }
+}
+
+/// A disk with no faults (but still a lying sync when that planted bug is on).
+fn healthy_disk() -> DiskFaults {
+    DiskFaults {
+        sync_lies: crate::bugs::active("disk-sync-lies"),
+        ..DiskFaults::none()
     }
 }
 

@@ -131,6 +131,7 @@ struct Simulated {
     convergence: Option<crate::check::convergence::ConvergenceInput>,
     leaders: BTreeMap<u64, BTreeSet<u64>>,
     raft_failures: Vec<String>,
+    unavailable: Vec<String>,
     snapshots_installed: u64,
     simulated_ms: u64,
     trace: Trace,
@@ -242,8 +243,14 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     tokio::time::sleep_until(run_end).await;
 
     let mut raft_failures = Vec::new();
+    let mut unavailable = Vec::new();
     if s.checks.linearizability {
-        final_reads(&s, &cluster, &targets, &rec).await;
+        let keys = final_reads(&s, &cluster, &targets, &rec).await;
+        if !keys.is_empty() {
+            unavailable.push(format!(
+                "unavailable after the heal: no replica answered a read of keys {keys:?}"
+            ));
+        }
     }
     if s.checks.raft_invariants {
         raft_failures = raft_state_checks(&cluster).await;
@@ -268,6 +275,7 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
         convergence,
         leaders,
         raft_failures,
+        unavailable,
         snapshots_installed,
         simulated_ms,
         trace: trace::finish(),
@@ -276,7 +284,16 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
 
 /// After the quiet phase, one read of every key (linearizable on Raft), each through the
 /// replicas in turn until one answers: a lost acknowledged write shows up here.
-async fn final_reads(s: &Scenario, cluster: &Cluster, targets: &Targets, rec: &Recorded) {
+///
+/// Returns the keys no replica answered for: after the heal and the quiet phase the shard
+/// must serve again.
+async fn final_reads(
+    s: &Scenario,
+    cluster: &Cluster,
+    targets: &Targets,
+    rec: &Recorded,
+) -> Vec<u64> {
+    let mut unreadable = Vec::new();
     let members: Vec<u64> = targets
         .members
         .lock()
@@ -323,9 +340,13 @@ async fn final_reads(s: &Scenario, cluster: &Cluster, targets: &Targets, rec: &R
             if got.is_ok() {
                 break;
             }
+            if attempt + 1 == members.len() * 3 {
+                unreadable.push(key);
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    unreadable
 }
 
 /// Raft state checks at the end: logs match (an index with the same term holds the same
@@ -465,6 +486,7 @@ fn check(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<String>) -> RunOutpu
         }
     }
     failures.extend(sim.raft_failures.iter().cloned());
+    failures.extend(sim.unavailable.iter().cloned());
     // Scans return only values that some client wrote to that key.
     let mut written: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for op in &sim.history.ops {

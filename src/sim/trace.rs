@@ -11,8 +11,10 @@ use std::fmt::Write as _;
 use std::hash::Hasher;
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
+use tracing::level_filters::LevelFilter;
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Metadata, Subscriber};
 
 struct Collector {
     start: tokio::time::Instant,
@@ -101,8 +103,13 @@ pub fn record(text: impl std::fmt::Display) {
     push(current_node(), "EVENT", "harness", &text.to_string());
 }
 
-/// The `tracing` layer that feeds the stack's events into the trace.
-pub struct TraceLayer;
+/// The `tracing` subscriber a run installs: it takes the stack's events at its level and
+/// above (our crate's at `info` or that level, whichever is more verbose) into the trace, and
+/// keeps no spans (tracking every span the stack opens would cost more than the run).
+pub struct TraceSubscriber {
+    stack: tracing::Level,
+    ours: tracing::Level,
+}
 
 struct Fields(String);
 
@@ -124,23 +131,63 @@ impl Visit for Fields {
     }
 }
 
-impl<S: Subscriber> Layer<S> for TraceLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+impl TraceSubscriber {
+    fn wants(&self, meta: &Metadata<'_>) -> bool {
+        if !meta.is_event() {
+            return false;
+        }
+        let limit = if meta.target().starts_with("odgm_sim") {
+            self.ours
+        } else {
+            self.stack
+        };
+        *meta.level() <= limit
+    }
+}
+
+impl Subscriber for TraceSubscriber {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.wants(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        self.wants(meta)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::from_level(std::cmp::max(
+            self.stack, self.ours,
+        )))
+    }
+
+    fn new_span(&self, _span: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _span: &Id, _values: &Record<'_>) {}
+
+    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
         let mut f = Fields(String::new());
         event.record(&mut f);
         let meta = event.metadata();
         push(current_node(), meta.level().as_str(), meta.target(), &f.0);
     }
+
+    fn enter(&self, _span: &Id) {}
+
+    fn exit(&self, _span: &Id) {}
 }
 
-/// The subscriber a run installs: the stack's events at `stack_level` and above (our crate at
-/// `info` or the given level, whichever is more verbose), fed into the trace.
-pub fn subscriber(stack_level: tracing::Level) -> impl Subscriber + Send + Sync {
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::layer::SubscriberExt;
-    let ours = std::cmp::max(stack_level, tracing::Level::INFO);
-    let filter = Targets::new()
-        .with_default(stack_level)
-        .with_target("odgm_sim", ours);
-    tracing_subscriber::registry().with(TraceLayer.with_filter(filter))
+/// The subscriber for a run at `stack_level`.
+pub fn subscriber(stack_level: tracing::Level) -> TraceSubscriber {
+    TraceSubscriber {
+        stack: stack_level,
+        ours: std::cmp::max(stack_level, tracing::Level::INFO),
+    }
 }
