@@ -228,8 +228,7 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
             raft: Some(RaftSnapshotMeta {
                 last_log_id: meta
                     .last_log_id
-                    // Standard (single-term-leader) Raft: the term alone names the leader.
-                    .map(|l| (l.leader_id.term, 0, l.index)),
+                    .map(|l| (l.leader_id.term, l.leader_id.node_id, l.index)),
                 membership: bincode::serialize(&meta.last_membership).unwrap_or_default(),
             }),
             meta: Vec::new(),

@@ -181,8 +181,10 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// The log this node holds: index -> (term, payload hash), for the log-matching check.
-    pub async fn log_summary(&self) -> Result<BTreeMap<u64, (u64, u64)>, String> {
+    /// The log this node holds: index -> ((term, leader node), payload hash), for the
+    /// log-matching check.
+    #[allow(clippy::type_complexity)]
+    pub async fn log_summary(&self) -> Result<BTreeMap<u64, ((u64, u64), u64)>, String> {
         self.log.summary().await.map_err(|e| e.to_string())
     }
 

@@ -43,8 +43,7 @@ const TRAILER_BYTES: usize = 1 + 8 + 4;
 /// (openraft's `StoredMembership`, bincode-encoded by the Raft layer).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RaftSnapshotMeta {
-    /// Last included log id as (term, leader node id or 0 where the term alone names the
-    /// leader, index), if any entry is included.
+    /// Last included log id as (term, leader node id, index), if any entry is included.
     pub last_log_id: Option<(u64, u64, u64)>,
     /// Encoded membership as of that entry.
     pub membership: Vec<u8>,
