@@ -91,7 +91,7 @@ pub struct BasicShard {
     readiness: Readiness,
     repair_bytes: AtomicU64,
     me: Weak<BasicShard>,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: super::Tasks,
 }
 
 impl BasicShard {
@@ -278,24 +278,14 @@ impl ShardState for BasicShard {
                     }
                 }
             });
-            self.tasks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(task);
+            self.tasks.push(task);
         }
         Ok(())
     }
 
     async fn close(&self) -> Result<()> {
         self.readiness.set(false);
-        for t in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            t.abort();
-        }
+        self.tasks.abort_all();
         Ok(())
     }
 
@@ -332,12 +322,7 @@ impl ShardState for BasicShard {
     }
 
     async fn create_snapshot(&self) -> Result<String> {
-        Ok(self
-            .local
-            .storage
-            .create_zero_copy_snapshot()
-            .await?
-            .snapshot_id)
+        super::snapshot_local(&self.local.storage).await
     }
 
     async fn restore_from_snapshot(&self, snapshot_id: &str) -> Result<()> {

@@ -289,6 +289,27 @@ pub struct ShardStats {
     pub root_hash: Option<Vec<u8>>,
 }
 
+/// Takes a zero-copy snapshot of a replica's storage and returns its id.
+pub(crate) async fn snapshot_local(storage: &DynStorage) -> Result<String> {
+    Ok(storage.create_zero_copy_snapshot().await?.snapshot_id)
+}
+
+/// A replica's background tasks, aborted when it closes.
+#[derive(Default)]
+pub(crate) struct Tasks(std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>);
+
+impl Tasks {
+    pub(crate) fn push(&self, task: tokio::task::JoinHandle<()>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
+    pub(crate) fn abort_all(&self) {
+        for t in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+}
+
 /// Restores a replica's storage to one of its held snapshots.
 pub(crate) async fn restore_local(storage: &DynStorage, snapshot_id: &str) -> Result<()> {
     let snap = storage

@@ -107,7 +107,7 @@ pub struct MstShard {
     repair_bytes: AtomicU64,
     next_peer: AtomicUsize,
     me: Weak<MstShard>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: super::Tasks,
 }
 
 /// Turns received page ranges into the crate's form, rejecting malformed ones.
@@ -358,23 +358,13 @@ impl ShardState for MstShard {
                 }
             }
         });
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(task);
+        self.tasks.push(task);
         Ok(())
     }
 
     async fn close(&self) -> Result<()> {
         self.readiness.set(false);
-        for t in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            t.abort();
-        }
+        self.tasks.abort_all();
         Ok(())
     }
 
@@ -411,12 +401,7 @@ impl ShardState for MstShard {
     }
 
     async fn create_snapshot(&self) -> Result<String> {
-        Ok(self
-            .local
-            .storage
-            .create_zero_copy_snapshot()
-            .await?
-            .snapshot_id)
+        super::snapshot_local(&self.local.storage).await
     }
 
     async fn restore_from_snapshot(&self, snapshot_id: &str) -> Result<()> {

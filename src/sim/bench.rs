@@ -64,14 +64,7 @@ pub struct RepairArgs {
     pub seed: u64,
 }
 
-/// Real seconds since boot. Inside a simulation `Instant::now` reads simulated time, so the
-/// wall-clock figures come from the kernel's uptime (10 ms resolution).
-fn real_secs() -> f64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
-}
+use super::run::real_secs;
 
 fn runtime(seed: u64) -> madsim::runtime::Runtime {
     madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default())

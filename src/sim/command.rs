@@ -221,21 +221,12 @@ fn check_determinism(args: &RunArgs) -> Result<ExitCode, String> {
     let mut reports = Vec::new();
     for i in 0..2 {
         let file = dir.join(format!("trace-{i}.log"));
-        let mut cmd = Command::new(&exe);
-        cmd.arg("run")
-            .arg(&args.scenario)
-            .arg("--seed")
-            .arg(args.seed.to_string())
-            .arg("--json")
-            .arg("--trace-file")
+        let out = dir.join(format!("runs-{i}"));
+        let mut cmd = child_run(&exe, &args.scenario, args.seed, &args.bugs, &out);
+        cmd.arg("--trace-file")
             .arg(&file)
             .arg("--trace-level")
-            .arg(args.trace_level.as_str())
-            .arg("--out")
-            .arg(dir.join(format!("runs-{i}")));
-        for b in &args.bugs {
-            cmd.arg("--bug").arg(b);
-        }
+            .arg(args.trace_level.as_str());
         let report = child_report(cmd)?;
         traces.push(std::fs::read_to_string(&file).map_err(|e| e.to_string())?);
         reports.push(report);
@@ -287,6 +278,22 @@ pub fn first_difference(a: &str, b: &str) -> Option<(usize, String, String)> {
             }
         }
     }
+}
+
+/// The command line of a child `odgm-sim run --json` for one seed.
+fn child_run(exe: &Path, scenario: &Path, seed: u64, bugs: &[String], out: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .arg(scenario)
+        .arg("--seed")
+        .arg(seed.to_string())
+        .arg("--json")
+        .arg("--out")
+        .arg(out);
+    for b in bugs {
+        cmd.arg("--bug").arg(b);
+    }
+    cmd
 }
 
 /// Runs a child `odgm-sim run --json` and reads its report (its last stdout line).
@@ -371,20 +378,7 @@ pub fn sweep_processes(
                 let Some((scenario, seed)) = runs.get(i) else {
                     return;
                 };
-                let cmd = || {
-                    let mut cmd = Command::new(exe);
-                    cmd.arg("run")
-                        .arg(scenario)
-                        .arg("--seed")
-                        .arg(seed.to_string())
-                        .arg("--json")
-                        .arg("--out")
-                        .arg(out);
-                    for b in bugs {
-                        cmd.arg("--bug").arg(b);
-                    }
-                    cmd
-                };
+                let cmd = || child_run(exe, scenario, *seed, bugs, out);
                 let mut report = child_report(cmd());
                 if let (true, Ok(first)) = (opts.twice, &report) {
                     match child_report(cmd()) {

@@ -591,11 +591,10 @@ pub async fn run_schedule(
     }
 }
 
-/// Leaders seen (Raft): (term, node) -> the incarnations of that node that led in that term.
-/// openraft identifies a leader by (term, node id) and, in its default mode, lets several
-/// nodes lead one term; a restarted leader whose vote for itself was committed resumes the
-/// same leader id.
-pub type LeaderLog = Arc<Mutex<BTreeMap<(u64, u64), BTreeSet<u64>>>>;
+/// Leader ids (term, node) seen (Raft). openraft identifies a leader by (term, node id) and,
+/// in its default mode, lets several nodes lead one term; a restarted leader whose vote for
+/// itself was committed resumes the same leader id.
+pub type LeaderLog = Arc<Mutex<BTreeSet<(u64, u64)>>>;
 
 /// Watches every Raft node's metrics until `until` and records which node led which term.
 /// A node's new incarnation (after a restart) is picked up within 20 ms.
@@ -603,7 +602,6 @@ pub async fn watch_leaders(cluster: Arc<Cluster>, log: LeaderLog, until: tokio::
     // Weak handles keep each incarnation's allocation, so a new incarnation never shares
     // its address with one already watched.
     let mut watched: BTreeMap<u64, std::sync::Weak<crate::raft::RaftNode>> = BTreeMap::new();
-    let mut incarnation = 0u64;
     while tokio::time::Instant::now() < until {
         for id in cluster.node_ids() {
             let Some(node) = cluster.raft(id) else {
@@ -616,8 +614,6 @@ pub async fn watch_leaders(cluster: Arc<Cluster>, log: LeaderLog, until: tokio::
                 continue;
             }
             watched.insert(id, Arc::downgrade(&node));
-            incarnation += 1;
-            let me = incarnation;
             let mut rx = node.raft.metrics();
             drop(node);
             let log = log.clone();
@@ -627,7 +623,7 @@ pub async fn watch_leaders(cluster: Arc<Cluster>, log: LeaderLog, until: tokio::
                         let m = rx.borrow_and_update();
                         (m.current_term, m.state == openraft::ServerState::Leader)
                     };
-                    if leading && lock(&log).entry((term, id)).or_default().insert(me) {
+                    if leading && lock(&log).insert((term, id)) {
                         trace::record(format_args!("node {id} leads term {term}"));
                     }
                     if rx.changed().await.is_err() {

@@ -116,7 +116,8 @@ pub struct RunOutput {
     pub convergence: Option<ConvergenceReport>,
 }
 
-/// Real seconds since boot (inside a simulation `Instant::now` is simulated).
+/// Real seconds since boot. Inside a simulation `Instant::now` reads simulated time, so
+/// wall-clock figures come from the kernel's uptime (10 ms resolution).
 pub(crate) fn real_secs() -> f64 {
     std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -129,7 +130,7 @@ struct Simulated {
     history: History<KvInput, KvOutput>,
     scans: Vec<workload::ScanResult>,
     convergence: Option<crate::check::convergence::ConvergenceInput>,
-    leaders: BTreeMap<(u64, u64), BTreeSet<u64>>,
+    leaders: BTreeSet<(u64, u64)>,
     raft_failures: Vec<String>,
     unavailable: Vec<String>,
     snapshots_installed: u64,
@@ -294,13 +295,7 @@ async fn final_reads(
     rec: &Recorded,
 ) -> Vec<u64> {
     let mut unreadable = Vec::new();
-    let members: Vec<u64> = targets
-        .members
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .copied()
-        .collect();
+    let members = workload::current(&targets.members);
     let reader = 999_000_000;
     for key in 0..s.workload.keys {
         for (attempt, node) in members.iter().cycle().take(members.len() * 3).enumerate() {

@@ -68,6 +68,16 @@ impl Recorded {
 /// The nodes clients may talk to (the current replicas), shared with the fault injector.
 pub type Members = Arc<Mutex<BTreeSet<u64>>>;
 
+/// The current replicas, in id order.
+pub fn current(members: &Members) -> Vec<u64> {
+    members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect()
+}
+
 /// Where clients send requests.
 #[derive(Clone)]
 pub struct Targets {
@@ -150,13 +160,7 @@ pub async fn client(
     let mean_gap = 1.0 / w.rate;
     loop {
         let (gap, kind, key, node) = {
-            let members: Vec<u64> = targets
-                .members
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .copied()
-                .collect();
+            let members = current(&targets.members);
             let mut rng = crate::rt::thread_rng();
             let gap = Duration::from_secs_f64(rng.gen_range(0.0..2.0 * mean_gap));
             let kind = pick_kind(&w, rng.gen_range(0..total));
