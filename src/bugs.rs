@@ -34,6 +34,22 @@ pub const ALL: &[Bug] = &[
         name: "raft-follower-local-reads",
         what: "Raft followers answer reads from their own state instead of the leader's",
     },
+    Bug {
+        name: "raft-ack-before-sync",
+        what: "the Raft log acknowledges appended entries before they are synced to disk",
+    },
+    Bug {
+        name: "raft-applied-not-persisted",
+        what: "the Raft state machine saves its applied index apart from the data it applied",
+    },
+    Bug {
+        name: "raft-snapshot-non-atomic",
+        what: "a Raft follower installs a snapshot in place, pair by pair, after clearing its data",
+    },
+    Bug {
+        name: "mst-no-tombstones",
+        what: "MST deletes remove the object instead of writing a tombstone",
+    },
 ];
 
 thread_local! {

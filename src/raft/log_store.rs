@@ -178,6 +178,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(last) = last {
             b.put_meta(LAST_LOG, encode(&last)?);
         }
+        // Planted bug: acknowledge entries the disk may not hold yet.
+        b.unsynced = crate::bugs::active("raft-ack-before-sync");
         // Durable before the callback: openraft may count this entry toward a quorum.
         let r = if last.is_none() {
             Ok(())

@@ -176,10 +176,14 @@ impl ObjectShardStateMachine {
     ) -> Result<(), RaftStorageError> {
         let (_header, pairs) = stream::decode(chunks).await.map_err(sm_write)?;
         let meta_pairs = applied_meta(meta.last_log_id, &meta.last_membership)?;
-        self.storage
-            .install_kv_snapshot_from_stream(pairs, meta_pairs)
-            .await
-            .map_err(sm_write)?;
+        if crate::bugs::active("raft-snapshot-non-atomic") {
+            self.install_in_place(pairs, meta_pairs).await?;
+        } else {
+            self.storage
+                .install_kv_snapshot_from_stream(pairs, meta_pairs)
+                .await
+                .map_err(sm_write)?;
+        }
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.installed.fetch_add(1, Ordering::Relaxed);
@@ -189,6 +193,37 @@ impl ObjectShardStateMachine {
             .await
             .map_err(sm_read)?;
         self.set_current(meta.clone(), snapshot).await;
+        Ok(())
+    }
+
+    /// Planted bug `raft-snapshot-non-atomic`: installs a snapshot into the live store step by
+    /// step - clear the data and record the snapshot's applied id, then write the pairs one
+    /// at a time as they are decoded. A crash part-way leaves a store that claims the
+    /// snapshot's index but holds only some of its pairs.
+    async fn install_in_place(
+        &self,
+        mut pairs: crate::storage::KvStream,
+        meta_pairs: Vec<Pair>,
+    ) -> Result<(), RaftStorageError> {
+        let old = self
+            .storage
+            .scan(crate::storage::KeyRange::all(), usize::MAX)
+            .await
+            .map_err(sm_read)?;
+        let mut first = WriteBatch::new();
+        for (k, _) in old {
+            first.delete(k);
+        }
+        for (k, v) in meta_pairs {
+            first.put_meta(k, v);
+        }
+        self.storage.write_batch(first).await.map_err(sm_write)?;
+        while let Some(pair) = pairs.next().await {
+            let (k, v) = pair.map_err(sm_write)?;
+            let mut b = WriteBatch::new();
+            b.put(k, v);
+            self.storage.write_batch(b).await.map_err(sm_write)?;
+        }
         Ok(())
     }
 
@@ -308,9 +343,21 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
                 }
             }
         }
-        // Data, applied id and membership in one atomic batch.
-        for (k, v) in applied_meta(applied, &membership)? {
-            batch.put_meta(k, v);
+        if crate::bugs::active("raft-applied-not-persisted") {
+            // Planted bug: the applied id is saved on its own, durably, and the data after it
+            // without waiting for the disk ("the log can replay it" - but replay starts after
+            // the saved applied id).
+            let mut meta = WriteBatch::new();
+            for (k, v) in applied_meta(applied, &membership)? {
+                meta.put_meta(k, v);
+            }
+            self.storage.write_batch(meta).await.map_err(sm_write)?;
+            batch.unsynced = true;
+        } else {
+            // Data, applied id and membership in one atomic batch.
+            for (k, v) in applied_meta(applied, &membership)? {
+                batch.put_meta(k, v);
+            }
         }
         self.storage.write_batch(batch).await.map_err(sm_write)?;
         self.applied = applied;

@@ -315,10 +315,50 @@ impl MstShard {
         writes: Vec<TxnOp>,
     ) -> Result<Version> {
         self.readiness.check()?;
+        if crate::bugs::active("mst-no-tombstones") {
+            return self.write_without_tombstones(reads, writes).await;
+        }
         let (version, _) = self
             .local
             .write_local(reads, writes, |_, _| {}, &|stored| self.upsert(stored))
             .await?;
+        Ok(version)
+    }
+
+    /// Planted bug `mst-no-tombstones`: a delete removes the object's row and rebuilds the
+    /// tree from storage, leaving nothing to tell a peer that the object was deleted; the
+    /// next anti-entropy round pulls the old value back.
+    async fn write_without_tombstones(
+        &self,
+        reads: &[(ObjectId, Option<ObjectEntry>)],
+        writes: Vec<TxnOp>,
+    ) -> Result<Version> {
+        let drop_tombstones = |batch: &mut crate::storage::WriteBatch,
+                               stored: &[(ObjectId, ObjectEntry)]| {
+            for (id, e) in stored {
+                if e.tombstone {
+                    batch.delete(super::object_key(*id));
+                }
+            }
+        };
+        let live = |stored: &[(ObjectId, ObjectEntry)]| {
+            let kept: Vec<_> = stored.iter().filter(|(_, e)| !e.tombstone).cloned().collect();
+            self.upsert(&kept)
+        };
+        let (version, stored) = self
+            .local
+            .write_local(reads, writes, drop_tombstones, &live)
+            .await?;
+        if stored.iter().any(|(_, e)| e.tombstone) {
+            let mut tree = Tree::default();
+            self.local
+                .walk(&[], |id, e| {
+                    tree.upsert(id.to_be_bytes(), &e.encode());
+                    true
+                })
+                .await?;
+            *self.tree.lock().unwrap_or_else(|e| e.into_inner()) = tree;
+        }
         Ok(version)
     }
 }

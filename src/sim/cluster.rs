@@ -258,6 +258,11 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
         self.handle.kill(self.hosts[&id].id());
+        // The dead process's storage may be dropped later; it must not write then.
+        let d = &self.disks[&id];
+        for disk in [&d.app, &d.log].into_iter().flatten() {
+            disk.fence();
+        }
     }
 
     /// Cuts a killed node's power: its disks lose unsynced writes.

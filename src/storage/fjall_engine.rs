@@ -304,7 +304,12 @@ impl ApplicationDataStorage for FjallStorage {
         batch.validate()?;
         let _guard = self.write_lock.lock().await;
         let gen = self.gen();
-        let mut b = self.db.batch().durability(self.persist_mode());
+        let persist = if batch.unsynced {
+            None
+        } else {
+            self.persist_mode()
+        };
+        let mut b = self.db.batch().durability(persist);
         for op in batch.ops {
             match op {
                 BatchOp::Put { ns, key, value } => {

@@ -132,6 +132,9 @@ pub enum BatchOp {
 pub struct WriteBatch {
     /// The operations, applied in order (a later op on the same key wins).
     pub ops: Vec<BatchOp>,
+    /// Commit without waiting for the disk: still atomic, but a power loss may drop it (and
+    /// every unsynced batch after the last synced one). Only planted bugs set this.
+    pub unsynced: bool,
 }
 
 impl WriteBatch {

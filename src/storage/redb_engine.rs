@@ -249,8 +249,18 @@ impl RedbStorage {
 
     /// One write transaction, committed durably. Callers hold `write_lock`.
     fn commit_sync(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        self.commit_with(redb::Durability::Immediate, f)
+    }
+
+    /// One write transaction with the given durability. Callers hold `write_lock`.
+    fn commit_with(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
         let r = guarded(|| {
-            let txn = self.db()?.begin_write().map_err(engine_err)?;
+            let mut txn = self.db()?.begin_write().map_err(engine_err)?;
+            txn.set_durability(durability).map_err(engine_err)?;
             f(&txn)?;
             txn.commit().map_err(engine_err)
         });
@@ -326,7 +336,12 @@ impl ApplicationDataStorage for RedbStorage {
         batch.validate()?;
         self.check_alive()?;
         let guard = self.write_lock.lock().await;
-        let r = self.commit_sync(|txn| {
+        let durability = if batch.unsynced {
+            redb::Durability::None
+        } else {
+            redb::Durability::Immediate
+        };
+        let r = self.commit_with(durability, |txn| {
             let mut data = txn.open_table(DATA).map_err(engine_err)?;
             let mut meta = txn.open_table(META).map_err(engine_err)?;
             for op in &batch.ops {

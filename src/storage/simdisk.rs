@@ -143,6 +143,8 @@ struct DiskState {
     ops_until_cut: Option<u64>,
     /// The power is out: every operation fails until [`SimDisk::power_loss`] runs.
     powered_off: bool,
+    /// Bumped by [`SimDisk::fence`]; backends from an older epoch belong to a dead process.
+    epoch: u64,
 }
 
 /// A simulated disk. Cloning gives another handle to the same disk.
@@ -169,6 +171,7 @@ impl SimDisk {
                 stats: DiskStats::default(),
                 ops_until_cut: None,
                 powered_off: false,
+                epoch: 0,
             })),
         }
     }
@@ -268,9 +271,20 @@ impl SimDisk {
         self.lock().durable.len() as u64
     }
 
-    /// A handle that redb can own; it shares this disk.
+    /// A handle that redb can own; it shares this disk until the next [`SimDisk::fence`].
     pub fn backend(&self) -> SimDiskBackend {
-        SimDiskBackend { disk: self.clone() }
+        SimDiskBackend {
+            disk: self.clone(),
+            epoch: self.lock().epoch,
+        }
+    }
+
+    /// The process that had the disk open died: every backend handed out so far fails from
+    /// now on, so nothing the dead process drops later (redb closes its database on drop,
+    /// committing durably) reaches the disk. Unsynced writes stay where they are: a process
+    /// crash keeps the OS cache; only [`SimDisk::power_loss`] drops them.
+    pub fn fence(&self) {
+        self.lock().epoch += 1;
     }
 }
 
@@ -320,15 +334,29 @@ impl DiskState {
 #[derive(Debug)]
 pub struct SimDiskBackend {
     disk: SimDisk,
+    epoch: u64,
+}
+
+impl SimDiskBackend {
+    /// The disk's state, unless this backend's process is dead (see [`SimDisk::fence`]).
+    fn lock(&self) -> Result<MutexGuard<'_, DiskState>, io::Error> {
+        let s = self.disk.lock();
+        if s.epoch != self.epoch {
+            return Err(io::Error::other(
+                "simulated crash: the process that opened this disk is dead",
+            ));
+        }
+        Ok(s)
+    }
 }
 
 impl redb::StorageBackend for SimDiskBackend {
     fn len(&self) -> Result<u64, io::Error> {
-        Ok(self.disk.lock().live.len() as u64)
+        Ok(self.lock()?.live.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        let mut s = self.disk.lock();
+        let mut s = self.lock()?;
         s.stats.reads += 1;
         if s.powered_off {
             return Err(io::Error::other("simulated power cut: disk offline"));
@@ -357,7 +385,7 @@ impl redb::StorageBackend for SimDiskBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        let mut s = self.disk.lock();
+        let mut s = self.lock()?;
         s.spend_power(len)?;
         let len = usize::try_from(len).map_err(|_| io::Error::other("length overflows usize"))?;
         let old = s.live.len();
@@ -374,7 +402,7 @@ impl redb::StorageBackend for SimDiskBackend {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
-        let mut guard = self.disk.lock();
+        let mut guard = self.lock()?;
         let s = &mut *guard;
         s.stats.syncs += 1;
         s.spend_power(0)?;
@@ -402,7 +430,7 @@ impl redb::StorageBackend for SimDiskBackend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        let mut guard = self.disk.lock();
+        let mut guard = self.lock()?;
         let s = &mut *guard;
         s.stats.writes += 1;
         s.spend_power(offset)?;
