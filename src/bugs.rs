@@ -14,6 +14,9 @@ pub struct Bug {
     pub name: &'static str,
     /// What goes wrong.
     pub what: &'static str,
+    /// The shipped scenarios (file stems under `scenarios/`) that should catch it, cheapest
+    /// first; `odgm-sim bugs` runs them.
+    pub caught_by: &'static [&'static str],
 }
 
 /// Every planted bug.
@@ -21,34 +24,42 @@ pub const ALL: &[Bug] = &[
     Bug {
         name: "lww-remote-wins",
         what: "MST and eventual merges take the incoming version whatever its timestamp",
+        caught_by: &["mst-partition-skew", "mst-concurrent-writes"],
     },
     Bug {
         name: "eventual-no-repair",
         what: "eventual consistency pushes once and forgets (no outbox, no retry)",
+        caught_by: &["eventual-partition"],
     },
     Bug {
         name: "disk-sync-lies",
         what: "the simulated disk reports a sync as done but persists nothing",
+        caught_by: &["none-baseline", "raft-power-loss"],
     },
     Bug {
         name: "raft-follower-local-reads",
         what: "Raft followers answer reads from their own state instead of the leader's",
+        caught_by: &["raft-leader-partition"],
     },
     Bug {
         name: "raft-ack-before-sync",
         what: "the Raft log acknowledges appended entries before they are synced to disk",
+        caught_by: &["raft-power-outage"],
     },
     Bug {
         name: "raft-applied-not-persisted",
         what: "the Raft state machine saves its applied index apart from the data it applied",
+        caught_by: &["raft-power-loss", "raft-power-outage"],
     },
     Bug {
         name: "raft-snapshot-non-atomic",
         what: "a Raft follower installs a snapshot in place, pair by pair, after clearing its data",
+        caught_by: &["raft-snapshot-crash"],
     },
     Bug {
         name: "mst-no-tombstones",
         what: "MST deletes remove the object instead of writing a tombstone",
+        caught_by: &["mst-partition-skew", "mst-concurrent-writes"],
     },
 ];
 
@@ -83,4 +94,9 @@ pub fn set_active(names: &[String]) {
 /// Whether the bug is switched on in this thread.
 pub fn active(name: &str) -> bool {
     ACTIVE.with(|a| a.borrow().contains(name))
+}
+
+/// The planted bug called `name`.
+pub fn get(name: &str) -> Option<&'static Bug> {
+    ALL.iter().find(|b| b.name == name)
 }

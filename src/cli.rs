@@ -26,6 +26,10 @@ pub enum Command {
     /// Run scenarios over a range of seeds, each seed in its own process (simulation build).
     #[cfg(madsim)]
     Sweep(crate::sim::command::SweepArgs),
+    /// Run every planted bug against the scenarios that should catch it and report how fast
+    /// each is caught (simulation build).
+    #[cfg(madsim)]
+    Bugs(crate::sim::bughunt::BugsArgs),
     /// Benchmarks that print figures (run them in a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -73,6 +77,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => crate::sim::command::run_command(&args),
         #[cfg(madsim)]
         Command::Sweep(args) => crate::sim::command::sweep_command(&args),
+        #[cfg(madsim)]
+        Command::Bugs(args) => crate::sim::bughunt::bugs_command(&args),
         Command::Bench(BenchCommand::Snapshot(args)) => crate::bench::snapshot(&args),
         #[cfg(madsim)]
         Command::Bench(BenchCommand::RaftSnapshot(args)) => crate::sim::bench::raft_snapshot(&args),

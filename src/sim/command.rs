@@ -151,7 +151,7 @@ pub fn run_command(args: &RunArgs) -> Result<ExitCode, String> {
     if args.trace_file.is_some() {
         opts.trace_limit = usize::MAX;
     }
-    let out = run::run(&scenario, &opts);
+    let out = run::run_catching(&scenario, &opts);
     if let Some(f) = &args.trace_file {
         let mut text = out.trace.lines.join("\n");
         text.push('\n');

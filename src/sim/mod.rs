@@ -4,6 +4,8 @@
 #[cfg(madsim)]
 pub mod bench;
 #[cfg(madsim)]
+pub mod bughunt;
+#[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
 pub mod command;

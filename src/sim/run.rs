@@ -161,6 +161,73 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
     out
 }
 
+/// Runs like [`run`], but a panic inside the simulation (an assertion in the stack, such as
+/// openraft's own invariant checks) becomes a failed run: its report names the panic and
+/// where it happened, and it keeps the trace up to the panic (the history is lost).
+pub fn run_catching(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
+    let started = real_secs();
+    let location: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let previous = std::panic::take_hook();
+    {
+        let location = location.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(l) = info.location() {
+                let mut slot = location.lock().unwrap_or_else(|e| e.into_inner());
+                slot.get_or_insert_with(|| format!("{}:{}", l.file(), l.line()));
+            }
+            eprintln!("{info}");
+        }));
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(scenario, opts)));
+    std::panic::set_hook(previous);
+    let payload = match result {
+        Ok(out) => return out,
+        Err(p) => p,
+    };
+    crate::rt::set_duplicate_rate(0.0);
+    crate::bugs::set_active(&[]);
+    let trace = trace::finish();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    let at = location
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default();
+    let mut bugs = scenario.bugs.clone();
+    bugs.extend(opts.bugs.iter().cloned());
+    bugs.sort();
+    bugs.dedup();
+    RunOutput {
+        report: RunReport {
+            scenario: scenario.name.clone(),
+            seed: opts.seed,
+            passed: false,
+            failures: vec![format!("panic: {message}{at}")],
+            trace_hash: format!("{:016x}", trace.hash),
+            trace_lines: trace.lines.len() as u64 + trace.dropped,
+            simulated_ms: 0,
+            wall_ms: ((real_secs() - started) * 1000.0).max(0.0) as u64,
+            ops: OpCounts::default(),
+            scans: 0,
+            faults: 0,
+            linearizability: None,
+            converged_after_ms: None,
+            leader_terms: 0,
+            snapshots_installed: 0,
+            bugs,
+        },
+        history: History::default(),
+        trace,
+        linearizability: None,
+        convergence: None,
+    }
+}
+
 async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     trace::begin(opts.trace_limit);
     let start = tokio::time::Instant::now();
