@@ -30,6 +30,10 @@ pub enum Command {
     /// each is caught (simulation build).
     #[cfg(madsim)]
     Bugs(crate::sim::bughunt::BugsArgs),
+    /// Swarm testing until a time budget is spent: each seed draws a random scenario
+    /// (mode, engine, nodes, network, workload, nemesis) and runs it (simulation build).
+    #[cfg(madsim)]
+    Chaos(crate::sim::chaos::ChaosArgs),
     /// Benchmarks that print figures (run them in a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -79,6 +83,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sweep(args) => crate::sim::command::sweep_command(&args),
         #[cfg(madsim)]
         Command::Bugs(args) => crate::sim::bughunt::bugs_command(&args),
+        #[cfg(madsim)]
+        Command::Chaos(args) => crate::sim::chaos::chaos_command(&args),
         Command::Bench(BenchCommand::Snapshot(args)) => crate::bench::snapshot(&args),
         #[cfg(madsim)]
         Command::Bench(BenchCommand::RaftSnapshot(args)) => crate::sim::bench::raft_snapshot(&args),

@@ -33,6 +33,8 @@ pub struct Injector {
     pub members: Members,
     down: Mutex<BTreeSet<u64>>,
     paused: Mutex<BTreeSet<u64>>,
+    /// Nodes whose disk was given error rates: they may have stopped (fail-stop).
+    disk_faulted: Mutex<BTreeSet<u64>>,
     events: Mutex<Vec<FaultEvent>>,
     open: Mutex<Vec<Open>>,
 }
@@ -63,6 +65,7 @@ impl Injector {
             cluster,
             members,
             down: Mutex::default(),
+            disk_faulted: Mutex::default(),
             paused: Mutex::default(),
             events: Mutex::default(),
             open: Mutex::default(),
@@ -249,6 +252,14 @@ impl Injector {
                     return skipped("disk_faults");
                 };
                 c.set_disk_faults(n, disk.clone());
+                if disk.read_error_rate > 0.0
+                    || disk.write_error_rate > 0.0
+                    || disk.sync_error_rate > 0.0
+                    || disk.read_bitflip_rate > 0.0
+                    || disk.write_bitflip_rate > 0.0
+                {
+                    lock(&self.disk_faulted).insert(n);
+                }
                 self.begin("disk_faults", format!("node {n}: {disk:?}"), None, false);
             }
             Fault::Snapshot { node } => {
@@ -389,6 +400,17 @@ impl Injector {
         if self.cluster.spec.engine == EngineKind::Redb {
             for n in self.cluster.node_ids() {
                 self.cluster.set_disk_faults(n, healthy_disk());
+            }
+        }
+        // A node that stopped on a disk error stays stopped (fail-stop) until something
+        // restarts it, as a supervisor would: restart every node whose disk had errors.
+        let faulted: Vec<u64> = std::mem::take(&mut *lock(&self.disk_faulted))
+            .into_iter()
+            .collect();
+        for n in faulted {
+            if !lock(&self.down).contains(&n) {
+                self.kill(n, None);
+                self.restart(n);
             }
         }
         trace::record("heal: everything restored");

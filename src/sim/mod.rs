@@ -6,6 +6,8 @@ pub mod bench;
 #[cfg(madsim)]
 pub mod bughunt;
 #[cfg(madsim)]
+pub mod chaos;
+#[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
 pub mod command;
