@@ -225,7 +225,15 @@ fn the_bugs_command_reports_caught_and_escaped_bugs() {
     let json = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bugs.json");
     let bugs = |extra: &[&str]| {
         let o = Command::new(exe())
-            .args(["bugs", "--bug", "disk-sync-lies", "--seeds", "2", "--jobs", "2"])
+            .args([
+                "bugs",
+                "--bug",
+                "disk-sync-lies",
+                "--seeds",
+                "2",
+                "--jobs",
+                "2",
+            ])
             .arg("--scenario-dir")
             .arg(&dir)
             .arg("--out")
@@ -235,12 +243,21 @@ fn the_bugs_command_reports_caught_and_escaped_bugs() {
             .args(extra)
             .output()
             .expect("odgm-sim bugs runs");
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
     };
     let (code, text) = bugs(&[]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("disk-sync-lies") && text.contains("caught after"), "{text}");
-    assert!(text.contains("--bug disk-sync-lies"), "no replay command: {text}");
+    assert!(
+        text.contains("disk-sync-lies") && text.contains("caught after"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--bug disk-sync-lies"),
+        "no replay command: {text}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report[0]["caught"], true);
@@ -250,4 +267,52 @@ fn the_bugs_command_reports_caught_and_escaped_bugs() {
     let (code, text) = bugs(&["--scenario", crash.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("ESCAPED"), "{text}");
+}
+
+/// `odgm-sim shrink` turns a failing run folder into a smaller scenario that still fails the
+/// same check with the same seed.
+#[test]
+fn shrink_writes_a_smaller_scenario_that_still_fails() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-runs");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(exe())
+        .arg("run")
+        .arg(scenario("mst-partition-skew"))
+        .args(["--seed", "0", "--bug", "mst-no-tombstones", "--out"])
+        .arg(&out)
+        .output()
+        .expect("odgm-sim run");
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "the planted bug must fail the run"
+    );
+    let dir = out.join("mst-partition-skew-seed-0");
+    let shrink = Command::new(exe())
+        .arg("shrink")
+        .arg(&dir)
+        .output()
+        .expect("odgm-sim shrink");
+    let text = String::from_utf8_lossy(&shrink.stdout);
+    assert_eq!(shrink.status.code(), Some(0), "{text}");
+    let minimal = dir.join("minimal.toml");
+    let small = odgm_sim::scenario::Scenario::load(&minimal).expect("minimal scenario loads");
+    let big = odgm_sim::scenario::Scenario::load(&scenario("mst-partition-skew")).unwrap();
+    assert!(
+        small.schedule.len() < big.schedule.len() || small.cluster.nodes < big.cluster.nodes,
+        "nothing shrank: {text}"
+    );
+    assert_eq!(small.bugs, vec!["mst-no-tombstones".to_string()]);
+    let replay = Command::new(exe())
+        .arg("run")
+        .arg(&minimal)
+        .args(["--seed", "0", "--out"])
+        .arg(&out)
+        .output()
+        .expect("odgm-sim run minimal");
+    assert_eq!(
+        replay.status.code(),
+        Some(1),
+        "the minimal scenario must still fail"
+    );
 }

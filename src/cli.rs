@@ -34,6 +34,10 @@ pub enum Command {
     /// (mode, engine, nodes, network, workload, nemesis) and runs it (simulation build).
     #[cfg(madsim)]
     Chaos(crate::sim::chaos::ChaosArgs),
+    /// Shrink a failing run's folder to the smallest scenario that still fails the same
+    /// check with the same seed (simulation build).
+    #[cfg(madsim)]
+    Shrink(crate::sim::shrink::ShrinkArgs),
     /// Benchmarks that print figures (run them in a release build).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -85,6 +89,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bugs(args) => crate::sim::bughunt::bugs_command(&args),
         #[cfg(madsim)]
         Command::Chaos(args) => crate::sim::chaos::chaos_command(&args),
+        #[cfg(madsim)]
+        Command::Shrink(args) => crate::sim::shrink::shrink_command(&args),
         Command::Bench(BenchCommand::Snapshot(args)) => crate::bench::snapshot(&args),
         #[cfg(madsim)]
         Command::Bench(BenchCommand::RaftSnapshot(args)) => crate::sim::bench::raft_snapshot(&args),

@@ -184,13 +184,19 @@ fn unsynced_batch_is_lost_to_power_loss() {
         b.put(b"b".to_vec(), b"unsynced".to_vec());
         b.unsynced = true;
         store.write_batch(b).await.expect("unsynced write");
-        assert_eq!(store.get(b"b").await.unwrap().as_deref(), Some(&b"unsynced"[..]));
+        assert_eq!(
+            store.get(b"b").await.unwrap().as_deref(),
+            Some(&b"unsynced"[..])
+        );
         disk.cut_power_after(0);
         drop(store);
         disk.power_loss(PowerLossMode::DropAll);
         let reopened = RedbStorage::open_on_disk(disk.clone()).expect("reopen");
         let state = state_of(&reopened).await;
         assert_eq!(state.get(&b"a"[..]).map(|v| &v[..]), Some(&b"synced"[..]));
-        assert!(!state.contains_key(&b"b"[..]), "the unsynced batch survived");
+        assert!(
+            !state.contains_key(&b"b"[..]),
+            "the unsynced batch survived"
+        );
     });
 }

@@ -342,7 +342,11 @@ impl MstShard {
             }
         };
         let live = |stored: &[(ObjectId, ObjectEntry)]| {
-            let kept: Vec<_> = stored.iter().filter(|(_, e)| !e.tombstone).cloned().collect();
+            let kept: Vec<_> = stored
+                .iter()
+                .filter(|(_, e)| !e.tombstone)
+                .cloned()
+                .collect();
             self.upsert(&kept)
         };
         let (version, stored) = self

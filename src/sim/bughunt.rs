@@ -180,7 +180,10 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
         let h = hunt(&exe, bug, files, args.seeds, jobs, &args.out);
         let names: Vec<String> = files
             .iter()
-            .map(|f| f.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into()))
+            .map(|f| {
+                f.file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into())
+            })
             .collect();
         match &h.by {
             Some(by) => println!(

@@ -339,7 +339,10 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
 fn print_mix(summary: &ChaosSummary) {
     let mut by: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     for r in &summary.results {
-        let key = r.cluster.rsplit_once(' ').map_or(r.cluster.clone(), |(a, _)| a.to_string());
+        let key = r
+            .cluster
+            .rsplit_once(' ')
+            .map_or(r.cluster.clone(), |(a, _)| a.to_string());
         let e = by.entry(key).or_default();
         e.0 += 1;
         e.1 += usize::from(!r.passed);
@@ -363,7 +366,10 @@ mod tests {
             modes.insert((s.cluster.mode.name(), s.cluster.engine.to_string()));
             assert!(s.nemesis.is_some());
         }
-        assert!(modes.len() >= 10, "draws cover too few mode/engine pairs: {modes:?}");
+        assert!(
+            modes.len() >= 10,
+            "draws cover too few mode/engine pairs: {modes:?}"
+        );
     }
 
     #[test]

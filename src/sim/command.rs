@@ -281,7 +281,13 @@ pub fn first_difference(a: &str, b: &str) -> Option<(usize, String, String)> {
 }
 
 /// The command line of a child `odgm-sim run --json` for one seed.
-fn child_run(exe: &Path, scenario: &Path, seed: u64, bugs: &[String], out: &Path) -> Command {
+pub(crate) fn child_run(
+    exe: &Path,
+    scenario: &Path,
+    seed: u64,
+    bugs: &[String],
+    out: &Path,
+) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg("run")
         .arg(scenario)
@@ -297,7 +303,7 @@ fn child_run(exe: &Path, scenario: &Path, seed: u64, bugs: &[String], out: &Path
 }
 
 /// Runs a child `odgm-sim run --json` and reads its report (its last stdout line).
-fn child_report(mut cmd: Command) -> Result<RunReport, String> {
+pub(crate) fn child_report(mut cmd: Command) -> Result<RunReport, String> {
     let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -16,6 +16,8 @@ pub mod faults;
 #[cfg(madsim)]
 pub mod run;
 #[cfg(madsim)]
+pub mod shrink;
+#[cfg(madsim)]
 pub mod trace;
 #[cfg(madsim)]
 pub mod workload;
