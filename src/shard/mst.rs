@@ -129,6 +129,20 @@ fn peer_snapshot(ranges: Vec<WireRange>) -> Result<PageRangeSnapshot<[u8; 8]>> {
     Ok(PageRangeSnapshot::from(out))
 }
 
+/// The tree over every stored entry, and the newest HLC among them.
+async fn tree_of(local: &LocalStore) -> Result<(Tree, Option<super::Hlc>)> {
+    let mut tree = Tree::default();
+    let mut newest = None;
+    local
+        .walk(&[], |id, e| {
+            newest = newest.max(Some(e.version.hlc));
+            tree.upsert(id.to_be_bytes(), &e.encode());
+            true
+        })
+        .await?;
+    Ok((tree, newest))
+}
+
 fn id_of(k: &[u8; 8]) -> ObjectId {
     u64::from_be_bytes(*k)
 }
@@ -149,15 +163,7 @@ impl MstShard {
         };
         let hlc = Arc::new(HlcClock::new(ctx.node, ctx.clock.clone()));
         let local = LocalStore::new(ctx.app.clone(), hlc);
-        let mut tree = Tree::default();
-        let mut newest = None;
-        local
-            .walk(&[], |id, e| {
-                newest = newest.max(Some(e.version.hlc));
-                tree.upsert(id.to_be_bytes(), &e.encode());
-                true
-            })
-            .await?;
+        let (tree, newest) = tree_of(&local).await?;
         if let Some(h) = newest {
             local.hlc.observe(h);
         }
@@ -199,6 +205,13 @@ impl MstShard {
         for (id, e) in stored {
             t.upsert(id.to_be_bytes(), &e.encode());
         }
+    }
+
+    /// Replaces the tree with one built from storage.
+    async fn rebuild_tree(&self) -> Result<()> {
+        let (tree, _) = tree_of(&self.local).await?;
+        *self.tree.lock().unwrap_or_else(|e| e.into_inner()) = tree;
+        Ok(())
     }
 
     /// This replica's page ranges.
@@ -354,14 +367,7 @@ impl MstShard {
             .write_local(reads, writes, drop_tombstones, &live)
             .await?;
         if stored.iter().any(|(_, e)| e.tombstone) {
-            let mut tree = Tree::default();
-            self.local
-                .walk(&[], |id, e| {
-                    tree.upsert(id.to_be_bytes(), &e.encode());
-                    true
-                })
-                .await?;
-            *self.tree.lock().unwrap_or_else(|e| e.into_inner()) = tree;
+            self.rebuild_tree().await?;
         }
         Ok(version)
     }
@@ -451,15 +457,7 @@ impl ShardState for MstShard {
     async fn restore_from_snapshot(&self, snapshot_id: &str) -> Result<()> {
         super::restore_local(&self.local.storage, snapshot_id).await?;
         // The tree must describe the restored state.
-        let mut tree = Tree::default();
-        self.local
-            .walk(&[], |id, e| {
-                tree.upsert(id.to_be_bytes(), &e.encode());
-                true
-            })
-            .await?;
-        *self.tree.lock().unwrap_or_else(|e| e.into_inner()) = tree;
-        Ok(())
+        self.rebuild_tree().await
     }
 
     async fn compact_storage(&self) -> Result<()> {

@@ -129,6 +129,12 @@ pub fn hunt(
     }
 }
 
+/// A scenario file's stem (its name in the output).
+fn stem(f: &Path) -> String {
+    f.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+}
+
 /// `odgm-sim bugs`.
 pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     let bugs: Vec<&'static Bug> = if args.bugs.is_empty() {
@@ -178,13 +184,6 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     let mut hunts = Vec::new();
     for (bug, files) in &plan {
         let h = hunt(&exe, bug, files, args.seeds, jobs, &args.out);
-        let names: Vec<String> = files
-            .iter()
-            .map(|f| {
-                f.file_stem()
-                    .map_or_else(String::new, |s| s.to_string_lossy().into())
-            })
-            .collect();
         match &h.by {
             Some(by) => println!(
                 "  {:<28} caught after {:>3} run(s) ({} seed(s)) in {:>6.1} s by {} seed {}: {}\n  {:<28} replay: {}",
@@ -192,9 +191,7 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
                 h.runs,
                 h.seeds,
                 h.wall_s,
-                Path::new(&by.scenario)
-                    .file_stem()
-                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+                stem(Path::new(&by.scenario)),
                 by.seed,
                 by.failures.first().map_or("", String::as_str),
                 "",
@@ -206,7 +203,7 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
                 h.runs,
                 h.seeds,
                 h.wall_s,
-                names.join(", ")
+                files.iter().map(|f| stem(f)).collect::<Vec<_>>().join(", ")
             ),
         }
         hunts.push(h);

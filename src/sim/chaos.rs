@@ -253,6 +253,7 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
     let limit = args.max_runs.unwrap_or(u64::MAX);
     while run::real_secs() - started < args.budget && k < limit {
         let mut batch = Vec::new();
+        let mut drawn = Vec::new();
         while batch.len() < jobs.max(1) && k < limit {
             let seed = args.start_seed + shard + k * shards;
             k += 1;
@@ -260,11 +261,12 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
             let file = dir.join(format!("chaos-{seed}.toml"));
             std::fs::write(&file, &text).map_err(|e| format!("{}: {e}", file.display()))?;
             // A draw that does not validate is a generator bug: say so and stop.
-            Scenario::load(&file).map_err(|e| format!("chaos generator: {e}"))?;
+            let scenario = Scenario::load(&file).map_err(|e| format!("chaos generator: {e}"))?;
             batch.push((file, seed));
+            drawn.push(scenario);
         }
-        for r in sweep_processes(&exe, &batch, &opts, &|_| {}) {
-            let scenario = Scenario::load(&r.scenario).map_err(|e| e.to_string())?;
+        let finished = sweep_processes(&exe, &batch, &opts, &|_| {});
+        for (r, scenario) in finished.into_iter().zip(drawn.drain(..)) {
             let cluster = format!(
                 "{} {} x{}",
                 scenario.cluster.mode.name(),

@@ -47,6 +47,13 @@ struct NodeDisks {
     dir: Option<PathBuf>,
 }
 
+impl NodeDisks {
+    /// The simulated disks (redb nodes have two; others none).
+    fn sim_disks(&self) -> impl Iterator<Item = &SimDisk> {
+        [&self.app, &self.log].into_iter().flatten()
+    }
+}
+
 type Shards = Arc<Mutex<BTreeMap<u64, DynShard>>>;
 
 /// A running cluster.
@@ -259,16 +266,14 @@ impl Cluster {
             .remove(&id);
         self.handle.kill(self.hosts[&id].id());
         // The dead process's storage may be dropped later; it must not write then.
-        let d = &self.disks[&id];
-        for disk in [&d.app, &d.log].into_iter().flatten() {
+        for disk in self.disks[&id].sim_disks() {
             disk.fence();
         }
     }
 
     /// Cuts a killed node's power: its disks lose unsynced writes.
     pub fn power_loss(&self, id: u64, mode: PowerLossMode) {
-        let d = &self.disks[&id];
-        for disk in [&d.app, &d.log].into_iter().flatten() {
+        for disk in self.disks[&id].sim_disks() {
             disk.power_loss(mode);
         }
     }
@@ -324,8 +329,7 @@ impl Cluster {
 
     /// Sets the fault rates of a node's disks (redb nodes; others have none).
     pub fn set_disk_faults(&self, id: u64, faults: crate::storage::DiskFaults) {
-        let d = &self.disks[&id];
-        for disk in [&d.app, &d.log].into_iter().flatten() {
+        for disk in self.disks[&id].sim_disks() {
             disk.set_faults(faults.clone());
         }
     }

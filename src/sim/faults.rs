@@ -252,12 +252,7 @@ impl Injector {
                     return skipped("disk_faults");
                 };
                 c.set_disk_faults(n, disk.clone());
-                if disk.read_error_rate > 0.0
-                    || disk.write_error_rate > 0.0
-                    || disk.sync_error_rate > 0.0
-                    || disk.read_bitflip_rate > 0.0
-                    || disk.write_bitflip_rate > 0.0
-                {
+                if disk.has_errors() {
                     lock(&self.disk_faulted).insert(n);
                 }
                 self.begin("disk_faults", format!("node {n}: {disk:?}"), None, false);
@@ -352,10 +347,15 @@ impl Injector {
         });
     }
 
+    /// The current leader and its shard, when there is one.
+    fn leader_shard(&self) -> Option<(u64, crate::shard::DynShard)> {
+        let leader = self.leader()?;
+        Some((leader, self.cluster.shard(leader)?))
+    }
+
     async fn add_replica(&self, n: u64) {
         self.begin("membership", format!("add node {n}"), None, false);
-        let Some(leader) = self.leader() else { return };
-        let Some(shard) = self.cluster.shard(leader) else {
+        let Some((leader, shard)) = self.leader_shard() else {
             return;
         };
         let Some(raft) = shard.as_any().downcast_ref::<crate::shard::RaftShard>() else {
@@ -370,8 +370,7 @@ impl Injector {
 
     async fn remove_replica(&self, n: u64) {
         self.begin("membership", format!("remove node {n}"), None, false);
-        let Some(leader) = self.leader() else { return };
-        let Some(shard) = self.cluster.shard(leader) else {
+        let Some((leader, shard)) = self.leader_shard() else {
             return;
         };
         let Some(raft) = shard.as_any().downcast_ref::<crate::shard::RaftShard>() else {

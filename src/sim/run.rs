@@ -138,13 +138,19 @@ struct Simulated {
     trace: Trace,
 }
 
-/// Runs a scenario with one seed.
-pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
-    let started = real_secs();
+/// The planted bugs of a run: the scenario's and the command line's.
+fn run_bugs(scenario: &Scenario, opts: &RunOptions) -> Vec<String> {
     let mut bugs = scenario.bugs.clone();
     bugs.extend(opts.bugs.iter().cloned());
     bugs.sort();
     bugs.dedup();
+    bugs
+}
+
+/// Runs a scenario with one seed.
+pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
+    let started = real_secs();
+    let bugs = run_bugs(scenario, opts);
     crate::bugs::set_active(&bugs);
     crate::rt::set_duplicate_rate(scenario.network.duplicate);
     let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, madsim::Config::default());
@@ -198,10 +204,6 @@ pub fn run_catching(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
         .take()
         .map(|l| format!(" at {l}"))
         .unwrap_or_default();
-    let mut bugs = scenario.bugs.clone();
-    bugs.extend(opts.bugs.iter().cloned());
-    bugs.sort();
-    bugs.dedup();
     RunOutput {
         report: RunReport {
             scenario: scenario.name.clone(),
@@ -219,7 +221,7 @@ pub fn run_catching(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
             converged_after_ms: None,
             leader_terms: 0,
             snapshots_installed: 0,
-            bugs,
+            bugs: run_bugs(scenario, opts),
         },
         history: History::default(),
         trace,

@@ -64,15 +64,25 @@ impl DiskFaults {
         Self::default()
     }
 
-    /// Checks that rates are probabilities and the latency range is ordered.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [
+    /// The error and bit-flip rates, by field name.
+    fn rates(&self) -> [(&'static str, f64); 5] {
+        [
             ("read_error_rate", self.read_error_rate),
             ("write_error_rate", self.write_error_rate),
             ("sync_error_rate", self.sync_error_rate),
             ("read_bitflip_rate", self.read_bitflip_rate),
             ("write_bitflip_rate", self.write_bitflip_rate),
-        ] {
+        ]
+    }
+
+    /// Whether any error or bit-flip rate is above 0 (a node may fail-stop).
+    pub fn has_errors(&self) -> bool {
+        self.rates().iter().any(|(_, r)| *r > 0.0)
+    }
+
+    /// Checks that rates are probabilities and the latency range is ordered.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in self.rates() {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} = {rate} is not a probability in [0, 1]"));
             }
