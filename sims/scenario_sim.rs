@@ -316,3 +316,51 @@ fn shrink_writes_a_smaller_scenario_that_still_fails() {
         "the minimal scenario must still fail"
     );
 }
+
+#[test]
+fn shrink_turns_the_random_nemesis_into_the_schedule_that_ran() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-nemesis-runs");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(exe())
+        .arg("run")
+        .arg(scenario("eventual-chaos"))
+        .args([
+            "--seed",
+            "6",
+            "--bug",
+            "eventual-no-repair",
+            "--json",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("odgm-sim run");
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "the planted bug must fail seed 6"
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a report line")).expect("json");
+    let ran = report["faults_ran"].as_array().expect("faults_ran").len();
+    assert!(ran > 0, "the nemesis applied no fault: {stdout}");
+    let dir = out.join("eventual-chaos-seed-6");
+    let explicit = odgm_sim::scenario::Scenario::load(&dir.join("faults-ran.toml"))
+        .expect("faults-ran.toml is a valid scenario");
+    assert!(explicit.nemesis.is_none());
+    assert_eq!(explicit.schedule.len(), ran);
+    // Two candidate runs: the original, then the nemesis as the schedule that ran.
+    let shrink = Command::new(exe())
+        .arg("shrink")
+        .arg(&dir)
+        .args(["--max-runs", "2"])
+        .output()
+        .expect("odgm-sim shrink");
+    let text = String::from_utf8_lossy(&shrink.stdout);
+    assert_eq!(shrink.status.code(), Some(0), "{text}");
+    assert!(text.contains("still fails, kept"), "{text}");
+    let small = odgm_sim::scenario::Scenario::load(&dir.join("minimal.toml")).unwrap();
+    assert!(small.nemesis.is_none(), "{text}");
+    assert_eq!(small.schedule, explicit.schedule);
+}

@@ -328,7 +328,9 @@ impl Cluster {
     }
 
     /// Sets the fault rates of a node's disks (redb nodes; others have none).
-    pub fn set_disk_faults(&self, id: u64, faults: crate::storage::DiskFaults) {
+    /// A lying sync (the `disk-sync-lies` planted bug) stays on whatever the rates.
+    pub fn set_disk_faults(&self, id: u64, mut faults: crate::storage::DiskFaults) {
+        faults.sync_lies |= crate::bugs::active("disk-sync-lies");
         for disk in self.disks[&id].sim_disks() {
             disk.set_faults(faults.clone());
         }

@@ -3,6 +3,7 @@
 //! as a trace line.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use super::cluster::Cluster;
 use super::trace;
 use super::workload::Members;
 use crate::check::history::FaultEvent;
-use crate::scenario::{Fault, Nemesis, Target};
+use crate::scenario::{Fault, Nemesis, ScheduledFault, Target};
 use crate::shard::ShardKind;
 use crate::storage::{DiskFaults, EngineKind, PowerLossMode};
 
@@ -37,6 +38,14 @@ pub struct Injector {
     disk_faulted: Mutex<BTreeSet<u64>>,
     events: Mutex<Vec<FaultEvent>>,
     open: Mutex<Vec<Open>>,
+    /// Every fault applied in the fault phase, its target resolved, at its time: the
+    /// schedule that actually ran (scheduled and nemesis faults alike).
+    ran: Mutex<Vec<ScheduledFault>>,
+    /// A link fault is in force (a heal with nothing to heal is not recorded).
+    net_faulted: AtomicBool,
+    /// The fault phase is over (the final heal is not part of the schedule that ran).
+    healed: AtomicBool,
+    start: tokio::time::Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,7 +69,8 @@ enum Undo {
 
 impl Injector {
     /// An injector for `cluster`, whose replicas are `members`.
-    pub fn new(cluster: Arc<Cluster>, members: Members) -> Injector {
+    /// `start` is the run's start: the schedule that ran counts its times from it.
+    pub fn new(cluster: Arc<Cluster>, members: Members, start: tokio::time::Instant) -> Injector {
         Injector {
             cluster,
             members,
@@ -69,7 +79,30 @@ impl Injector {
             paused: Mutex::default(),
             events: Mutex::default(),
             open: Mutex::default(),
+            ran: Mutex::default(),
+            net_faulted: AtomicBool::new(false),
+            healed: AtomicBool::new(false),
+            start,
         }
+    }
+
+    /// The faults applied before the final heal, in order, with resolved targets: the
+    /// random nemesis materialized as an explicit schedule.
+    pub fn ran(&self) -> Vec<ScheduledFault> {
+        lock(&self.ran).clone()
+    }
+
+    fn record(&self, fault: Fault) {
+        if self.healed.load(Ordering::Relaxed) {
+            return;
+        }
+        let at_ms = self.start.elapsed().as_millis() as u64;
+        lock(&self.ran).push(ScheduledFault { at_ms, fault });
+    }
+
+    fn cut(&self, fault: Fault) {
+        self.net_faulted.store(true, Ordering::Relaxed);
+        self.record(fault);
     }
 
     /// Every fault event so far (open ones have no end).
@@ -169,6 +202,9 @@ impl Injector {
                     groups.push(rest);
                 }
                 c.partition(&groups);
+                self.cut(Fault::Partition {
+                    groups: groups.clone(),
+                });
                 self.begin("partition", format!("{groups:?}"), None, true);
             }
             Fault::Isolate { node } => {
@@ -177,6 +213,9 @@ impl Injector {
                 };
                 let others: Vec<u64> = c.node_ids().into_iter().filter(|x| *x != n).collect();
                 c.partition(&[vec![n], others]);
+                self.cut(Fault::Isolate {
+                    node: Target::Node(n),
+                });
                 self.begin("isolate", format!("node {n} ({node})"), None, true);
             }
             Fault::OneWay { from, to } => {
@@ -187,6 +226,10 @@ impl Injector {
                     return skipped("one_way");
                 }
                 c.cut_one_way(a, b);
+                self.cut(Fault::OneWay {
+                    from: Target::Node(a),
+                    to: Target::Node(b),
+                });
                 self.begin("one_way", format!("{a} -> {b} lost"), None, true);
             }
             Fault::Clog { node } => {
@@ -194,9 +237,15 @@ impl Injector {
                     return skipped("clog");
                 };
                 c.clog(n);
+                self.cut(Fault::Clog {
+                    node: Target::Node(n),
+                });
                 self.begin("clog", format!("node {n}"), None, true);
             }
             Fault::Heal => {
+                if self.net_faulted.swap(false, Ordering::Relaxed) {
+                    self.record(Fault::Heal);
+                }
                 c.heal();
                 self.end(&["partition", "isolate", "one_way", "clog"], None);
                 trace::record("fault heal: every link restored");
@@ -252,6 +301,10 @@ impl Injector {
                     return skipped("disk_faults");
                 };
                 c.set_disk_faults(n, disk.clone());
+                self.record(Fault::DiskFaults {
+                    node: Target::Node(n),
+                    disk: disk.clone(),
+                });
                 if disk.has_errors() {
                     lock(&self.disk_faulted).insert(n);
                 }
@@ -284,6 +337,15 @@ impl Injector {
         }
         lock(&self.paused).remove(&n);
         self.cluster.kill(n);
+        self.record(match power {
+            Some(mode) => Fault::PowerLoss {
+                node: Target::Node(n),
+                mode,
+            },
+            None => Fault::Kill {
+                node: Target::Node(n),
+            },
+        });
         match power {
             Some(mode) => {
                 self.cluster.power_loss(n, mode);
@@ -298,6 +360,9 @@ impl Injector {
             return;
         }
         self.cluster.restart(n);
+        self.record(Fault::Restart {
+            node: Target::Node(n),
+        });
         self.end(&["crash", "power_loss"], Some(n));
         trace::record(format_args!("fault restart: node {n}"));
     }
@@ -307,6 +372,9 @@ impl Injector {
             return;
         }
         self.cluster.pause(n);
+        self.record(Fault::Pause {
+            node: Target::Node(n),
+        });
         self.begin("pause", format!("node {n}"), Some(n), true);
     }
 
@@ -315,6 +383,9 @@ impl Injector {
             return;
         }
         self.cluster.resume(n);
+        self.record(Fault::Resume {
+            node: Target::Node(n),
+        });
         self.end(&["pause"], Some(n));
         trace::record(format_args!("fault resume: node {n}"));
     }
@@ -323,6 +394,11 @@ impl Injector {
         let clock = self.cluster.clock(n);
         clock.set_offset_ms(offset_ms);
         clock.set_drift_ppm(drift_ppm);
+        self.record(Fault::ClockSkew {
+            node: Target::Node(n),
+            offset_ms,
+            drift_ppm,
+        });
         self.begin(
             "clock_skew",
             format!("node {n}: offset {offset_ms} ms, drift {drift_ppm} ppm"),
@@ -332,6 +408,9 @@ impl Injector {
     }
 
     fn snapshot(&self, n: u64) {
+        self.record(Fault::Snapshot {
+            node: Target::Node(n),
+        });
         self.begin(
             "snapshot",
             format!("node {n} builds a snapshot"),
@@ -364,6 +443,11 @@ impl Injector {
         let r = tokio::time::timeout(ADMIN_TIMEOUT, raft.add_replica(n)).await;
         trace::record(format_args!("add node {n} via node {leader}: {r:?}"));
         if matches!(r, Ok(Ok(_))) {
+            // Only changes that took effect: a failed one may be retried by the nemesis,
+            // and a schedule cannot remove a replica twice.
+            self.record(Fault::AddReplica {
+                node: Target::Node(n),
+            });
             lock(&self.members).insert(n);
         }
     }
@@ -379,6 +463,9 @@ impl Injector {
         let r = tokio::time::timeout(ADMIN_TIMEOUT, raft.remove_replica(n)).await;
         trace::record(format_args!("remove node {n} via node {leader}: {r:?}"));
         if matches!(r, Ok(Ok(_))) {
+            self.record(Fault::RemoveReplica {
+                node: Target::Node(n),
+            });
             lock(&self.members).remove(&n);
         }
     }
@@ -386,6 +473,7 @@ impl Injector {
     /// Heals everything at the end of the fault phase: links, paused and stopped nodes, disk
     /// fault rates. (Clock skew stays: a clock that is off is not a fault to heal.)
     pub fn heal_all(&self) {
+        self.healed.store(true, Ordering::Relaxed);
         self.cluster.heal();
         self.end(&["partition", "isolate", "one_way", "clog"], None);
         let paused: Vec<u64> = lock(&self.paused).iter().copied().collect();
@@ -398,7 +486,7 @@ impl Injector {
         }
         if self.cluster.spec.engine == EngineKind::Redb {
             for n in self.cluster.node_ids() {
-                self.cluster.set_disk_faults(n, healthy_disk());
+                self.cluster.set_disk_faults(n, DiskFaults::none());
             }
         }
         // A node that stopped on a disk error stays stopped (fail-stop) until something
@@ -543,7 +631,7 @@ impl Injector {
                     read_error_rate: 0.01,
                     latency_us_min: 50,
                     latency_us_max: 5_000,
-                    ..healthy_disk()
+                    ..DiskFaults::none()
                 };
                 self.apply(&Fault::DiskFaults {
                     node: Target::Node(n),
@@ -583,20 +671,16 @@ impl Injector {
             Undo::Resume(n) => self.resume(n),
             Undo::Unskew(n) => self.skew(n, 0, 0),
             Undo::DiskOk(n) => {
-                self.cluster.set_disk_faults(n, healthy_disk());
+                self.cluster.set_disk_faults(n, DiskFaults::none());
+                self.record(Fault::DiskFaults {
+                    node: Target::Node(n),
+                    disk: DiskFaults::none(),
+                });
                 trace::record(format_args!("disk faults off: node {n}"));
             }
             Undo::Readd(n) => self.add_replica(n).await,
             Undo::Nothing => {}
         }
-    }
-}
-
-/// A disk with no faults (but still a lying sync when that planted bug is on).
-fn healthy_disk() -> DiskFaults {
-    DiskFaults {
-        sync_lies: crate::bugs::active("disk-sync-lies"),
-        ..DiskFaults::none()
     }
 }
 

@@ -25,7 +25,7 @@ use crate::check::convergence::{check_convergence, ConvergenceReport};
 use crate::check::history::{History, Outcome};
 use crate::check::linearizability::{self, CheckOptions, CheckResult, Verdict};
 use crate::check::model::{KvInput, KvModel, KvOutput};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScheduledFault};
 use crate::shard::ShardKind;
 
 /// How to run.
@@ -100,6 +100,11 @@ pub struct RunReport {
     pub snapshots_installed: u64,
     /// Planted bugs that were on.
     pub bugs: Vec<String>,
+    /// The faults applied before the final heal, targets resolved, at their times: the
+    /// schedule that actually ran, the random nemesis's faults included (`shrink` starts
+    /// from it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults_ran: Vec<ScheduledFault>,
 }
 
 /// Everything a run produced.
@@ -127,6 +132,7 @@ pub(crate) fn real_secs() -> f64 {
 
 /// What the simulation hands to the checks.
 struct Simulated {
+    faults_ran: Vec<ScheduledFault>,
     history: History<KvInput, KvOutput>,
     scans: Vec<workload::ScanResult>,
     convergence: Option<crate::check::convergence::ConvergenceInput>,
@@ -222,6 +228,7 @@ pub fn run_catching(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
             leader_terms: 0,
             snapshots_installed: 0,
             bugs: run_bugs(scenario, opts),
+            faults_ran: Vec::new(),
         },
         history: History::default(),
         trace,
@@ -252,7 +259,7 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
         s.network.loss,
     );
     let members: workload::Members = Arc::new(Mutex::new((1..=c.nodes).collect()));
-    let inj = Arc::new(Injector::new(cluster.clone(), members.clone()));
+    let inj = Arc::new(Injector::new(cluster.clone(), members.clone(), start));
     let rec = Arc::new(Recorded::default());
     let fault_end = start + Duration::from_millis(s.duration_ms);
     let run_end = fault_end + Duration::from_millis(s.quiet_ms);
@@ -335,6 +342,7 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     trace::record(format_args!("phase: end at {simulated_ms} ms"));
     let mut history = rec.take_history();
     history.faults = inj.events();
+    let faults_ran = inj.ran();
     let scans = std::mem::take(&mut *rec.scans.lock().unwrap_or_else(|e| e.into_inner()));
     let leaders = leaders.lock().unwrap_or_else(|e| e.into_inner()).clone();
     drop(inj);
@@ -348,6 +356,7 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
         unavailable,
         snapshots_installed,
         simulated_ms,
+        faults_ran,
         trace: trace::finish(),
     }
 }
@@ -596,6 +605,7 @@ fn check(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<String>) -> RunOutpu
         leader_terms: sim.leaders.len(),
         snapshots_installed: sim.snapshots_installed,
         bugs,
+        faults_ran: sim.faults_ran,
     };
     RunOutput {
         report,
@@ -640,7 +650,8 @@ pub fn replay_command(scenario_path: &Path, seed: u64, bugs: &[String]) -> Strin
 }
 
 /// Writes a run's folder: the scenario, the seed and replay command, the history (JSON
-/// lines), the trace, the report, and the HTML visualization. Returns the folder.
+/// lines), the trace, the report, the HTML visualization, and (with a random nemesis) the
+/// faults that ran as a scenario with an explicit schedule. Returns the folder.
 pub fn write_run_dir(
     dir: &Path,
     scenario: &Scenario,
@@ -656,6 +667,20 @@ pub fn write_run_dir(
         toml = with_bugs.to_toml();
     }
     std::fs::write(folder.join("scenario.toml"), toml)?;
+    if scenario.nemesis.is_some() && !out.report.faults_ran.is_empty() {
+        let mut ran = super::shrink::with_schedule_that_ran(scenario, &out.report.faults_ran);
+        ran.bugs = out.report.bugs.clone();
+        std::fs::write(
+            folder.join("faults-ran.toml"),
+            format!(
+                "# The faults seed {} applied, the random nemesis's included, as an explicit\n\
+                 # schedule. Without the nemesis the seed's other draws shift, so this file may\n\
+                 # not fail the same way; `odgm-sim shrink` tries it first.\n{}",
+                out.report.seed,
+                ran.to_toml()
+            ),
+        )?;
+    }
     std::fs::write(folder.join("seed"), format!("{}\n", out.report.seed))?;
     let replay = replay_command(scenario_path, out.report.seed, &out.report.bugs);
     let local = replay_command(&folder.join("scenario.toml"), out.report.seed, &[]);

@@ -2,9 +2,12 @@
 //! the same check with the same seed. It re-runs candidates (each in its own process) and
 //! keeps a change only if the candidate still fails with the same kind of failure:
 //!
-//! 1. the random nemesis: drop it, else drop its fault kinds one at a time;
-//! 2. the schedule: delta debugging (ddmin) over its entries, skipping candidates that do
-//!    not validate (a `heal` without its partition, a `restart` without its crash);
+//! 1. the random nemesis: replace it with the faults that actually ran (the run's report
+//!    lists them, targets resolved, at their times) as an explicit schedule; if the failure
+//!    does not survive that, drop the nemesis, else drop its fault kinds one at a time;
+//! 2. the schedule: none at all if that still fails; else delta debugging (ddmin) over its
+//!    fault units, a fault with the entry that undoes it (a kill and its restart, link cuts
+//!    and their heal), then over single entries, skipping candidates that do not validate;
 //! 3. the run: halve the fault phase (dropping entries past its end), the quiet phase, the
 //!    clients, the rate and the key space, while the failure holds;
 //! 4. the cluster: fewer nodes and spares.
@@ -13,6 +16,7 @@
 //! the command that replays it. Unlike a bare seed, a small scenario keeps reproducing the
 //! failure after code changes that shift the random draws.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,7 +24,8 @@ use clap::Args;
 
 use super::command::{child_report, child_run};
 use super::run::{self, RunReport};
-use crate::scenario::Scenario;
+use crate::scenario::{Fault, Scenario, ScheduledFault, Target};
+use crate::storage::DiskFaults;
 
 /// Arguments of `odgm-sim shrink`.
 #[derive(Debug, Args)]
@@ -89,6 +94,8 @@ struct Shrinker {
     kind: String,
     runs: usize,
     max_runs: usize,
+    /// The faults that ran in the last candidate that failed.
+    ran: Vec<ScheduledFault>,
 }
 
 impl Shrinker {
@@ -105,8 +112,13 @@ impl Shrinker {
         self.runs += 1;
         let report = child_report(child_run(&self.exe, &file, self.seed, &[], &self.work));
         let _ = std::fs::remove_file(&file);
-        matches!(report, Ok(RunReport { passed: false, ref failures, .. })
-            if failures.iter().any(|f| failure_kind(f) == self.kind))
+        match report {
+            Ok(r) if !r.passed && r.failures.iter().any(|f| failure_kind(f) == self.kind) => {
+                self.ran = r.faults_ran;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Keeps `candidate` as the new best if it still fails.
@@ -140,12 +152,44 @@ impl Shrinker {
         }
     }
 
-    /// Zeller's ddmin over the schedule's entries: drop one of `n` chunks at a time; on
-    /// success coarsen, otherwise refine, until single entries cannot be dropped.
+    /// Replaces the random nemesis with the faults that actually ran, as an explicit schedule,
+    /// if the failure survives that (the seed's other draws shift without the nemesis).
+    fn materialize(&mut self, best: &mut Scenario) -> bool {
+        if best.nemesis.is_none() || self.ran.is_empty() {
+            return false;
+        }
+        let c = with_schedule_that_ran(best, &self.ran);
+        self.try_keep(best, c)
+    }
+
+    /// Shrinks the schedule: no schedule at all if the failure needs none; else Zeller's
+    /// ddmin over its fault units (a fault with the entry that undoes it, see
+    /// [`fault_units`]), then over single entries (a cut can outlive its heal, a crashed node
+    /// can stay down: the final heal undoes both).
     fn schedule(&mut self, best: &mut Scenario) {
+        if !best.schedule.is_empty() {
+            let mut c = best.clone();
+            c.schedule.clear();
+            if self.try_keep(best, c) {
+                return;
+            }
+        }
+        self.ddmin(best, fault_units);
+        self.ddmin(best, |s| (0..s.len()).map(|i| vec![i]).collect());
+    }
+
+    /// ddmin over the groups of schedule entries `groups` makes: drop one of `n` chunks of
+    /// groups at a time; on success coarsen, otherwise refine, until single groups cannot
+    /// be dropped.
+    fn ddmin(
+        &mut self,
+        best: &mut Scenario,
+        groups: impl Fn(&[ScheduledFault]) -> Vec<Vec<usize>>,
+    ) {
         let mut parts = 2usize;
         while !best.schedule.is_empty() && self.runs < self.max_runs {
-            let len = best.schedule.len();
+            let units = groups(&best.schedule);
+            let len = units.len();
             let n = parts.min(len);
             let chunk = len.div_ceil(n);
             let mut reduced = false;
@@ -154,8 +198,15 @@ impl Shrinker {
                 if a >= b {
                     continue;
                 }
+                let dropped: BTreeSet<usize> = units[a..b].iter().flatten().copied().collect();
                 let mut c = best.clone();
-                c.schedule.drain(a..b);
+                c.schedule = best
+                    .schedule
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !dropped.contains(i))
+                    .map(|(_, f)| f.clone())
+                    .collect();
                 if self.try_keep(best, c) {
                     reduced = true;
                     break;
@@ -224,6 +275,93 @@ impl Shrinker {
     }
 }
 
+/// `s` with its random nemesis replaced by `ran`, the faults a run of it applied (targets
+/// resolved, times clamped into the fault phase).
+pub fn with_schedule_that_ran(s: &Scenario, ran: &[ScheduledFault]) -> Scenario {
+    let mut c = s.clone();
+    c.nemesis = None;
+    c.schedule = ran
+        .iter()
+        .map(|f| ScheduledFault {
+            at_ms: f.at_ms.min(s.duration_ms.saturating_sub(1)),
+            fault: f.fault.clone(),
+        })
+        .collect();
+    c
+}
+
+/// What a fault unit waits for to close: a restart of node n ("down", n), a resume, ...
+type UnitKey = (&'static str, u64);
+
+/// Groups a schedule's entries (by index) into units that stand or fall together: a fault
+/// with the entry that undoes it (a kill and its node's restart, a pause and its resume, link
+/// cuts and the heal after them, disk errors and the healthy rates after them, a clock skew
+/// and its reset, a removal and the re-add). Dropping a whole unit keeps the schedule valid
+/// where dropping one entry of it would not. Units are in the order of their first entry.
+pub fn fault_units(schedule: &[ScheduledFault]) -> Vec<Vec<usize>> {
+    let mut units: Vec<Vec<usize>> = Vec::new();
+    // Open units by what closes them.
+    let mut open: BTreeMap<UnitKey, usize> = BTreeMap::new();
+    let mut net: Option<usize> = None;
+    let node = |t: &Target| match t {
+        Target::Node(n) => Some(*n),
+        _ => None,
+    };
+    for (i, f) in schedule.iter().enumerate() {
+        // (key this entry opens, key this entry closes)
+        let (opens, closes): (Option<UnitKey>, Option<UnitKey>) = match &f.fault {
+            Fault::Partition { .. }
+            | Fault::Isolate { .. }
+            | Fault::OneWay { .. }
+            | Fault::Clog { .. } => {
+                match net {
+                    Some(u) => units[u].push(i),
+                    None => {
+                        net = Some(units.len());
+                        units.push(vec![i]);
+                    }
+                }
+                continue;
+            }
+            Fault::Heal => {
+                match net.take() {
+                    Some(u) => units[u].push(i),
+                    None => units.push(vec![i]),
+                }
+                continue;
+            }
+            Fault::Kill { node: t } | Fault::PowerLoss { node: t, .. } => {
+                (node(t).map(|n| ("down", n)), None)
+            }
+            Fault::Restart { node: t } => (None, node(t).map(|n| ("down", n))),
+            Fault::Pause { node: t } => (node(t).map(|n| ("paused", n)), None),
+            Fault::Resume { node: t } => (None, node(t).map(|n| ("paused", n))),
+            Fault::ClockSkew {
+                node: t,
+                offset_ms: 0,
+                drift_ppm: 0,
+            } => (None, node(t).map(|n| ("skew", n))),
+            Fault::ClockSkew { node: t, .. } => (node(t).map(|n| ("skew", n)), None),
+            Fault::DiskFaults { node: t, disk } if *disk == DiskFaults::none() => {
+                (None, node(t).map(|n| ("disk", n)))
+            }
+            Fault::DiskFaults { node: t, .. } => (node(t).map(|n| ("disk", n)), None),
+            Fault::RemoveReplica { node: t } => (node(t).map(|n| ("removed", n)), None),
+            Fault::AddReplica { node: t } => (None, node(t).map(|n| ("removed", n))),
+            Fault::Snapshot { .. } => (None, None),
+        };
+        if let Some(u) = closes.and_then(|k| open.remove(&k)) {
+            units[u].push(i);
+            continue;
+        }
+        if let Some(k) = opens {
+            open.insert(k, units.len());
+        }
+        units.push(vec![i]);
+    }
+    units
+}
+
 /// `odgm-sim shrink`.
 pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
     let dir = &args.run_dir;
@@ -257,6 +395,7 @@ pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
         kind: failure_kind(first).to_string(),
         runs: 0,
         max_runs: args.max_runs,
+        ran: Vec::new(),
     };
     let started = run::real_secs();
     println!(
@@ -271,8 +410,16 @@ pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
         ));
     }
     let before = Size::of(&original);
+    let ran = s.ran.len();
     let mut best = original.clone();
-    s.nemesis(&mut best);
+    // The nemesis as the schedule that ran; failing that, a smaller nemesis and a shorter
+    // run, then its (fewer) faults as a schedule once more.
+    let mut materialized = s.materialize(&mut best);
+    if !materialized && best.nemesis.is_some() {
+        s.nemesis(&mut best);
+        s.run_length(&mut best);
+        materialized = s.materialize(&mut best);
+    }
     s.schedule(&mut best);
     s.run_length(&mut best);
     s.cluster(&mut best);
@@ -291,7 +438,17 @@ pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
     );
     std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     let _ = std::fs::remove_dir_all(&work);
-    println!("before: {before}");
+    println!("before: {before}; {ran} fault(s) ran");
+    if original.nemesis.is_some() {
+        println!(
+            "        the nemesis's faults as an explicit schedule: {}",
+            if materialized {
+                "still fails, kept"
+            } else {
+                "did not fail the same way; kept a smaller nemesis"
+            }
+        );
+    }
     println!("after:  {after}");
     println!(
         "{} candidate run(s) in {:.1} s; minimal scenario: {}",
@@ -318,5 +475,110 @@ mod tests {
             "state machine safety"
         );
         assert_eq!(failure_kind("panic: x at a.rs:1"), "panic");
+    }
+
+    fn at(at_ms: u64, fault: Fault) -> ScheduledFault {
+        ScheduledFault { at_ms, fault }
+    }
+
+    fn node(n: u64) -> Target {
+        Target::Node(n)
+    }
+
+    #[test]
+    fn a_fault_and_what_undoes_it_form_one_unit() {
+        let disk = DiskFaults {
+            write_error_rate: 0.1,
+            ..DiskFaults::none()
+        };
+        let schedule = vec![
+            at(0, Fault::Kill { node: node(1) }),
+            at(1, Fault::Clog { node: node(2) }),
+            at(
+                2,
+                Fault::OneWay {
+                    from: node(3),
+                    to: node(2),
+                },
+            ),
+            at(3, Fault::Snapshot { node: node(3) }),
+            at(4, Fault::Restart { node: node(1) }),
+            at(5, Fault::Heal),
+            at(
+                6,
+                Fault::DiskFaults {
+                    node: node(2),
+                    disk,
+                },
+            ),
+            at(
+                7,
+                Fault::ClockSkew {
+                    node: node(2),
+                    offset_ms: 5,
+                    drift_ppm: 0,
+                },
+            ),
+            at(
+                8,
+                Fault::DiskFaults {
+                    node: node(2),
+                    disk: DiskFaults::none(),
+                },
+            ),
+            at(
+                9,
+                Fault::ClockSkew {
+                    node: node(2),
+                    offset_ms: 0,
+                    drift_ppm: 0,
+                },
+            ),
+            at(10, Fault::Restart { node: node(3) }),
+            at(11, Fault::Heal),
+            at(
+                12,
+                Fault::Pause {
+                    node: Target::Random,
+                },
+            ),
+            at(13, Fault::Resume { node: Target::All }),
+        ];
+        assert_eq!(
+            fault_units(&schedule),
+            vec![
+                vec![0, 4],
+                vec![1, 2, 5],
+                vec![3],
+                vec![6, 8],
+                vec![7, 9],
+                vec![10],
+                vec![11],
+                vec![12],
+                vec![13],
+            ]
+        );
+    }
+
+    #[test]
+    fn the_schedule_that_ran_replaces_the_nemesis_inside_the_fault_phase() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/raft-chaos.toml"
+        ))
+        .expect("raft-chaos scenario");
+        let s = Scenario::parse(&text, "raft-chaos.toml", "raft-chaos").expect("valid");
+        assert!(s.nemesis.is_some());
+        let end = s.duration_ms;
+        let ran = vec![
+            at(10, Fault::Kill { node: node(2) }),
+            at(end, Fault::Restart { node: node(2) }),
+        ];
+        let m = with_schedule_that_ran(&s, &ran);
+        assert!(m.nemesis.is_none());
+        assert_eq!(m.schedule.len(), 2);
+        assert_eq!(m.schedule[1].at_ms, end - 1);
+        let back = Scenario::parse(&m.to_toml(), "m.toml", "m").expect("the result validates");
+        assert_eq!(back.schedule, m.schedule);
     }
 }
