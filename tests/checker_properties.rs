@@ -3,7 +3,7 @@
 //! return impossible values are always caught.
 
 use odgm_sim::check::history::{History, Operation, Outcome};
-use odgm_sim::check::model::Model;
+use odgm_sim::check::model::{KvInput, KvModel, KvOutput, Model, Step};
 use odgm_sim::check::{check, CheckOptions, RegInput, RegOutput, RegisterModel, Verdict};
 use proptest::prelude::*;
 
@@ -204,5 +204,121 @@ proptest! {
         let one = verdict(&h);
         let opts = CheckOptions { partition: false, threads: 2, ..CheckOptions::default() };
         prop_assert_eq!(check(&RegisterModel::ETCD, &h, &opts).unwrap().verdict, one);
+    }
+}
+
+/// The key-value model without its pruning of unobservable writes: the reference the
+/// pruning is checked against.
+struct KvNoPruning(KvModel);
+
+impl Model for KvNoPruning {
+    type State = <KvModel as Model>::State;
+    type Input = KvInput;
+    type Output = KvOutput;
+    fn name(&self) -> &'static str {
+        "kv without pruning"
+    }
+    fn init(&self) -> Self::State {
+        self.0.init()
+    }
+    fn step(&self, s: &Self::State, i: &KvInput, o: Option<&KvOutput>) -> Step<Self::State> {
+        self.0.step(s, i, o)
+    }
+    fn on_fail(&self, i: &KvInput, o: Option<&KvOutput>) -> Option<KvOutput> {
+        self.0.on_fail(i, o)
+    }
+    fn partition_key(&self, i: &KvInput) -> Option<String> {
+        self.0.partition_key(i)
+    }
+    fn is_read_only(&self, i: &KvInput) -> bool {
+        self.0.is_read_only(i)
+    }
+    fn never_changes_state(&self, i: &KvInput, o: Option<&KvOutput>) -> bool {
+        self.0.never_changes_state(i, o)
+    }
+}
+
+fn value() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![Just(None), (1u8..4).prop_map(|v| Some(v.to_string()))]
+}
+
+/// One key-value operation: input, the output it claims, and whether its result is unknown.
+fn kv_op() -> impl Strategy<Value = (KvInput, KvOutput, bool)> {
+    let key = || "k".to_string();
+    (
+        prop_oneof![
+            Just(KvInput::Get { key: key() }),
+            (1u8..4).prop_map(move |v| KvInput::Put {
+                key: key(),
+                value: v.to_string()
+            }),
+            Just(KvInput::Delete { key: key() }),
+            (value(), 1u8..4).prop_map(move |(from, to)| KvInput::Cas {
+                key: key(),
+                from,
+                to: to.to_string()
+            }),
+        ],
+        value(),
+        any::<bool>(),
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(|(input, read, ok, info)| {
+            let output = match &input {
+                KvInput::Get { .. } => KvOutput::Get { value: read },
+                KvInput::Cas { .. } => KvOutput::Cas { ok },
+                _ => KvOutput::Ok,
+            };
+            (input, output, info)
+        })
+}
+
+/// A random (mostly not linearizable) single-key history: per client, operations with
+/// random gaps and durations; an unknown result ends its client.
+fn kv_history() -> impl Strategy<Value = History<KvInput, KvOutput>> {
+    prop::collection::vec(
+        prop::collection::vec((kv_op(), 0u64..20, 1u64..30), 1..4),
+        1..5,
+    )
+    .prop_map(|clients| {
+        let mut ops = Vec::new();
+        for (c, plan) in clients.into_iter().enumerate() {
+            let mut t = 0;
+            for ((input, output, info), gap, dur) in plan {
+                let invoke = t + gap;
+                t = invoke + dur;
+                ops.push(Operation {
+                    client: c as u64,
+                    invoke,
+                    complete: (!info).then_some(t),
+                    input,
+                    output: (!info).then_some(output),
+                    outcome: if info { Outcome::Info } else { Outcome::Ok },
+                });
+                if info {
+                    break;
+                }
+            }
+        }
+        History {
+            ops,
+            faults: vec![],
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Leaving out writes with unknown results that nothing could observe never changes a
+    /// key-value verdict.
+    #[test]
+    fn pruning_unobservable_writes_keeps_verdicts(h in kv_history()) {
+        let opts = CheckOptions { threads: 1, ..CheckOptions::default() };
+        let model = KvModel { absent_reads_empty: false, failed_cas_is_evidence: false };
+        let pruned = check(&model, &h, &opts).expect("valid history");
+        let full = check(&KvNoPruning(model), &h, &opts).expect("valid history");
+        prop_assert_eq!(pruned.verdict, full.verdict);
+        prop_assert!(pruned.dropped_ops >= full.dropped_ops);
     }
 }

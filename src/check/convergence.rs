@@ -295,12 +295,15 @@ pub fn check_convergence(input: &ConvergenceInput) -> ConvergenceReport {
     // Time to converge: the first sample after which every sample agrees.
     if let Some(healed) = input.healed_at {
         let after: Vec<&Sample> = input.samples.iter().filter(|s| s.time >= healed).collect();
+        // A sample agrees when every replica live at the end answered it with one digest: a
+        // replica still restarting is not in agreement yet.
         let agrees = |s: &Sample| {
-            s.digests
-                .values()
-                .collect::<std::collections::BTreeSet<_>>()
-                .len()
-                <= 1
+            live.iter().all(|r| s.digests.contains_key(&r.node))
+                && s.digests
+                    .values()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+                    <= 1
         };
         let mut first_good: Option<Time> = None;
         for s in &after {
@@ -480,6 +483,25 @@ mod tests {
         });
         assert_eq!(kinds(&r), vec!["slow"]);
         assert_eq!(r.time_to_converge, Some(900));
+        // A replica that is live at the end but missing from a sample (still restarting
+        // after the heal) is not in agreement: the lone answer at 10 does not count.
+        let mut a2 = a.clone();
+        a2.node = 2;
+        let r = check_convergence(&ConvergenceInput {
+            replicas: vec![a.clone(), a2],
+            healed_at: Some(0),
+            samples: vec![
+                Sample {
+                    time: 10,
+                    digests: [(1, 4)].into_iter().collect(),
+                },
+                sample(600, 4, 4),
+            ],
+            bound: Some(500),
+            ..Default::default()
+        });
+        assert_eq!(kinds(&r), vec!["slow"]);
+        assert_eq!(r.time_to_converge, Some(600));
         // A disagreement after a moment of agreement restarts the clock.
         let r = check_convergence(&ConvergenceInput {
             replicas: vec![a],

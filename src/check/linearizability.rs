@@ -174,6 +174,9 @@ pub fn check<M: Model>(
         None => vec![(None, kept)],
     };
 
+    for (_, ops) in parts.iter_mut() {
+        dropped += drop_unobservable(model, ops);
+    }
     let results = run_parts(model, &mut parts, options);
     let verdict = if results.iter().any(|r| r.verdict == Verdict::Illegal) {
         Verdict::Illegal
@@ -187,6 +190,34 @@ pub fn check<M: Model>(
         parts: results,
         dropped_ops: dropped,
     })
+}
+
+/// Leaves out the operations with unknown results that the model calls unobservable
+/// ([`Model::unobservable`]), judged against the part's operations that did not complete
+/// before each was invoked. Returns how many it left out.
+fn drop_unobservable<M: Model>(model: &M, ops: &mut Vec<SearchOp<'_, M>>) -> usize {
+    let unknown = |o: &SearchOp<'_, M>| o.output.is_none() && o.ret == Time::MAX;
+    let gone: Vec<bool> = ops
+        .iter()
+        .map(|op| {
+            unknown(op) && {
+                // Returning at the same time as the call counts as overlapping, as in the
+                // search.
+                let mut others = ops
+                    .iter()
+                    .filter(|o| o.index != op.index && o.ret >= op.call)
+                    .map(|o| (o.input, o.output.as_ref()));
+                model.unobservable(op.input, &mut others)
+            }
+        })
+        .collect();
+    let before = ops.len();
+    let mut i = 0;
+    ops.retain(|_| {
+        i += 1;
+        !gone[i - 1]
+    });
+    before - ops.len()
 }
 
 /// Steps a part runs before the scheduler moves to the next part.

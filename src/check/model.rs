@@ -77,6 +77,22 @@ pub trait Model: Send + Sync {
         false
     }
 
+    /// Whether an operation with an unknown result (`info`) may be left out because no other
+    /// operation can tell whether it took effect. `others` are the operations that did not
+    /// complete before it was invoked (input, output; `None`: unknown).
+    ///
+    /// A model answers `true` only where removing the operation from any linearization
+    /// leaves a linearization: then leaving it out changes no verdict (the other way holds
+    /// for every info operation: it may never take effect). Many writes that timed out are
+    /// what makes a search explode; the default keeps everything.
+    fn unobservable<'a>(
+        &self,
+        _input: &Self::Input,
+        _others: &mut dyn Iterator<Item = (&'a Self::Input, Option<&'a Self::Output>)>,
+    ) -> bool {
+        false
+    }
+
     /// Whether the operation, with this output, leaves every state unchanged wherever it is
     /// legal (a read; a cas known to have failed). The search uses it to prune: such an
     /// operation, legal where it stands, may always be linearized right there.
@@ -482,6 +498,16 @@ pub struct KvModel {
 }
 
 impl KvModel {
+    /// Whether two values are the same value (an absent key and `""` are the same when
+    /// absent keys read as empty).
+    fn same(&self, a: Option<&str>, b: Option<&str>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => true,
+            (Some(v), None) | (None, Some(v)) => self.absent_reads_empty && v.is_empty(),
+        }
+    }
+
     fn matches(&self, actual: Option<&Rope>, seen: Option<&str>) -> bool {
         match (actual, seen) {
             (Some(a), Some(s)) => a.eq_str(s),
@@ -547,6 +573,45 @@ impl Model for KvModel {
             KvInput::Cas { .. } if self.failed_cas_is_evidence => Some(KvOutput::Cas { ok: false }),
             _ => None,
         }
+    }
+
+    /// A put or delete with an unknown result is unobservable when no later-or-concurrent
+    /// operation on its key could see the value it leaves: no read returned that value, no
+    /// cas (successful or of unknown result) expected it, and no failed cas or append
+    /// touches the key (they depend on the value under them, whatever it is).
+    ///
+    /// Removing such a write from a linearization leaves one: between it and the next write
+    /// stand only reads of other values (impossible there, so none), successful cas of
+    /// other values (likewise none), and cas of unknown result that did nothing there; those
+    /// move to the very end, where they may do anything. After the next write the states
+    /// are the same as before.
+    fn unobservable<'a>(
+        &self,
+        input: &KvInput,
+        others: &mut dyn Iterator<Item = (&'a KvInput, Option<&'a KvOutput>)>,
+    ) -> bool {
+        let (key, leaves) = match input {
+            KvInput::Put { key, value } => (key, Some(value.as_str())),
+            KvInput::Delete { key } => (key, None),
+            _ => return false,
+        };
+        others
+            .filter(|(i, _)| i.key() == key)
+            .all(|(i, o)| match (i, o) {
+                (KvInput::Get { .. }, Some(KvOutput::Get { value })) => {
+                    !self.same(value.as_deref(), leaves)
+                }
+                (KvInput::Get { .. }, _)
+                | (KvInput::Put { .. }, _)
+                | (KvInput::Delete { .. }, _) => true,
+                // A cas that expected another value did nothing where the write left its value;
+                // one whose result is unknown can move to the very end instead, where it may
+                // do anything.
+                (KvInput::Cas { from, .. }, Some(KvOutput::Cas { ok: true }) | None) => {
+                    !self.same(from.as_deref(), leaves)
+                }
+                _ => false,
+            })
     }
 
     fn partition_key(&self, i: &KvInput) -> Option<String> {
