@@ -158,9 +158,15 @@ pub struct ShardMetadata {
 /// Why a shard operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ShardError {
-    /// The storage engine failed.
+    /// The storage engine refused the operation before doing anything (it had stopped, or
+    /// the input was over its limits).
     #[error("storage: {0}")]
     Storage(String),
+    /// The storage engine failed in the middle of the operation (an I/O error, say, while
+    /// committing): a write may or may not have taken effect, and may show up after a
+    /// restart.
+    #[error("storage failed mid-operation: {0}")]
+    StorageFailed(String),
     /// Stored or received bytes do not decode.
     #[error("corrupt: {0}")]
     Corrupt(String),
@@ -189,7 +195,12 @@ pub enum ShardError {
 
 impl From<StorageError> for ShardError {
     fn from(e: StorageError) -> Self {
-        ShardError::Storage(e.to_string())
+        match e {
+            StorageError::Io(_) | StorageError::Engine(_) | StorageError::Corruption(_) => {
+                ShardError::StorageFailed(e.to_string())
+            }
+            _ => ShardError::Storage(e.to_string()),
+        }
     }
 }
 
@@ -197,7 +208,10 @@ impl ShardError {
     /// Whether the operation may have taken effect although it failed (a client must record
     /// it as indeterminate).
     pub fn is_indeterminate(&self) -> bool {
-        matches!(self, ShardError::Unavailable(_))
+        matches!(
+            self,
+            ShardError::Unavailable(_) | ShardError::StorageFailed(_)
+        )
     }
 }
 
@@ -414,5 +428,20 @@ impl Readiness {
 
     pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_failure_mid_write_is_indeterminate_a_refusal_is_not() {
+        let failed: ShardError = StorageError::Io("sync failed".into()).into();
+        assert!(failed.is_indeterminate(), "{failed}");
+        let refused: ShardError = StorageError::Stopped("earlier I/O error".into()).into();
+        assert!(!refused.is_indeterminate(), "{refused}");
+        assert!(ShardError::Unavailable("timed out".into()).is_indeterminate());
+        assert!(!ShardError::Conflict(1).is_indeterminate());
     }
 }
