@@ -94,6 +94,14 @@ scenarios! {
     none_chaos => "none-chaos",
 }
 
+/// Runs `odgm-sim` with these arguments.
+fn odgm(args: &[&str]) -> std::process::Output {
+    Command::new(exe())
+        .args(args)
+        .output()
+        .expect("odgm-sim starts")
+}
+
 fn run_json(args: &[&str]) -> odgm_sim::sim::run::RunReport {
     let out = Command::new(exe())
         .arg("run")
@@ -275,24 +283,23 @@ fn the_bugs_command_reports_caught_and_escaped_bugs() {
 fn shrink_writes_a_smaller_scenario_that_still_fails() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-runs");
     let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(exe())
-        .arg("run")
-        .arg(scenario("mst-partition-skew"))
-        .args(["--seed", "0", "--bug", "mst-no-tombstones", "--out"])
-        .arg(&out)
-        .output()
-        .expect("odgm-sim run");
+    let run = odgm(&[
+        "run",
+        scenario("mst-partition-skew").to_str().unwrap(),
+        "--seed",
+        "0",
+        "--bug",
+        "mst-no-tombstones",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(
         run.status.code(),
         Some(1),
         "the planted bug must fail the run"
     );
     let dir = out.join("mst-partition-skew-seed-0");
-    let shrink = Command::new(exe())
-        .arg("shrink")
-        .arg(&dir)
-        .output()
-        .expect("odgm-sim shrink");
+    let shrink = odgm(&["shrink", dir.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&shrink.stdout);
     assert_eq!(shrink.status.code(), Some(0), "{text}");
     let minimal = dir.join("minimal.toml");
@@ -303,13 +310,14 @@ fn shrink_writes_a_smaller_scenario_that_still_fails() {
         "nothing shrank: {text}"
     );
     assert_eq!(small.bugs, vec!["mst-no-tombstones".to_string()]);
-    let replay = Command::new(exe())
-        .arg("run")
-        .arg(&minimal)
-        .args(["--seed", "0", "--out"])
-        .arg(&out)
-        .output()
-        .expect("odgm-sim run minimal");
+    let replay = odgm(&[
+        "run",
+        minimal.to_str().unwrap(),
+        "--seed",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(
         replay.status.code(),
         Some(1),
@@ -321,20 +329,17 @@ fn shrink_writes_a_smaller_scenario_that_still_fails() {
 fn shrink_turns_the_random_nemesis_into_the_schedule_that_ran() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-nemesis-runs");
     let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(exe())
-        .arg("run")
-        .arg(scenario("eventual-chaos"))
-        .args([
-            "--seed",
-            "6",
-            "--bug",
-            "eventual-no-repair",
-            "--json",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .expect("odgm-sim run");
+    let run = odgm(&[
+        "run",
+        scenario("eventual-chaos").to_str().unwrap(),
+        "--seed",
+        "6",
+        "--bug",
+        "eventual-no-repair",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(
         run.status.code(),
         Some(1),
@@ -351,12 +356,7 @@ fn shrink_turns_the_random_nemesis_into_the_schedule_that_ran() {
     assert!(explicit.nemesis.is_none());
     assert_eq!(explicit.schedule.len(), ran);
     // Two candidate runs: the original, then the nemesis as the schedule that ran.
-    let shrink = Command::new(exe())
-        .arg("shrink")
-        .arg(&dir)
-        .args(["--max-runs", "2"])
-        .output()
-        .expect("odgm-sim shrink");
+    let shrink = odgm(&["shrink", dir.to_str().unwrap(), "--max-runs", "2"]);
     let text = String::from_utf8_lossy(&shrink.stdout);
     assert_eq!(shrink.status.code(), Some(0), "{text}");
     assert!(text.contains("still fails, kept"), "{text}");

@@ -212,11 +212,8 @@ fn drop_unobservable<M: Model>(model: &M, ops: &mut Vec<SearchOp<'_, M>>) -> usi
         })
         .collect();
     let before = ops.len();
-    let mut i = 0;
-    ops.retain(|_| {
-        i += 1;
-        !gone[i - 1]
-    });
+    let mut gone = gone.into_iter();
+    ops.retain(|_| !gone.next().unwrap_or(false));
     before - ops.len()
 }
 

@@ -660,16 +660,13 @@ pub fn write_run_dir(
 ) -> std::io::Result<PathBuf> {
     let folder = dir.join(format!("{}-seed-{}", scenario.name, out.report.seed));
     std::fs::create_dir_all(&folder)?;
-    let mut toml = scenario.to_toml();
-    if !out.report.bugs.is_empty() && scenario.bugs != out.report.bugs {
-        let mut with_bugs = scenario.clone();
-        with_bugs.bugs = out.report.bugs.clone();
-        toml = with_bugs.to_toml();
-    }
-    std::fs::write(folder.join("scenario.toml"), toml)?;
+    // The scenario as it ran: with every planted bug that was on (the run's list includes
+    // the scenario's own).
+    let mut as_run = scenario.clone();
+    as_run.bugs = out.report.bugs.clone();
+    std::fs::write(folder.join("scenario.toml"), as_run.to_toml())?;
     if scenario.nemesis.is_some() && !out.report.faults_ran.is_empty() {
-        let mut ran = super::shrink::with_schedule_that_ran(scenario, &out.report.faults_ran);
-        ran.bugs = out.report.bugs.clone();
+        let ran = super::shrink::with_schedule_that_ran(&as_run, &out.report.faults_ran);
         std::fs::write(
             folder.join("faults-ran.toml"),
             format!(
