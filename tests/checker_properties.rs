@@ -207,8 +207,8 @@ proptest! {
     }
 }
 
-/// The key-value model without its pruning of unobservable writes: the reference the
-/// pruning is checked against.
+/// The key-value model without its pruning of unobservable writes and without lookahead:
+/// the reference both prunings are checked against.
 struct KvNoPruning(KvModel);
 
 impl Model for KvNoPruning {
@@ -242,12 +242,25 @@ fn value() -> impl Strategy<Value = Option<String>> {
     prop_oneof![Just(None), (1u8..4).prop_map(|v| Some(v.to_string()))]
 }
 
+/// What a read may return where appends happen: absent, or one to three digits.
+fn read_value() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        1 => Just(None),
+        4 => prop::collection::vec(1u8..4, 1..4)
+            .prop_map(|d| Some(d.iter().map(|v| v.to_string()).collect())),
+    ]
+}
+
 /// One key-value operation: input, the output it claims, and whether its result is unknown.
 fn kv_op() -> impl Strategy<Value = (KvInput, KvOutput, bool)> {
     let key = || "k".to_string();
     (
         prop_oneof![
             Just(KvInput::Get { key: key() }),
+            (1u8..4).prop_map(move |v| KvInput::Append {
+                key: key(),
+                value: v.to_string()
+            }),
             (1u8..4).prop_map(move |v| KvInput::Put {
                 key: key(),
                 value: v.to_string()
@@ -259,7 +272,7 @@ fn kv_op() -> impl Strategy<Value = (KvInput, KvOutput, bool)> {
                 to: to.to_string()
             }),
         ],
-        value(),
+        read_value(),
         any::<bool>(),
         prop::bool::weighted(0.3),
     )
@@ -276,11 +289,44 @@ fn kv_op() -> impl Strategy<Value = (KvInput, KvOutput, bool)> {
 /// A random (mostly not linearizable) single-key history: per client, operations with
 /// random gaps and durations; an unknown result ends its client.
 fn kv_history() -> impl Strategy<Value = History<KvInput, KvOutput>> {
-    prop::collection::vec(
+    kv_history_of(prop::collection::vec(
         prop::collection::vec((kv_op(), 0u64..20, 1u64..30), 1..4),
         1..5,
+    ))
+}
+
+/// An append-heavy single-key history (appends and reads, a put now and then), as the
+/// lookahead sees them: concurrent appends whose order later reads decide.
+fn append_history() -> impl Strategy<Value = History<KvInput, KvOutput>> {
+    let key = || "k".to_string();
+    let op = (
+        prop_oneof![
+            3 => (1u8..4).prop_map(move |v| KvInput::Append { key: key(), value: v.to_string() }),
+            3 => Just(KvInput::Get { key: key() }),
+            1 => (1u8..4).prop_map(move |v| KvInput::Put { key: key(), value: v.to_string() }),
+        ],
+        read_value(),
+        prop::bool::weighted(0.1),
     )
-    .prop_map(|clients| {
+        .prop_map(|(input, read, info)| {
+            let output = match &input {
+                KvInput::Get { .. } => KvOutput::Get { value: read },
+                _ => KvOutput::Ok,
+            };
+            (input, output, info)
+        });
+    kv_history_of(prop::collection::vec(
+        prop::collection::vec((op, 0u64..10, 1u64..30), 1..5),
+        1..5,
+    ))
+}
+
+/// Lays out per-client plans of (operation, gap, duration) as a history.
+#[allow(clippy::type_complexity)]
+fn kv_history_of(
+    plans: impl Strategy<Value = Vec<Vec<((KvInput, KvOutput, bool), u64, u64)>>>,
+) -> impl Strategy<Value = History<KvInput, KvOutput>> {
+    plans.prop_map(|clients| {
         let mut ops = Vec::new();
         for (c, plan) in clients.into_iter().enumerate() {
             let mut t = 0;
@@ -320,5 +366,18 @@ proptest! {
         let full = check(&KvNoPruning(model), &h, &opts).expect("valid history");
         prop_assert_eq!(pruned.verdict, full.verdict);
         prop_assert!(pruned.dropped_ops >= full.dropped_ops);
+    }
+
+    /// The lookahead (a state must be a prefix of what later reads return, while only
+    /// appends can come between) never changes a key-value verdict.
+    #[test]
+    fn lookahead_keeps_verdicts(h in append_history()) {
+        let opts = CheckOptions { threads: 1, ..CheckOptions::default() };
+        for absent_reads_empty in [false, true] {
+            let model = KvModel { absent_reads_empty, failed_cas_is_evidence: false };
+            let pruned = check(&model, &h, &opts).expect("valid history");
+            let full = check(&KvNoPruning(model), &h, &opts).expect("valid history");
+            prop_assert_eq!(pruned.verdict, full.verdict);
+        }
     }
 }

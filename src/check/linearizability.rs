@@ -118,6 +118,8 @@ struct SearchOp<'h, M: Model> {
     output: Option<M::Output>,
     /// `Model::never_changes_state` for this operation.
     read_only: bool,
+    /// `Model::only_extends` for this operation.
+    extends: bool,
 }
 
 /// Checks `history` against `model`. The history is validated first.
@@ -148,6 +150,7 @@ pub fn check<M: Model>(
             }
         };
         let read_only = model.never_changes_state(&op.input, output.as_ref());
+        let extends = model.only_extends(&op.input, output.as_ref());
         kept.push(SearchOp {
             index,
             call: op.invoke,
@@ -155,6 +158,7 @@ pub fn check<M: Model>(
             input: &op.input,
             output,
             read_only,
+            extends,
         });
     }
 
@@ -360,6 +364,9 @@ impl Memo {
     }
 }
 
+/// How many remaining events the lookahead walks past at most.
+const LOOKAHEAD_EVENTS: usize = 64;
+
 fn memo_hash(set_hash: u64, state: u32) -> u64 {
     set_hash ^ (u64::from(state) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
@@ -510,6 +517,40 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
         }
     }
 
+    /// Lookahead pruning: whether `state`, reached by linearizing `op`, can still precede
+    /// the reads that must be linearized before anything could reset a value. Walks the
+    /// remaining events in time order: every operation invoked before such a read's return
+    /// is either linearized already or still to come; while all those still to come only
+    /// extend the state ([`Model::only_extends`]), the read's value must extend `state`
+    /// ([`Model::may_precede`]). The walk stops at the first operation that could reset,
+    /// or after [`LOOKAHEAD_EVENTS`] events (looking at fewer reads prunes less, never
+    /// wrongly). A `false` is certain, so no linearization is lost.
+    fn lookahead_allows(&self, op: usize, state: u32) -> bool {
+        if !self.model.lookahead() || state == self.state {
+            return true;
+        }
+        let s = &self.states.all[state as usize];
+        let mut node = self.next[self.head];
+        for _ in 0..LOOKAHEAD_EVENTS {
+            if node == NIL {
+                break;
+            }
+            let x = self.op_of[node];
+            if x != op {
+                let o = &self.ops[x];
+                if self.is_call[node] {
+                    if !o.extends {
+                        break;
+                    }
+                } else if !self.model.may_precede(s, o.input, o.output.as_ref()) {
+                    return false;
+                }
+            }
+            node = self.next[node];
+        }
+        true
+    }
+
     /// Runs up to `slice` more steps; `Some` once the part is decided or out of budget.
     fn run(&mut self, slice: u64) -> Option<PartResult> {
         let stop_at = self.steps + slice;
@@ -560,6 +601,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                     if self
                         .memo
                         .insert(memo_hash(new_hash, new_state), &self.linearized, new_state)
+                        && self.lookahead_allows(op, new_state)
                     {
                         if self.options.max_memory_bytes > 0
                             && self.memory_bytes() > self.options.max_memory_bytes

@@ -100,6 +100,32 @@ pub trait Model: Send + Sync {
         output.is_some() && self.is_read_only(input)
     }
 
+    /// Whether the model offers lookahead pruning ([`Model::only_extends`] and
+    /// [`Model::may_precede`]). The search skips the lookahead when it does not.
+    fn lookahead(&self) -> bool {
+        false
+    }
+
+    /// Lookahead: whether the operation, wherever it is linearized, can only carry a state
+    /// forward in the order [`Model::may_precede`] tests (an append extends a value; a read
+    /// changes nothing). Anything that may reset a value (a put, a delete, a cas) answers
+    /// `false`, and later operations are then not looked at.
+    fn only_extends(&self, _input: &Self::Input, _output: Option<&Self::Output>) -> bool {
+        false
+    }
+
+    /// Lookahead: whether `state` can still come before the operation when everything
+    /// linearized in between answers [`Model::only_extends`]. `false` must be certain: the
+    /// search then abandons every linearization that continues from `state`.
+    fn may_precede(
+        &self,
+        _state: &Self::State,
+        _input: &Self::Input,
+        _output: Option<&Self::Output>,
+    ) -> bool {
+        true
+    }
+
     /// Approximate heap and inline bytes of a state, for the checker's memory budget.
     fn state_bytes(&self, _state: &Self::State) -> usize {
         std::mem::size_of::<Self::State>()
@@ -411,6 +437,11 @@ impl Rope {
         true
     }
 
+    /// Whether the value is a prefix of `s` (or equal to it), comparing pieces from the end.
+    pub fn is_prefix_of(&self, s: &str) -> bool {
+        self.len <= s.len() && s.is_char_boundary(self.len) && self.eq_str(&s[..self.len])
+    }
+
     /// The value as one string.
     pub fn to_string_value(&self) -> String {
         let mut pieces = Vec::new();
@@ -568,6 +599,33 @@ impl Model for KvModel {
         }
     }
 
+    fn lookahead(&self) -> bool {
+        true
+    }
+
+    /// Appends, reads, and cas known to have failed.
+    fn only_extends(&self, input: &KvInput, output: Option<&KvOutput>) -> bool {
+        matches!(
+            (input, output),
+            (KvInput::Append { .. } | KvInput::Get { .. }, _)
+                | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
+        )
+    }
+
+    /// A read that returned `v` can follow `state` through appends only if the key's value
+    /// in `state` is a prefix of `v` (appends never shorten a value or change what it
+    /// starts with), or absent when `v` is absent.
+    fn may_precede(&self, state: &KvState, input: &KvInput, output: Option<&KvOutput>) -> bool {
+        let (KvInput::Get { key }, Some(KvOutput::Get { value: seen })) = (input, output) else {
+            return true;
+        };
+        match (state.get(key), seen.as_deref()) {
+            (None, _) => true,
+            (Some(a), Some(s)) => a.is_prefix_of(s),
+            (Some(a), None) => self.absent_reads_empty && a.is_empty(),
+        }
+    }
+
     fn on_fail(&self, i: &KvInput, _o: Option<&KvOutput>) -> Option<KvOutput> {
         match i {
             KvInput::Cas { .. } if self.failed_cas_is_evidence => Some(KvOutput::Cas { ok: false }),
@@ -655,6 +713,38 @@ impl Model for KvModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookahead_reads_must_extend_the_state() {
+        let m = KvModel::default();
+        let mut s = KvState::default();
+        let get = KvInput::Get { key: "k".into() };
+        let read = |v: Option<&str>| KvOutput::Get {
+            value: v.map(str::to_string),
+        };
+        assert!(m.may_precede(&s, &get, Some(&read(Some("ab")))));
+        assert!(m.may_precede(&s, &get, Some(&read(None))));
+        s.append("k", "a");
+        s.append("k", "bc");
+        assert!(m.may_precede(&s, &get, Some(&read(Some("abc")))));
+        assert!(m.may_precede(&s, &get, Some(&read(Some("abcd")))));
+        assert!(!m.may_precede(&s, &get, Some(&read(Some("ab")))));
+        assert!(!m.may_precede(&s, &get, Some(&read(Some("abd")))));
+        assert!(!m.may_precede(&s, &get, Some(&read(None))));
+        // Another key's read says nothing about this one.
+        let other = KvInput::Get { key: "j".into() };
+        assert!(m.may_precede(&s, &other, Some(&read(None))));
+        let put = KvInput::Put {
+            key: "k".into(),
+            value: "x".into(),
+        };
+        assert!(!m.only_extends(&put, Some(&KvOutput::Ok)));
+        let append = KvInput::Append {
+            key: "k".into(),
+            value: "x".into(),
+        };
+        assert!(m.only_extends(&append, None));
+    }
 
     #[test]
     fn etcd_and_knossos_differ_on_failed_cas() {
