@@ -65,6 +65,7 @@ impl Cluster {
                             Arc::new(RedbStorage::open_on_disk(log_disk).expect("log"));
                         let app: DynStorage =
                             Arc::new(RedbStorage::open_on_disk(app_disk).expect("app"));
+                        let options = options.ranked(id - 1, n + spares);
                         let node = RaftNode::start(id, addr(id), options, log, app)
                             .await
                             .expect("start");

@@ -32,7 +32,7 @@ async fn three_nodes_over_loopback() {
         let node = RaftNode::start(
             id,
             "127.0.0.1:0".parse().unwrap(),
-            RaftOptions::default(),
+            RaftOptions::default().ranked(id - 1, 3),
             log,
             app,
         )

@@ -86,19 +86,17 @@ impl LogStore {
             .map_err(|e| StorageIOError::read_logs(&e).into())
     }
 
-    /// Every entry the log holds (not purged), for checks: index -> ((term, leader node), a
-    /// hash of the entry's encoded payload).
-    #[allow(clippy::type_complexity)]
+    /// Every entry the log holds (not purged), for checks: index -> (term, a hash of the
+    /// entry's encoded payload). A term has at most one leader, so the term names the leader.
     pub async fn summary(
         &self,
-    ) -> Result<std::collections::BTreeMap<u64, ((u64, u64), u64)>, RaftStorageError> {
+    ) -> Result<std::collections::BTreeMap<u64, (u64, u64)>, RaftStorageError> {
         use std::hash::Hasher;
         let mut out = std::collections::BTreeMap::new();
         for e in self.entries(Bound::Unbounded, Bound::Unbounded).await? {
             let mut h = rustc_hash::FxHasher::default();
             h.write(&encode(&e.payload)?);
-            let leader = (e.log_id.leader_id.term, e.log_id.leader_id.node_id);
-            out.insert(e.log_id.index, (leader, h.finish()));
+            out.insert(e.log_id.index, (e.log_id.leader_id.term, h.finish()));
         }
         Ok(out)
     }

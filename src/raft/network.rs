@@ -226,9 +226,7 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         let header = SnapshotHeader {
             snapshot_id: meta.snapshot_id.clone(),
             raft: Some(RaftSnapshotMeta {
-                last_log_id: meta
-                    .last_log_id
-                    .map(|l| (l.leader_id.term, l.leader_id.node_id, l.index)),
+                last_log_id: meta.last_log_id.map(|l| (l.leader_id.term, l.index)),
                 membership: bincode::serialize(&meta.last_membership).unwrap_or_default(),
             }),
             meta: Vec::new(),

@@ -42,6 +42,10 @@ pub struct RaftOptions {
     pub keep_after_snapshot: u64,
     /// How long a client request may wait.
     pub client_timeout_ms: u64,
+    /// This node's place among `of` nodes in election order: `(rank, of)`. Set by whoever
+    /// starts the cluster, not by scenario files; see [`RaftOptions::election_timeout_ms`].
+    #[serde(skip)]
+    pub election_rank: Option<(u64, u64)>,
 }
 
 impl Default for RaftOptions {
@@ -53,17 +57,51 @@ impl Default for RaftOptions {
             snapshot_every: 5_000,
             keep_after_snapshot: 1_000,
             client_timeout_ms: 2_000,
+            election_rank: None,
         }
     }
 }
 
 impl RaftOptions {
+    /// These options for the node at `rank` of `of` in election order.
+    pub fn ranked(&self, rank: u64, of: u64) -> RaftOptions {
+        RaftOptions {
+            election_rank: Some((rank, of)),
+            ..self.clone()
+        }
+    }
+
+    /// The election timeout range this node draws from, as (min, max) in ms.
+    ///
+    /// Each term has at most one leader (openraft's `single-term-leader`), so two candidates
+    /// of one term split the vote and both try again in the next term. openraft draws a
+    /// node's election timeout once per start and checks it on ticks every 1.5 heartbeats;
+    /// two nodes whose timeouts fall on the same tick would split the vote in every term,
+    /// forever. So a ranked node gets a fixed timeout of its own: the range is spread over
+    /// `of` ranks at least one tick apart. Two candidates of different ranks then fire on
+    /// different ticks, the gap grows by a tick or more each round, and once it is longer
+    /// than the network's delay the lower rank's vote request wins. An unranked node draws
+    /// from the whole range, as openraft does.
+    pub fn election_timeout_ms(&self) -> (u64, u64) {
+        let (min, max) = (self.election_timeout_min_ms, self.election_timeout_max_ms);
+        match self.election_rank {
+            Some((rank, of)) if of > 1 => {
+                let tick = (3 * self.heartbeat_ms).div_ceil(2);
+                let spacing = (max.saturating_sub(min) / (of - 1)).max(tick);
+                let t = min + rank.min(of - 1) * spacing;
+                (t, t + 1)
+            }
+            _ => (min, max),
+        }
+    }
+
     fn config(&self) -> Result<Config, String> {
+        let (election_min, election_max) = self.election_timeout_ms();
         Config {
             cluster_name: "odgm-sim".into(),
             heartbeat_interval: self.heartbeat_ms,
-            election_timeout_min: self.election_timeout_min_ms,
-            election_timeout_max: self.election_timeout_max_ms,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_after_snapshot,
             purge_batch_size: 64,
@@ -181,10 +219,8 @@ impl RaftNode {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// The log this node holds: index -> ((term, leader node), payload hash), for the
-    /// log-matching check.
-    #[allow(clippy::type_complexity)]
-    pub async fn log_summary(&self) -> Result<BTreeMap<u64, ((u64, u64), u64)>, String> {
+    /// The log this node holds: index -> (term, payload hash), for the log-matching check.
+    pub async fn log_summary(&self) -> Result<BTreeMap<u64, (u64, u64)>, String> {
         self.log.summary().await.map_err(|e| e.to_string())
     }
 

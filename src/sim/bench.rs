@@ -103,7 +103,7 @@ pub fn raft_snapshot(args: &RaftSnapshotArgs) -> Result<ExitCode, String> {
                             .await
                             .map_err(|e| e.to_string())?;
                     }
-                    RaftNode::start(id, node_addr(id), options, log, app)
+                    RaftNode::start(id, node_addr(id), options.ranked(id - 1, 2), log, app)
                         .await
                         .map_err(|e| e.to_string())
                 })

@@ -22,6 +22,37 @@ use crate::storage::{
     RedbStorage, SimDisk,
 };
 
+/// Election timeout slots of a Raft cluster's nodes (see
+/// [`crate::raft::RaftOptions::election_timeout_ms`]): each incarnation of a node draws a
+/// slot no other node holds, so no two nodes share an election timeout, and which node asks
+/// for votes first changes with the seed and with every restart.
+#[derive(Clone)]
+struct ElectionSlots {
+    held: Arc<Mutex<BTreeMap<u64, u64>>>,
+    slots: u64,
+}
+
+impl ElectionSlots {
+    /// Slots for `nodes` nodes: two more than nodes, so a restarting node always has a choice.
+    fn new(nodes: u64) -> ElectionSlots {
+        ElectionSlots {
+            held: Arc::default(),
+            slots: nodes + 2,
+        }
+    }
+
+    /// A free slot for `node` (its previous slot counts as free), as (slot, slots).
+    fn draw(&self, node: u64) -> (u64, u64) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let free: Vec<u64> = (0..self.slots)
+            .filter(|s| !held.iter().any(|(n, h)| *n != node && h == s))
+            .collect();
+        let slot = free[(crate::rt::random_u64() % free.len() as u64) as usize];
+        held.insert(node, slot);
+        (slot, self.slots)
+    }
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -108,6 +139,7 @@ impl Cluster {
             sync_lies: crate::bugs::active("disk-sync-lies"),
             ..DiskFaults::none()
         };
+        let election_slots = ElectionSlots::new(total);
         for id in 1..=total {
             let d = NodeDisks {
                 app: (spec.engine == EngineKind::Redb)
@@ -134,13 +166,18 @@ impl Cluster {
                 kind: spec.kind,
                 options: spec.options.clone(),
             };
+            let election_slots = election_slots.clone();
             let (engine, addresses, shards) = (spec.engine, addresses.clone(), shards.clone());
             let host = handle
                 .create_node()
                 .name(format!("node-{id}"))
                 .ip(node_addr(id).ip())
                 .init(move || {
-                    let (d, meta, clock) = (d.clone(), meta.clone(), clock.clone());
+                    let (d, mut meta, clock) = (d.clone(), meta.clone(), clock.clone());
+                    if meta.kind == ShardKind::Raft {
+                        let (rank, of) = election_slots.draw(id);
+                        meta.options.raft = meta.options.raft.ranked(rank, of);
+                    }
                     let (addresses, shards) = (addresses.clone(), shards.clone());
                     async move {
                         let app = open_storage(

@@ -696,9 +696,8 @@ pub async fn run_schedule(
     }
 }
 
-/// Leader ids (term, node) seen (Raft). openraft identifies a leader by (term, node id) and,
-/// in its default mode, lets several nodes lead one term; a restarted leader whose vote for
-/// itself was committed resumes the same leader id.
+/// Leaders seen (Raft), as (term, node). openraft runs with `single-term-leader`, so a term
+/// with two nodes here breaks election safety.
 pub type LeaderLog = Arc<Mutex<BTreeSet<(u64, u64)>>>;
 
 /// Watches every Raft node's metrics until `until` and records which node led which term.

@@ -345,6 +345,9 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     let faults_ran = inj.ran();
     let scans = std::mem::take(&mut *rec.scans.lock().unwrap_or_else(|e| e.into_inner()));
     let leaders = leaders.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if s.checks.raft_invariants {
+        raft_failures.extend(election_safety(&leaders));
+    }
     drop(inj);
     drop(cluster);
     Simulated {
@@ -422,6 +425,19 @@ async fn final_reads(
     unreadable
 }
 
+/// Election safety: at most one node leads a term. `leaders` holds every (term, node) a
+/// node's metrics showed as leader.
+fn election_safety(leaders: &BTreeSet<(u64, u64)>) -> Option<String> {
+    let mut by_term: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (term, node) in leaders {
+        by_term.entry(*term).or_default().push(*node);
+    }
+    let (term, nodes) = by_term.into_iter().find(|(_, n)| n.len() > 1)?;
+    Some(format!(
+        "election safety: term {term} had more than one leader: nodes {nodes:?}"
+    ))
+}
+
 /// Raft state checks at the end: logs match (an index written by the same leader holds the
 /// same entry on every node) and nodes that applied up to the same index hold the same state.
 async fn raft_state_checks(cluster: &Cluster) -> Vec<String> {
@@ -450,21 +466,20 @@ async fn raft_state_checks(cluster: &Cluster) -> Vec<String> {
             Err(e) => trace::record(format_args!("node {id}: log unreadable, not compared: {e}")),
         }
     }
-    // (index, leader id) -> entry hash -> nodes holding it
-    #[allow(clippy::type_complexity)]
-    let mut held: BTreeMap<(u64, (u64, u64)), BTreeMap<u64, Vec<u64>>> = BTreeMap::new();
+    // (index, term) -> entry hash -> nodes holding it
+    let mut held: BTreeMap<(u64, u64), BTreeMap<u64, Vec<u64>>> = BTreeMap::new();
     for (id, log) in &logs {
-        for (index, (leader, hash)) in log {
-            held.entry((*index, *leader))
+        for (index, (term, hash)) in log {
+            held.entry((*index, *term))
                 .or_default()
                 .entry(*hash)
                 .or_default()
                 .push(*id);
         }
     }
-    if let Some(((index, (term, node)), variants)) = held.iter().find(|(_, v)| v.len() > 1) {
+    if let Some(((index, term), variants)) = held.iter().find(|(_, v)| v.len() > 1) {
         failures.push(format!(
-            "log matching: index {index} of leader {term}-{node} holds different entries: {:?}",
+            "log matching: index {index} of term {term} holds different entries: {:?}",
             variants.values().collect::<Vec<_>>()
         ));
     }
@@ -552,10 +567,6 @@ fn check(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<String>) -> RunOutpu
             ));
         }
     }
-    // Election safety is not a failure here: openraft's default leader id is (term, node),
-    // so two nodes may lead one term, and a restarted leader with a committed vote for
-    // itself resumes its own leader id. The leader ids seen go into the report and trace;
-    // log matching is checked per leader id below.
     failures.extend(sim.raft_failures.iter().cloned());
     failures.extend(sim.unavailable.iter().cloned());
     // Scans return only values that some client wrote to that key.
@@ -718,4 +729,18 @@ pub fn write_run_dir(
     );
     std::fs::write(folder.join("history.html"), html)?;
     Ok(folder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn election_safety_fails_on_two_leaders_of_one_term() {
+        let ok: BTreeSet<(u64, u64)> = [(1, 1), (2, 3), (3, 3), (5, 2)].into();
+        assert_eq!(election_safety(&ok), None);
+        let bad: BTreeSet<(u64, u64)> = [(1, 1), (2, 3), (2, 4), (3, 3)].into();
+        let e = election_safety(&bad).expect("two leaders of term 2");
+        assert!(e.contains("term 2") && e.contains("[3, 4]"), "{e}");
+    }
 }

@@ -25,7 +25,7 @@ use super::{KvStream, Pair, StorageError, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 /// First bytes of every snapshot stream.
 pub const MAGIC: [u8; 8] = *b"ODGMSNAP";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Largest encoded header the decoder accepts.
 pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 /// Default size of the chunks the encoder emits.
@@ -43,8 +43,9 @@ const TRAILER_BYTES: usize = 1 + 8 + 4;
 /// (openraft's `StoredMembership`, bincode-encoded by the Raft layer).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RaftSnapshotMeta {
-    /// Last included log id as (term, leader node id, index), if any entry is included.
-    pub last_log_id: Option<(u64, u64, u64)>,
+    /// Last included log id as (term, index), if any entry is included. A term has at most
+    /// one leader, so the term names the leader.
+    pub last_log_id: Option<(u64, u64)>,
     /// Encoded membership as of that entry.
     pub membership: Vec<u8>,
 }
@@ -688,7 +689,7 @@ mod tests {
         let h = SnapshotHeader {
             snapshot_id: "s1".into(),
             raft: Some(RaftSnapshotMeta {
-                last_log_id: Some((3, 1, 42)),
+                last_log_id: Some((3, 42)),
                 membership: vec![1, 2, 3],
             }),
             meta: vec![(b"m".to_vec(), b"v".to_vec())],
