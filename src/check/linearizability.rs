@@ -517,17 +517,17 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
         }
     }
 
-    /// Lookahead pruning: whether `state`, reached by linearizing `op`, can still precede
-    /// the reads that must be linearized before anything could reset a value. Walks the
+    /// Lookahead pruning: a read that `state`, reached by linearizing `op`, can no longer
+    /// precede, if one must be linearized before anything could reset a value. Walks the
     /// remaining events in time order: every operation invoked before such a read's return
     /// is either linearized already or still to come; while all those still to come only
     /// extend the state ([`Model::only_extends`]), the read's value must extend `state`
     /// ([`Model::may_precede`]). The walk stops at the first operation that could reset,
     /// or after [`LOOKAHEAD_EVENTS`] events (looking at fewer reads prunes less, never
-    /// wrongly). A `false` is certain, so no linearization is lost.
-    fn lookahead_allows(&self, op: usize, state: u32) -> bool {
+    /// wrongly). A read found is certain, so no linearization is lost.
+    fn lookahead_blocker(&self, op: usize, state: u32) -> Option<usize> {
         if !self.model.lookahead() || state == self.state {
-            return true;
+            return None;
         }
         let s = &self.states.all[state as usize];
         let mut node = self.next[self.head];
@@ -543,12 +543,12 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                         break;
                     }
                 } else if !self.model.may_precede(s, o.input, o.output.as_ref()) {
-                    return false;
+                    return Some(x);
                 }
             }
             node = self.next[node];
         }
-        true
+        None
     }
 
     /// Runs up to `slice` more steps; `Some` once the part is decided or out of budget.
@@ -598,11 +598,28 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                     let (w, b) = (op / 64, 1u64 << (op % 64));
                     self.linearized[w] |= b;
                     let new_hash = self.set_hash ^ self.zob[op];
-                    if self
-                        .memo
-                        .insert(memo_hash(new_hash, new_state), &self.linearized, new_state)
-                        && self.lookahead_allows(op, new_state)
-                    {
+                    let fresh = self.memo.insert(
+                        memo_hash(new_hash, new_state),
+                        &self.linearized,
+                        new_state,
+                    );
+                    let blocker = if fresh {
+                        self.lookahead_blocker(op, new_state)
+                    } else {
+                        None
+                    };
+                    if let Some(read) = blocker {
+                        // The witness: this prefix, then the read it cannot reach.
+                        let len = self.stack.len() + 1;
+                        if len > self.best.len()
+                            || (len == self.best.len() && self.failed.is_none())
+                        {
+                            self.best = self.stack.iter().map(|&(c, _, _)| self.op_of[c]).collect();
+                            self.best.push(op);
+                            self.failed = Some(read);
+                        }
+                    }
+                    if fresh && blocker.is_none() {
                         if self.options.max_memory_bytes > 0
                             && self.memory_bytes() > self.options.max_memory_bytes
                         {

@@ -1,97 +1,22 @@
-//! `MemoryStorage`: an in-memory engine over persistent ordered maps (`imbl::OrdMap`).
+//! `MemoryStorage`: an in-memory engine over a persistent ordered map ([`PackedMap`]).
 //!
 //! Snapshots are O(1): cloning a persistent map shares its structure, and later writes copy
-//! only the paths they touch. Nothing survives a process restart.
-//!
-//! Each pair is one allocation (`[key_len u32][key][value]`) kept in a persistent ordered
-//! set keyed by its key: about 130 bytes per 8-byte-key/100-byte-value pair, against ~260
-//! for a map of two `Vec`s.
+//! only the nodes on their path that a snapshot still shares. Nothing survives a process
+//! restart. Pairs are packed many to a leaf: a pair costs its own bytes plus about 12.
 
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use std::borrow::Borrow;
 
-use imbl::OrdSet;
-
+use super::packed_map::PackedMap;
 use super::{
     paged_stream, ApplicationDataStorage, BatchOp, EngineKind, KeyRange, KvStream, Namespace,
     PageSource, Pair, Result, SnapshotCapableStorage, StorageError, WriteBatch, ZeroCopySnapshot,
 };
 use crate::storage::snapshot_registry::{last_log_index_of, SnapshotRegistry};
 
-/// One pair in one allocation: `[key_len u32 LE][key][value]`, ordered by key.
-#[derive(Clone)]
-struct Packed(Box<[u8]>);
-
-impl Packed {
-    fn new(key: &[u8], value: &[u8]) -> Self {
-        let mut b = Vec::with_capacity(4 + key.len() + value.len());
-        b.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        b.extend_from_slice(key);
-        b.extend_from_slice(value);
-        Packed(b.into_boxed_slice())
-    }
-
-    fn key_len(&self) -> usize {
-        let mut n = [0u8; 4];
-        n.copy_from_slice(&self.0[..4]);
-        u32::from_le_bytes(n) as usize
-    }
-
-    fn key(&self) -> &[u8] {
-        &self.0[4..4 + self.key_len()]
-    }
-
-    fn value(&self) -> &[u8] {
-        &self.0[4 + self.key_len()..]
-    }
-
-    fn pair(&self) -> Pair {
-        (self.key().to_vec(), self.value().to_vec())
-    }
-
-    /// Bytes of key and value.
-    fn data_len(&self) -> u64 {
-        (self.0.len() - 4) as u64
-    }
-}
-
-impl std::fmt::Debug for Packed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}={:?}", self.key(), self.value())
-    }
-}
-
-impl PartialEq for Packed {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Packed {}
-
-impl PartialOrd for Packed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Packed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(other.key())
-    }
-}
-
-/// Consistent with `Ord`: both look at the key only.
-impl Borrow<[u8]> for Packed {
-    fn borrow(&self) -> &[u8] {
-        self.key()
-    }
-}
-
-type Map = OrdSet<Packed>;
+type Map = PackedMap;
 
 /// The in-memory engine.
 #[derive(Debug, Default)]
@@ -126,20 +51,18 @@ impl Tables {
     fn apply(&mut self, op: BatchOp) {
         match op {
             BatchOp::Put { ns, key, value } => {
-                let entry = Packed::new(&key, &value);
-                let added = entry.data_len();
-                let old = self.map(ns).insert(entry);
+                let old = self.map(ns).insert(&key, &value);
                 if ns == Namespace::Data {
-                    self.data_bytes += added;
+                    self.data_bytes += (key.len() + value.len()) as u64;
                     if let Some(old) = old {
-                        self.data_bytes -= old.data_len();
+                        self.data_bytes -= (key.len() + old.len()) as u64;
                     }
                 }
             }
             BatchOp::Delete { ns, key } => {
-                if let Some(old) = self.map(ns).remove(key.as_slice()) {
+                if let Some(old) = self.map(ns).remove(&key) {
                     if ns == Namespace::Data {
-                        self.data_bytes -= old.data_len();
+                        self.data_bytes -= (key.len() + old.len()) as u64;
                     }
                 }
             }
@@ -159,10 +82,15 @@ fn page_of(map: &Map, range: &KeyRange, limit: usize) -> Vec<Pair> {
     if range.is_empty() {
         return Vec::new();
     }
-    map.range::<_, [u8]>(range.as_ref_bounds())
-        .take(limit)
-        .map(Packed::pair)
-        .collect()
+    let mut page = Vec::new();
+    if limit == 0 {
+        return page;
+    }
+    map.for_each_in(range.as_ref_bounds(), |k, v| {
+        page.push((k.to_vec(), v.to_vec()));
+        page.len() < limit
+    });
+    page
 }
 
 impl MemoryStorage {
@@ -195,23 +123,21 @@ impl ApplicationDataStorage for MemoryStorage {
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read(|s| s.tables.data.get(key).map(|p| p.value().to_vec()))
+        self.read(|s| s.tables.data.get(key).map(<[u8]>::to_vec))
     }
 
     async fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read(|s| s.tables.meta.get(key).map(|p| p.value().to_vec()))
+        self.read(|s| s.tables.meta.get(key).map(<[u8]>::to_vec))
     }
 
     async fn write_batch(&self, batch: WriteBatch) -> Result<()> {
         batch.validate()?;
         self.write(|s| {
-            // Apply to a copy and swap it in, so a batch is all-or-nothing even if a
-            // later step were to fail.
-            let mut tables = s.tables.clone();
+            // `validate` accepted every op and applying one cannot fail, so the batch lands
+            // whole; in place, so only nodes a snapshot shares are copied.
             for op in batch.ops {
-                tables.apply(op);
+                s.tables.apply(op);
             }
-            s.tables = tables;
             s.seq += 1;
         })
     }
@@ -243,7 +169,7 @@ impl SnapshotCapableStorage for MemoryStorage {
                     tables
                         .meta
                         .get(crate::storage::snapshot_registry::LAST_LOG_INDEX_KEY)
-                        .map(|p| p.value().to_vec())
+                        .map(<[u8]>::to_vec)
                         .as_ref(),
                 ),
                 total_size_bytes: tables.data_bytes,

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 mod error;
 pub mod fjall_engine;
 pub mod memory;
+pub mod packed_map;
 pub mod redb_engine;
 pub mod simdisk;
 mod snapshot_registry;
