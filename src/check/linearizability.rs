@@ -118,8 +118,8 @@ struct SearchOp<'h, M: Model> {
     output: Option<M::Output>,
     /// `Model::never_changes_state` for this operation.
     read_only: bool,
-    /// `Model::only_extends` for this operation.
-    extends: bool,
+    /// `Model::lookahead_passes` for this operation.
+    passes: bool,
 }
 
 /// Checks `history` against `model`. The history is validated first.
@@ -150,7 +150,7 @@ pub fn check<M: Model>(
             }
         };
         let read_only = model.never_changes_state(&op.input, output.as_ref());
-        let extends = model.only_extends(&op.input, output.as_ref());
+        let passes = model.lookahead_passes(&op.input, output.as_ref());
         kept.push(SearchOp {
             index,
             call: op.invoke,
@@ -158,7 +158,7 @@ pub fn check<M: Model>(
             input: &op.input,
             output,
             read_only,
-            extends,
+            passes,
         });
     }
 
@@ -365,7 +365,7 @@ impl Memo {
 }
 
 /// How many remaining events the lookahead walks past at most.
-const LOOKAHEAD_EVENTS: usize = 64;
+const LOOKAHEAD_EVENTS: usize = 32;
 
 fn memo_hash(set_hash: u64, state: u32) -> u64 {
     set_hash ^ (u64::from(state) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -399,6 +399,8 @@ struct Search<'m, 'h, M: Model> {
     failed: Option<usize>,
     steps: u64,
     entry: usize,
+    /// Scratch for the lookahead.
+    between: Vec<usize>,
 }
 
 impl<'m, 'h, M: Model> Search<'m, 'h, M> {
@@ -473,6 +475,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             failed: None,
             steps: 0,
             entry,
+            between: Vec::new(),
         }
     }
 
@@ -518,18 +521,19 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
     }
 
     /// Lookahead pruning: a read that `state`, reached by linearizing `op`, can no longer
-    /// precede, if one must be linearized before anything could reset a value. Walks the
-    /// remaining events in time order: every operation invoked before such a read's return
-    /// is either linearized already or still to come; while all those still to come only
-    /// extend the state ([`Model::only_extends`]), the read's value must extend `state`
-    /// ([`Model::may_precede`]). The walk stops at the first operation that could reset,
-    /// or after [`LOOKAHEAD_EVENTS`] events (looking at fewer reads prunes less, never
-    /// wrongly). A read found is certain, so no linearization is lost.
-    fn lookahead_blocker(&self, op: usize, state: u32) -> Option<usize> {
+    /// precede. Walks the remaining events in time order, collecting the operations invoked
+    /// so far (those may still go before a read that returns later); at each read's return
+    /// it asks [`Model::may_precede`]. The walk stops at an operation that does not pass
+    /// ([`Model::lookahead_passes`]) or after [`LOOKAHEAD_EVENTS`] events (looking at fewer
+    /// reads prunes less, never wrongly). A read found is certain, so no linearization is
+    /// lost. `between` is scratch space.
+    fn lookahead_blocker(&self, op: usize, state: u32, between: &mut Vec<usize>) -> Option<usize> {
         if !self.model.lookahead() || state == self.state {
             return None;
         }
         let s = &self.states.all[state as usize];
+        let ops = self.ops;
+        between.clear();
         let mut node = self.next[self.head];
         for _ in 0..LOOKAHEAD_EVENTS {
             if node == NIL {
@@ -537,13 +541,22 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             }
             let x = self.op_of[node];
             if x != op {
-                let o = &self.ops[x];
+                let o = &ops[x];
                 if self.is_call[node] {
-                    if !o.extends {
+                    if !o.passes {
                         break;
                     }
-                } else if !self.model.may_precede(s, o.input, o.output.as_ref()) {
-                    return Some(x);
+                    between.push(x);
+                } else {
+                    let mut others = between
+                        .iter()
+                        .map(|&b| (ops[b].input, ops[b].output.as_ref()));
+                    if !self
+                        .model
+                        .may_precede(s, o.input, o.output.as_ref(), &mut others)
+                    {
+                        return Some(x);
+                    }
                 }
             }
             node = self.next[node];
@@ -604,7 +617,10 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                         new_state,
                     );
                     let blocker = if fresh {
-                        self.lookahead_blocker(op, new_state)
+                        let mut between = std::mem::take(&mut self.between);
+                        let b = self.lookahead_blocker(op, new_state, &mut between);
+                        self.between = between;
+                        b
                     } else {
                         None
                     };
@@ -817,6 +833,18 @@ mod tests {
         for c in 0..12u64 {
             ops.push(op(c, c, None, w(c as i64), None));
         }
+        // A cas that could write 1000 but never finds 500: the lookahead cannot rule the
+        // read out, only the search can.
+        ops.push(op(
+            50,
+            50,
+            None,
+            RegInput::Cas {
+                from: 500,
+                to: 1000,
+            },
+            None,
+        ));
         ops.push(op(99, 100, Some(101), RegInput::Read, r(Some(1000))));
         let h = History {
             ops,

@@ -100,28 +100,29 @@ pub trait Model: Send + Sync {
         output.is_some() && self.is_read_only(input)
     }
 
-    /// Whether the model offers lookahead pruning ([`Model::only_extends`] and
+    /// Whether the model offers lookahead pruning ([`Model::lookahead_passes`] and
     /// [`Model::may_precede`]). The search skips the lookahead when it does not.
     fn lookahead(&self) -> bool {
         false
     }
 
-    /// Lookahead: whether the operation, wherever it is linearized, can only carry a state
-    /// forward in the order [`Model::may_precede`] tests (an append extends a value; a read
-    /// changes nothing). Anything that may reset a value (a put, a delete, a cas) answers
-    /// `false`, and later operations are then not looked at.
-    fn only_extends(&self, _input: &Self::Input, _output: Option<&Self::Output>) -> bool {
+    /// Lookahead: whether [`Model::may_precede`] still decides for reads that return after
+    /// this operation was invoked. `false` ends the walk there (for the key-value model: a
+    /// put, delete or cas may reset a value, so later reads say nothing of the state now).
+    fn lookahead_passes(&self, _input: &Self::Input, _output: Option<&Self::Output>) -> bool {
         false
     }
 
-    /// Lookahead: whether `state` can still come before the operation when everything
-    /// linearized in between answers [`Model::only_extends`]. `false` must be certain: the
-    /// search then abandons every linearization that continues from `state`.
-    fn may_precede(
+    /// Lookahead: whether `state` can still come before the operation when exactly the
+    /// operations in `between` (not linearized yet, invoked before it returned) may be
+    /// linearized in between, in any order, any of them or none. `false` must be certain:
+    /// the search then abandons every linearization that continues from `state`.
+    fn may_precede<'a>(
         &self,
         _state: &Self::State,
         _input: &Self::Input,
         _output: Option<&Self::Output>,
+        _between: &mut dyn Iterator<Item = (&'a Self::Input, Option<&'a Self::Output>)>,
     ) -> bool {
         true
     }
@@ -276,6 +277,47 @@ impl Model for RegisterModel {
             (i, o),
             (RegInput::Read, Some(_)) | (RegInput::Cas { .. }, Some(RegOutput::Cas { ok: false }))
         )
+    }
+
+    fn lookahead(&self) -> bool {
+        true
+    }
+
+    /// A read's value is whatever the last write before it left, so reads after any
+    /// operation still decide.
+    fn lookahead_passes(&self, _input: &RegInput, _output: Option<&RegOutput>) -> bool {
+        true
+    }
+
+    /// A read of `v` can follow `state` only if `state` is `v` or something still to be
+    /// linearized before it may write `v` (a write of `v`, or a cas to `v` that succeeded
+    /// or whose result is unknown). Nothing makes the register absent again.
+    fn may_precede<'a>(
+        &self,
+        state: &Option<i64>,
+        input: &RegInput,
+        output: Option<&RegOutput>,
+        between: &mut dyn Iterator<Item = (&'a RegInput, Option<&'a RegOutput>)>,
+    ) -> bool {
+        let (RegInput::Read, Some(RegOutput::Read { value })) = (input, output) else {
+            return true;
+        };
+        let Some(v) = *value else {
+            return state.is_none();
+        };
+        if *state == Some(v) {
+            return true;
+        }
+        let mut between = between;
+        Iterator::any(&mut between, |(i, o): (&RegInput, Option<&RegOutput>)| {
+            matches!(
+                (i, o),
+                (RegInput::Write { value }, _) if *value == v
+            ) || matches!(
+                (i, o),
+                (RegInput::Cas { to, .. }, None | Some(RegOutput::Cas { ok: true })) if *to == v
+            )
+        })
     }
 
     fn describe(&self, i: &RegInput, o: Option<&RegOutput>) -> String {
@@ -603,8 +645,8 @@ impl Model for KvModel {
         true
     }
 
-    /// Appends, reads, and cas known to have failed.
-    fn only_extends(&self, input: &KvInput, output: Option<&KvOutput>) -> bool {
+    /// Appends, reads, and cas known to have failed: they never reset a value.
+    fn lookahead_passes(&self, input: &KvInput, output: Option<&KvOutput>) -> bool {
         matches!(
             (input, output),
             (KvInput::Append { .. } | KvInput::Get { .. }, _)
@@ -614,8 +656,15 @@ impl Model for KvModel {
 
     /// A read that returned `v` can follow `state` through appends only if the key's value
     /// in `state` is a prefix of `v` (appends never shorten a value or change what it
-    /// starts with), or absent when `v` is absent.
-    fn may_precede(&self, state: &KvState, input: &KvInput, output: Option<&KvOutput>) -> bool {
+    /// starts with), or absent when `v` is absent. (The walk stops before anything else,
+    /// so `between` holds appends and reads only.)
+    fn may_precede<'a>(
+        &self,
+        state: &KvState,
+        input: &KvInput,
+        output: Option<&KvOutput>,
+        _between: &mut dyn Iterator<Item = (&'a KvInput, Option<&'a KvOutput>)>,
+    ) -> bool {
         let (KvInput::Get { key }, Some(KvOutput::Get { value: seen })) = (input, output) else {
             return true;
         };
@@ -719,31 +768,55 @@ mod tests {
         let m = KvModel::default();
         let mut s = KvState::default();
         let get = KvInput::Get { key: "k".into() };
-        let read = |v: Option<&str>| KvOutput::Get {
-            value: v.map(str::to_string),
+        let ok = |s: &KvState, i: &KvInput, v: Option<&str>| {
+            let out = KvOutput::Get {
+                value: v.map(str::to_string),
+            };
+            m.may_precede(s, i, Some(&out), &mut std::iter::empty())
         };
-        assert!(m.may_precede(&s, &get, Some(&read(Some("ab")))));
-        assert!(m.may_precede(&s, &get, Some(&read(None))));
+        assert!(ok(&s, &get, Some("ab")));
+        assert!(ok(&s, &get, None));
         s.append("k", "a");
         s.append("k", "bc");
-        assert!(m.may_precede(&s, &get, Some(&read(Some("abc")))));
-        assert!(m.may_precede(&s, &get, Some(&read(Some("abcd")))));
-        assert!(!m.may_precede(&s, &get, Some(&read(Some("ab")))));
-        assert!(!m.may_precede(&s, &get, Some(&read(Some("abd")))));
-        assert!(!m.may_precede(&s, &get, Some(&read(None))));
+        assert!(ok(&s, &get, Some("abc")));
+        assert!(ok(&s, &get, Some("abcd")));
+        assert!(!ok(&s, &get, Some("ab")));
+        assert!(!ok(&s, &get, Some("abd")));
+        assert!(!ok(&s, &get, None));
         // Another key's read says nothing about this one.
         let other = KvInput::Get { key: "j".into() };
-        assert!(m.may_precede(&s, &other, Some(&read(None))));
+        assert!(ok(&s, &other, None));
         let put = KvInput::Put {
             key: "k".into(),
             value: "x".into(),
         };
-        assert!(!m.only_extends(&put, Some(&KvOutput::Ok)));
+        assert!(!m.lookahead_passes(&put, Some(&KvOutput::Ok)));
         let append = KvInput::Append {
             key: "k".into(),
             value: "x".into(),
         };
-        assert!(m.only_extends(&append, None));
+        assert!(m.lookahead_passes(&append, None));
+    }
+
+    #[test]
+    fn lookahead_reads_need_a_writer_of_their_value() {
+        let m = RegisterModel::ETCD;
+        let read = RegInput::Read;
+        let got = |v: Option<i64>| RegOutput::Read { value: v };
+        let w2 = RegInput::Write { value: 2 };
+        let cas_to_2 = RegInput::Cas { from: 1, to: 2 };
+        let failed = RegOutput::Cas { ok: false };
+        let ok =
+            |state: Option<i64>, v: Option<i64>, between: &[(&RegInput, Option<&RegOutput>)]| {
+                m.may_precede(&state, &read, Some(&got(v)), &mut between.iter().copied())
+            };
+        assert!(ok(Some(2), Some(2), &[]));
+        assert!(!ok(Some(1), Some(2), &[]));
+        assert!(ok(Some(1), Some(2), &[(&w2, None)]));
+        assert!(ok(Some(1), Some(2), &[(&cas_to_2, None)]));
+        assert!(!ok(Some(1), Some(2), &[(&cas_to_2, Some(&failed))]));
+        assert!(ok(None, None, &[(&w2, None)]));
+        assert!(!ok(Some(1), None, &[(&w2, None)]));
     }
 
     #[test]
