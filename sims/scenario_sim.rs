@@ -102,6 +102,29 @@ fn odgm(args: &[&str]) -> std::process::Output {
         .expect("odgm-sim starts")
 }
 
+/// Runs a shipped scenario with a planted bug into a fresh `out` folder; the bug must fail
+/// the run.
+fn failing_run(
+    name: &str,
+    seed: u64,
+    bug: &str,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let _ = std::fs::remove_dir_all(out);
+    let (path, seed) = (scenario(name), seed.to_string());
+    let mut args = vec!["run", path.to_str().unwrap(), "--seed", &seed, "--bug", bug];
+    args.extend_from_slice(extra);
+    args.extend(["--out", out.to_str().unwrap()]);
+    let run = odgm(&args);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "the planted bug {bug} must fail {name} seed {seed}"
+    );
+    run
+}
+
 fn run_json(args: &[&str]) -> odgm_sim::sim::run::RunReport {
     let out = Command::new(exe())
         .arg("run")
@@ -282,22 +305,7 @@ fn the_bugs_command_reports_caught_and_escaped_bugs() {
 #[test]
 fn shrink_writes_a_smaller_scenario_that_still_fails() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-runs");
-    let _ = std::fs::remove_dir_all(&out);
-    let run = odgm(&[
-        "run",
-        scenario("mst-partition-skew").to_str().unwrap(),
-        "--seed",
-        "0",
-        "--bug",
-        "mst-no-tombstones",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        run.status.code(),
-        Some(1),
-        "the planted bug must fail the run"
-    );
+    failing_run("mst-partition-skew", 0, "mst-no-tombstones", &out, &[]);
     let dir = out.join("mst-partition-skew-seed-0");
     let shrink = odgm(&["shrink", dir.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&shrink.stdout);
@@ -328,23 +336,7 @@ fn shrink_writes_a_smaller_scenario_that_still_fails() {
 #[test]
 fn shrink_turns_the_random_nemesis_into_the_schedule_that_ran() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-nemesis-runs");
-    let _ = std::fs::remove_dir_all(&out);
-    let run = odgm(&[
-        "run",
-        scenario("eventual-chaos").to_str().unwrap(),
-        "--seed",
-        "6",
-        "--bug",
-        "eventual-no-repair",
-        "--json",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        run.status.code(),
-        Some(1),
-        "the planted bug must fail seed 6"
-    );
+    let run = failing_run("eventual-chaos", 6, "eventual-no-repair", &out, &["--json"]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     let report: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("a report line")).expect("json");

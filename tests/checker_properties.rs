@@ -207,33 +207,33 @@ proptest! {
     }
 }
 
-/// The key-value model without its pruning of unobservable writes and without lookahead:
-/// the reference both prunings are checked against.
-struct KvNoPruning(KvModel);
+/// A model without its prunings (unobservable writes, lookahead): the reference each
+/// pruning is checked against. Everything else is the model's own.
+struct Unpruned<M>(M);
 
-impl Model for KvNoPruning {
-    type State = <KvModel as Model>::State;
-    type Input = KvInput;
-    type Output = KvOutput;
+impl<M: Model> Model for Unpruned<M> {
+    type State = M::State;
+    type Input = M::Input;
+    type Output = M::Output;
     fn name(&self) -> &'static str {
-        "kv without pruning"
+        "unpruned"
     }
     fn init(&self) -> Self::State {
         self.0.init()
     }
-    fn step(&self, s: &Self::State, i: &KvInput, o: Option<&KvOutput>) -> Step<Self::State> {
+    fn step(&self, s: &M::State, i: &M::Input, o: Option<&M::Output>) -> Step<M::State> {
         self.0.step(s, i, o)
     }
-    fn on_fail(&self, i: &KvInput, o: Option<&KvOutput>) -> Option<KvOutput> {
+    fn on_fail(&self, i: &M::Input, o: Option<&M::Output>) -> Option<M::Output> {
         self.0.on_fail(i, o)
     }
-    fn partition_key(&self, i: &KvInput) -> Option<String> {
+    fn partition_key(&self, i: &M::Input) -> Option<String> {
         self.0.partition_key(i)
     }
-    fn is_read_only(&self, i: &KvInput) -> bool {
+    fn is_read_only(&self, i: &M::Input) -> bool {
         self.0.is_read_only(i)
     }
-    fn never_changes_state(&self, i: &KvInput, o: Option<&KvOutput>) -> bool {
+    fn never_changes_state(&self, i: &M::Input, o: Option<&M::Output>) -> bool {
         self.0.never_changes_state(i, o)
     }
 }
@@ -363,7 +363,7 @@ proptest! {
         let opts = CheckOptions { threads: 1, ..CheckOptions::default() };
         let model = KvModel { absent_reads_empty: false, failed_cas_is_evidence: false };
         let pruned = check(&model, &h, &opts).expect("valid history");
-        let full = check(&KvNoPruning(model), &h, &opts).expect("valid history");
+        let full = check(&Unpruned(model), &h, &opts).expect("valid history");
         prop_assert_eq!(pruned.verdict, full.verdict);
         prop_assert!(pruned.dropped_ops >= full.dropped_ops);
     }
@@ -376,36 +376,9 @@ proptest! {
         for absent_reads_empty in [false, true] {
             let model = KvModel { absent_reads_empty, failed_cas_is_evidence: false };
             let pruned = check(&model, &h, &opts).expect("valid history");
-            let full = check(&KvNoPruning(model), &h, &opts).expect("valid history");
+            let full = check(&Unpruned(model), &h, &opts).expect("valid history");
             prop_assert_eq!(pruned.verdict, full.verdict);
         }
-    }
-}
-
-/// A register model without lookahead: the reference the lookahead is checked against.
-struct RegNoLookahead(RegisterModel);
-
-impl Model for RegNoLookahead {
-    type State = <RegisterModel as Model>::State;
-    type Input = RegInput;
-    type Output = RegOutput;
-    fn name(&self) -> &'static str {
-        "register without lookahead"
-    }
-    fn init(&self) -> Self::State {
-        self.0.init()
-    }
-    fn step(&self, s: &Self::State, i: &RegInput, o: Option<&RegOutput>) -> Step<Self::State> {
-        self.0.step(s, i, o)
-    }
-    fn on_fail(&self, i: &RegInput, o: Option<&RegOutput>) -> Option<RegOutput> {
-        self.0.on_fail(i, o)
-    }
-    fn is_read_only(&self, i: &RegInput) -> bool {
-        self.0.is_read_only(i)
-    }
-    fn never_changes_state(&self, i: &RegInput, o: Option<&RegOutput>) -> bool {
-        self.0.never_changes_state(i, o)
     }
 }
 
@@ -439,7 +412,7 @@ proptest! {
         let opts = CheckOptions { threads: 1, ..CheckOptions::default() };
         for model in [RegisterModel::ETCD, RegisterModel::KNOSSOS_CAS, RegisterModel::REGISTER] {
             let pruned = check(&model, &h, &opts).expect("valid history");
-            let full = check(&RegNoLookahead(model), &h, &opts).expect("valid history");
+            let full = check(&Unpruned(model), &h, &opts).expect("valid history");
             prop_assert_eq!(pruned.verdict, full.verdict);
         }
     }

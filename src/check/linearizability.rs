@@ -526,13 +526,14 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
     /// it asks [`Model::may_precede`]. The walk stops at an operation that does not pass
     /// ([`Model::lookahead_passes`]) or after [`LOOKAHEAD_EVENTS`] events (looking at fewer
     /// reads prunes less, never wrongly). A read found is certain, so no linearization is
-    /// lost. `between` is scratch space.
-    fn lookahead_blocker(&self, op: usize, state: u32, between: &mut Vec<usize>) -> Option<usize> {
+    /// lost.
+    fn lookahead_blocker(&mut self, op: usize, state: u32) -> Option<usize> {
         if !self.model.lookahead() || state == self.state {
             return None;
         }
         let s = &self.states.all[state as usize];
         let ops = self.ops;
+        let between = &mut self.between;
         between.clear();
         let mut node = self.next[self.head];
         for _ in 0..LOOKAHEAD_EVENTS {
@@ -564,6 +565,18 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
         None
     }
 
+    /// Keeps the witness of an illegal history: the longest linearized prefix (the stack,
+    /// then `then` if given) and the operation that could not follow it. A prefix as long
+    /// as the one kept replaces it only if none was kept yet.
+    fn note_witness(&mut self, then: Option<usize>, failed: usize) {
+        let len = self.stack.len() + usize::from(then.is_some());
+        if len > self.best.len() || (len == self.best.len() && self.failed.is_none()) {
+            self.best = self.stack.iter().map(|&(c, _, _)| self.op_of[c]).collect();
+            self.best.extend(then);
+            self.failed = Some(failed);
+        }
+    }
+
     /// Runs up to `slice` more steps; `Some` once the part is decided or out of budget.
     fn run(&mut self, slice: u64) -> Option<PartResult> {
         let stop_at = self.steps + slice;
@@ -583,7 +596,8 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             let entry = self.entry;
             if self.is_call[entry] {
                 let op = self.op_of[entry];
-                let o = &self.ops[op];
+                let ops = self.ops;
+                let o = &ops[op];
                 let new_state = match self.transitions.get(&(self.state, op as u32)) {
                     Some(&NONE) => None,
                     Some(&id) => Some(id),
@@ -617,23 +631,13 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                         new_state,
                     );
                     let blocker = if fresh {
-                        let mut between = std::mem::take(&mut self.between);
-                        let b = self.lookahead_blocker(op, new_state, &mut between);
-                        self.between = between;
-                        b
+                        self.lookahead_blocker(op, new_state)
                     } else {
                         None
                     };
                     if let Some(read) = blocker {
                         // The witness: this prefix, then the read it cannot reach.
-                        let len = self.stack.len() + 1;
-                        if len > self.best.len()
-                            || (len == self.best.len() && self.failed.is_none())
-                        {
-                            self.best = self.stack.iter().map(|&(c, _, _)| self.op_of[c]).collect();
-                            self.best.push(op);
-                            self.failed = Some(read);
-                        }
+                        self.note_witness(Some(op), read);
                     }
                     if fresh && blocker.is_none() {
                         if self.options.max_memory_bytes > 0
@@ -659,12 +663,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                 self.entry = self.next[entry];
             } else {
                 // A return whose call is not linearized: nothing more can go before it.
-                if self.stack.len() >= self.best.len()
-                    && (self.failed.is_none() || self.stack.len() > self.best.len())
-                {
-                    self.best = self.stack.iter().map(|&(c, _, _)| self.op_of[c]).collect();
-                    self.failed = Some(self.op_of[entry]);
-                }
+                self.note_witness(None, self.op_of[entry]);
                 // Pop to the last operation that can change state. An operation that never
                 // changes any state (a read, a cas known to have failed) was legal where it
                 // stood, and every op that must precede it is already linearized; any

@@ -86,11 +86,11 @@ impl Entries {
             let want = (self.buf.len() + size).max(LEAF_BYTES);
             self.buf.reserve_exact(want - self.buf.len());
         }
-        let mut entry = Vec::with_capacity(size);
-        entry.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        entry.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        entry.extend_from_slice(key);
-        entry.extend_from_slice(value);
+        let (klen, vlen) = (
+            (key.len() as u32).to_le_bytes(),
+            (value.len() as u32).to_le_bytes(),
+        );
+        let entry = klen.iter().chain(&vlen).chain(key).chain(value).copied();
         self.buf.splice(at..at, entry);
         for o in &mut self.offs[i..] {
             *o += size as u32;
@@ -162,13 +162,6 @@ impl Node {
         match self {
             Node::Leaf(e) => e.len(),
             Node::Branch(b) => b.len,
-        }
-    }
-
-    fn smallest_key(&self) -> &[u8] {
-        match self {
-            Node::Leaf(e) => e.key(0),
-            Node::Branch(b) => b.children[0].smallest_key(),
         }
     }
 
@@ -449,11 +442,6 @@ impl PackedMap {
             visit(root, range.0, range.1, &mut f);
         }
     }
-
-    /// The smallest key, if any (for tests of the structure).
-    pub fn first_key(&self) -> Option<&[u8]> {
-        self.root.as_deref().map(Node::smallest_key)
-    }
 }
 
 impl std::fmt::Debug for PackedMap {
@@ -615,7 +603,7 @@ mod tests {
         }
         check(&m);
         assert_eq!(m.len(), 50_000);
-        assert_eq!(m.first_key(), Some(&1u64.to_be_bytes()[..]));
+        assert_eq!(all(&m)[0].0, 1u64.to_be_bytes());
         // The rest in a scrambled order, through merges of leaves and branches.
         let snapshot = m.clone();
         let mut odd: Vec<u64> = (1u64..100_000).step_by(2).collect();
