@@ -103,3 +103,15 @@ pub fn duplicate_message() -> bool {
         false
     }
 }
+
+/// Whether this thread's network may duplicate messages at all (no randomness drawn).
+pub fn duplicates_possible() -> bool {
+    #[cfg(madsim)]
+    {
+        DUPLICATE_RATE.with(|d| d.get()) > 0.0
+    }
+    #[cfg(not(madsim))]
+    {
+        false
+    }
+}

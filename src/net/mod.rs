@@ -65,6 +65,60 @@ fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<(u64, T), NetError> {
 
 type Pending = Mutex<BTreeMap<u64, tokio::sync::oneshot::Sender<Vec<u8>>>>;
 
+/// Sends one frame. In simulation the frame's buffer itself travels (madsim's raw payload),
+/// so a message is not copied on its way; in real mode it is written to the socket.
+async fn send_frame(
+    ep: &Endpoint,
+    dst: SocketAddr,
+    tag: u64,
+    frame: Vec<u8>,
+) -> std::io::Result<()> {
+    #[cfg(madsim)]
+    {
+        ep.send_to_raw(dst, tag, Box::new(frame)).await
+    }
+    #[cfg(not(madsim))]
+    {
+        ep.send_to(dst, tag, &frame).await
+    }
+}
+
+/// Receives frames with one tag.
+struct FrameReceiver {
+    ep: Arc<Endpoint>,
+    tag: u64,
+    #[cfg(not(madsim))]
+    buf: Vec<u8>,
+}
+
+impl FrameReceiver {
+    fn new(ep: Arc<Endpoint>, tag: u64) -> Self {
+        Self {
+            ep,
+            tag,
+            #[cfg(not(madsim))]
+            buf: vec![0u8; MAX_MESSAGE_BYTES],
+        }
+    }
+
+    /// The next frame and its sender; `None` once the endpoint is closed. A payload that is
+    /// not a frame of bytes (nothing of ours sends one) is skipped.
+    async fn next(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
+        #[cfg(madsim)]
+        loop {
+            let (payload, from) = self.ep.recv_from_raw(self.tag).await.ok()?;
+            if let Ok(frame) = payload.downcast::<Vec<u8>>() {
+                return Some((*frame, from));
+            }
+        }
+        #[cfg(not(madsim))]
+        {
+            let (n, from) = self.ep.recv_from(self.tag, &mut self.buf).await.ok()?;
+            Some((self.buf[..n].to_vec(), from))
+        }
+    }
+}
+
 /// One node's endpoint: serves requests with a handler and makes calls to peers.
 #[derive(Clone)]
 pub struct Transport {
@@ -84,21 +138,19 @@ impl Transport {
             pending: Arc::new(Mutex::new(BTreeMap::new())),
             next_id: Arc::new(AtomicU64::new(1)),
         };
-        let (ep, pending) = (t.endpoint.clone(), t.pending.clone());
+        let pending = t.pending.clone();
+        let mut replies = FrameReceiver::new(t.endpoint.clone(), TAG_RESPONSE);
         tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-            while let Ok((n, _from)) = ep.recv_from(TAG_RESPONSE, &mut buf).await {
-                if n < 8 {
+            while let Some((frame, _from)) = replies.next().await {
+                let Some(id) = frame.first_chunk::<8>() else {
                     continue;
-                }
-                let mut id = [0u8; 8];
-                id.copy_from_slice(&buf[..8]);
+                };
                 let waiter = pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&u64::from_le_bytes(id));
+                    .remove(&u64::from_le_bytes(*id));
                 if let Some(w) = waiter {
-                    let _ = w.send(buf[..n].to_vec());
+                    let _ = w.send(frame);
                 }
             }
         });
@@ -122,10 +174,10 @@ impl Transport {
     {
         let ep = self.endpoint.clone();
         let handler = Arc::new(handler);
+        let mut requests = FrameReceiver::new(ep.clone(), TAG_REQUEST);
         tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-            while let Ok((n, from)) = ep.recv_from(TAG_REQUEST, &mut buf).await {
-                let Ok((id, req)) = decode::<Req>(&buf[..n]) else {
+            while let Some((frame, from)) = requests.next().await {
+                let Ok((id, req)) = decode::<Req>(&frame) else {
                     tracing::warn!(%from, "dropping an undecodable request");
                     continue;
                 };
@@ -133,7 +185,7 @@ impl Transport {
                 tokio::spawn(async move {
                     let resp = handler(req).await;
                     if let Ok(frame) = encode(id, &resp) {
-                        let _ = ep.send_to(from, TAG_RESPONSE, &frame).await;
+                        let _ = send_frame(&ep, from, TAG_RESPONSE, frame).await;
                     }
                 });
             }
@@ -178,13 +230,14 @@ impl Transport {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
         let result = async {
-            self.endpoint
-                .send_to(dst, TAG_REQUEST, &frame)
+            // The frame moves into the network; keep a copy only if the network may repeat it.
+            let copy = (idempotent && crate::rt::duplicates_possible()).then(|| frame.clone());
+            send_frame(&self.endpoint, dst, TAG_REQUEST, frame)
                 .await
                 .map_err(|e| NetError::Io(e.to_string()))?;
-            if idempotent && crate::rt::duplicate_message() {
+            if let Some(copy) = copy.filter(|_| crate::rt::duplicate_message()) {
                 // The copy's reply finds no waiter and is dropped.
-                let _ = self.endpoint.send_to(dst, TAG_REQUEST, &frame).await;
+                let _ = send_frame(&self.endpoint, dst, TAG_REQUEST, copy).await;
             }
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(bytes)) => decode::<Resp>(&bytes).map(|(_, r)| r),

@@ -1,22 +1,28 @@
 //! The Raft log over any storage engine: entries under their big-endian index in the data
-//! namespace; vote, last purged id and last log id in the meta namespace. Every
+//! namespace; vote and last purged id in the meta namespace. The last log id is the last
+//! entry's (or the last purged id when no entry is left), so an append writes entries only. Every
 //! change is one atomic, durable write batch, done before the call reports success (for
 //! `append`, before the flush callback fires), so it survives crash and restart.
+//!
+//! The newest entries are also kept decoded in memory ([`CACHED_ENTRIES`] of them), since
+//! replication reads what was just appended; older ones are read from the storage.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::state_machine::DurableApplied;
 use super::types::{Entry, LogId, RaftStorageError, TypeConfig, Vote};
 use crate::storage::{DynStorage, KeyRange, Pair, WriteBatch};
 
 const VOTE: &[u8] = b"raft/vote";
 const LAST_PURGED: &[u8] = b"raft/last_purged";
-const LAST_LOG: &[u8] = b"raft/last_log";
 
 fn entry_key(index: u64) -> Vec<u8> {
     index.to_be_bytes().to_vec()
@@ -30,16 +36,126 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RaftStorageError> {
     bincode::deserialize(bytes).map_err(|e| StorageIOError::read(&e).into())
 }
 
-/// The log store. Clones share the storage.
+/// How many of the newest entries the log keeps decoded in memory.
+pub const CACHED_ENTRIES: usize = 1024;
+
+/// The newest entries of the log, in memory: a contiguous run that ends at the log's last
+/// entry, or nothing. A change reaches the tail when it is handed to the storage, so readers
+/// see an entry as soon as openraft has submitted it; if the storage fails, the tail is
+/// dropped.
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<Entry>,
+}
+
+impl Tail {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    /// Entries within the bounds, if the tail can answer alone: the bounds start at or after
+    /// its first entry (the tail ends at the log's end, so nothing after it exists).
+    fn get(&self, start: Bound<u64>, end: Bound<u64>) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        let from = match start {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i.checked_add(1)?,
+            Bound::Unbounded => return None,
+        };
+        if from < first {
+            return None;
+        }
+        let skip = usize::try_from(from - first).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take_while(|e| match end {
+                    Bound::Included(i) => e.log_id.index <= i,
+                    Bound::Excluded(i) => e.log_id.index < i,
+                    Bound::Unbounded => true,
+                })
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Entries appended after the log's last one.
+    fn append(&mut self, appended: Vec<Entry>) {
+        let Some(first_new) = appended.first().map(|e| e.log_id.index) else {
+            return;
+        };
+        let follows = self
+            .entries
+            .back()
+            .is_some_and(|e| e.log_id.index + 1 == first_new);
+        if !follows {
+            // The tail no longer ends where the log does (a restart began with an empty
+            // tail): start again from what was just written.
+            self.entries.clear();
+        }
+        self.entries.extend(appended);
+        while self.entries.len() > CACHED_ENTRIES {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Entries at and after `index` were removed from the log.
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
+            self.entries.pop_back();
+        }
+    }
+
+    /// Entries up to `index` were removed from the log.
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.log_id.index <= index)
+        {
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// How long a purge waits for the state machine to make the purged entries' effects durable.
+pub const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The log store. Clones share the storage and the in-memory tail.
 #[derive(Clone)]
 pub struct LogStore {
     storage: DynStorage,
+    tail: Arc<Mutex<Tail>>,
+    purge_gate: Option<DurableApplied>,
 }
 
 impl LogStore {
     /// A log store over `storage` (a storage of its own, not the shard's application data).
     pub fn new(storage: DynStorage) -> Self {
-        Self { storage }
+        Self {
+            storage,
+            tail: Arc::default(),
+            purge_gate: None,
+        }
+    }
+
+    /// A log store whose purges wait until `gate` (its state machine's) says the purged
+    /// entries' effects are durable.
+    ///
+    /// openraft purges the log as soon as it hands a snapshot to the state machine, before
+    /// the install is done, and the state machine syncs its applies only now and then. A
+    /// crash in between would leave a log purged past what the state machine holds, with
+    /// nothing left to apply the difference from.
+    pub fn with_purge_gate(storage: DynStorage, gate: DurableApplied) -> Self {
+        Self {
+            purge_gate: Some(gate),
+            ..Self::new(storage)
+        }
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, RaftStorageError> {
@@ -55,6 +171,21 @@ impl LogStore {
             .write_batch(batch)
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    /// Applies a change to the tail and commits the same change to the storage. On an error
+    /// the tail is dropped, since what reached the storage is unknown.
+    async fn commit_and_update(
+        &self,
+        batch: WriteBatch,
+        change: impl FnOnce(&mut Tail),
+    ) -> Result<(), RaftStorageError> {
+        change(&mut self.tail());
+        let r = self.commit(batch).await;
+        if r.is_err() {
+            *self.tail() = Tail::default();
+        }
+        r
     }
 
     /// The keys of the entries in `[start, end]` bounds (no decoding).
@@ -119,8 +250,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        self.entries(range.start_bound().cloned(), range.end_bound().cloned())
-            .await
+        let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
+        if let Some(hit) = self.tail().get(start, end) {
+            return Ok(hit);
+        }
+        self.entries(start, end).await
     }
 }
 
@@ -129,7 +263,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
         let last_purged: Option<LogId> = self.meta(LAST_PURGED).await?;
-        let last: Option<LogId> = self.meta(LAST_LOG).await?;
+        // Read once per start; the log holds what was not purged yet.
+        let last = match self.raw(Bound::Unbounded, Bound::Unbounded).await?.last() {
+            Some((_, v)) => Some(decode::<Entry>(v)?.log_id),
+            None => None,
+        };
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last.or(last_purged),
@@ -168,21 +306,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut b = WriteBatch::new();
-        let mut last = None;
-        for e in entries {
-            b.put(entry_key(e.log_id.index), encode(&e)?);
-            last = Some(e.log_id);
-        }
-        if let Some(last) = last {
-            b.put_meta(LAST_LOG, encode(&last)?);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        for e in &entries {
+            b.put(entry_key(e.log_id.index), encode(e)?);
         }
         // Planted bug: acknowledge entries the disk may not hold yet.
         b.unsynced = crate::bugs::active("raft-ack-before-sync");
         // Durable before the callback: openraft may count this entry toward a quorum.
-        let r = if last.is_none() {
+        let r = if entries.is_empty() {
             Ok(())
         } else {
-            self.commit(b).await
+            self.commit_and_update(b, |tail| tail.append(entries)).await
         };
         match &r {
             Ok(()) => callback.log_io_completed(Ok(())),
@@ -192,34 +326,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        // Remove entries at and after `log_id.index`; the new last is the one before it.
+        // Remove entries at and after `log_id.index`.
         let doomed = self
             .entry_keys(Bound::Included(log_id.index), Bound::Unbounded)
             .await?;
-        let prev = match log_id.index.checked_sub(1) {
-            Some(i) => self
-                .entries(Bound::Included(i), Bound::Included(i))
-                .await?
-                .first()
-                .map(|e| e.log_id),
-            None => None,
-        };
-        let prev = match prev {
-            Some(p) => Some(p),
-            None => self.meta::<LogId>(LAST_PURGED).await?,
-        };
         let mut b = WriteBatch::new();
         for key in doomed {
             b.delete(key);
         }
-        match prev {
-            Some(p) => b.put_meta(LAST_LOG, encode(&p)?),
-            None => b.delete_meta(LAST_LOG),
-        };
-        self.commit(b).await
+        self.commit_and_update(b, |tail| tail.truncate(log_id.index))
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        if let Some(gate) = &self.purge_gate {
+            gate.wait_covers(log_id.index, PURGE_WAIT)
+                .await
+                .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+        }
         let doomed = self
             .entry_keys(Bound::Unbounded, Bound::Included(log_id.index))
             .await?;
@@ -228,10 +352,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             b.delete(key);
         }
         b.put_meta(LAST_PURGED, encode(&log_id)?);
-        let last: Option<LogId> = self.meta(LAST_LOG).await?;
-        if last.is_none_or(|l| l.index < log_id.index) {
-            b.put_meta(LAST_LOG, encode(&log_id)?);
-        }
-        self.commit(b).await
+        self.commit_and_update(b, |tail| tail.purge(log_id.index))
+            .await
     }
 }

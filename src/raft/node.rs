@@ -166,7 +166,7 @@ impl RaftNode {
             id,
             transport: transport.clone(),
         };
-        let log = LogStore::new(log);
+        let log = LogStore::with_purge_gate(log, sm.durable_applied());
         let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -1,8 +1,14 @@
 //! `ObjectShardStateMachine`: applies shard commands to the application storage.
 //!
 //! The last applied log id and the membership are written in the same atomic batch as the
-//! data they describe, so a restart never applies an entry twice or skips one. Snapshots are
-//! engine snapshots (zero-copy) streamed in the wire format; installs are atomic.
+//! data they describe, so a restart never applies an entry twice or skips one.
+//!
+//! Applies are atomic but not synced one by one: the Raft log holds every entry durably, so a
+//! crash that drops the newest unsynced batches only moves the applied id back, and the node
+//! applies those entries again from its log. Every [`SYNC_EVERY`]th batch is synced, which
+//! bounds that replay, and so is the state a snapshot is built from, before openraft may purge
+//! the log entries it covers. Snapshots are engine snapshots (zero-copy) streamed in the wire
+//! format; installs are atomic and synced.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +29,9 @@ use crate::storage::{
 };
 
 const APPLIED: &[u8] = b"raft/applied";
+/// One apply batch in this many is synced (the others are atomic but may be lost in a crash,
+/// to be applied again from the log).
+pub const SYNC_EVERY: u64 = 32;
 const MEMBERSHIP: &[u8] = b"raft/membership";
 
 fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, RaftStorageError> {
@@ -41,12 +50,16 @@ fn sm_write(e: StorageError) -> RaftStorageError {
     StorageIOError::write_state_machine(&e).into()
 }
 
-/// The meta pairs recording `applied` and `membership`, written with the data they describe.
+/// The meta pairs recording `applied` and, when it changed, `membership`, written with the
+/// data they describe.
 fn applied_meta(
     applied: Option<LogId>,
-    membership: &StoredMembership,
+    membership: Option<&StoredMembership>,
 ) -> Result<Vec<Pair>, RaftStorageError> {
-    let mut meta = vec![(MEMBERSHIP.to_vec(), enc(membership)?)];
+    let mut meta = Vec::with_capacity(3);
+    if let Some(m) = membership {
+        meta.push((MEMBERSHIP.to_vec(), enc(m)?));
+    }
     if let Some(a) = applied {
         meta.push((APPLIED.to_vec(), enc(&a)?));
         meta.push((LAST_LOG_INDEX_KEY.to_vec(), a.index.to_be_bytes().to_vec()));
@@ -54,17 +67,78 @@ fn applied_meta(
     Ok(meta)
 }
 
-/// The state machine of a Raft shard. Clones share the storage; the snapshot builder is a
-/// clone.
+/// How far the state machine's effects are durable: the last applied index a crash cannot take
+/// back, and how many snapshot installs have failed. The log store waits on it before it
+/// purges (see [`crate::raft::LogStore::with_purge_gate`]). Clones share it.
 #[derive(Clone)]
+pub struct DurableApplied {
+    tx: Arc<tokio::sync::watch::Sender<Durable>>,
+}
+
+/// What [`DurableApplied`] publishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Durable {
+    /// The durable applied index plus one (0: nothing applied).
+    upto: u64,
+    /// Snapshot installs that failed.
+    failed_installs: u64,
+}
+
+impl DurableApplied {
+    fn new(applied: Option<LogId>) -> Self {
+        let (tx, _rx) = tokio::sync::watch::channel(Durable {
+            upto: applied.map_or(0, |a| a.index + 1),
+            failed_installs: 0,
+        });
+        Self { tx: Arc::new(tx) }
+    }
+
+    fn set(&self, applied: Option<LogId>) {
+        let upto = applied.map_or(0, |a| a.index + 1);
+        self.tx.send_modify(|d| d.upto = d.upto.max(upto));
+    }
+
+    fn install_failed(&self) {
+        self.tx.send_modify(|d| d.failed_installs += 1);
+    }
+
+    /// Whether the effects of every entry up to `index` are durable.
+    pub fn covers(&self, index: u64) -> bool {
+        self.tx.borrow().upto > index
+    }
+
+    /// Waits until the effects of every entry up to `index` are durable. Fails if a snapshot
+    /// install fails meanwhile (the state machine will not get there) or after `bound`.
+    pub async fn wait_covers(&self, index: u64, bound: std::time::Duration) -> Result<(), String> {
+        let mut rx = self.tx.subscribe();
+        let failed = rx.borrow().failed_installs;
+        let waited = tokio::time::timeout(
+            bound,
+            rx.wait_for(|d| d.upto > index || d.failed_installs != failed),
+        )
+        .await;
+        match waited {
+            Ok(Ok(d)) if d.upto > index => Ok(()),
+            Ok(_) => Err(format!(
+                "a snapshot install failed before index {index} became durable"
+            )),
+            Err(_) => Err(format!("index {index} not durable after {bound:?}")),
+        }
+    }
+}
+
+/// The state machine of a Raft shard.
 pub struct ObjectShardStateMachine {
     storage: DynStorage,
     applied: Option<LogId>,
     membership: StoredMembership,
+    /// Apply batches committed since the last synced one.
+    unsynced_batches: u64,
+    durable: DurableApplied,
     /// The last snapshot built or installed, with its engine snapshot; shared with the
     /// snapshot builders (clones).
     current: Arc<Mutex<Option<(SnapshotMeta, ZeroCopySnapshot)>>>,
-    built: Arc<AtomicU64>,
+    built: u64,
     installed: Arc<AtomicU64>,
 }
 
@@ -83,8 +157,10 @@ impl ObjectShardStateMachine {
             storage,
             applied,
             membership,
+            unsynced_batches: 0,
+            durable: DurableApplied::new(applied),
             current: Arc::new(Mutex::new(None)),
-            built: Arc::new(AtomicU64::new(0)),
+            built: 0,
             installed: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -92,6 +168,11 @@ impl ObjectShardStateMachine {
     /// The application storage.
     pub fn storage(&self) -> &DynStorage {
         &self.storage
+    }
+
+    /// How far what this state machine applied is durable (for the log store's purges).
+    pub fn durable_applied(&self) -> DurableApplied {
+        self.durable.clone()
     }
 
     /// Counts snapshots installed from a leader (shared with clones).
@@ -174,8 +255,20 @@ impl ObjectShardStateMachine {
         meta: &SnapshotMeta,
         chunks: futures::stream::BoxStream<'static, Result<Vec<u8>, StorageError>>,
     ) -> Result<(), RaftStorageError> {
+        let r = self.install_stream_inner(meta, chunks).await;
+        if r.is_err() {
+            self.durable.install_failed();
+        }
+        r
+    }
+
+    async fn install_stream_inner(
+        &mut self,
+        meta: &SnapshotMeta,
+        chunks: futures::stream::BoxStream<'static, Result<Vec<u8>, StorageError>>,
+    ) -> Result<(), RaftStorageError> {
         let (_header, pairs) = stream::decode(chunks).await.map_err(sm_write)?;
-        let meta_pairs = applied_meta(meta.last_log_id, &meta.last_membership)?;
+        let meta_pairs = applied_meta(meta.last_log_id, Some(&meta.last_membership))?;
         if crate::bugs::active("raft-snapshot-non-atomic") {
             self.install_in_place(pairs, meta_pairs).await?;
         } else {
@@ -186,13 +279,16 @@ impl ObjectShardStateMachine {
         }
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        // The install is synced, and with it every batch before it.
+        self.unsynced_batches = 0;
+        self.durable.set(self.applied);
         self.installed.fetch_add(1, Ordering::Relaxed);
         let snapshot = self
             .storage
             .create_zero_copy_snapshot()
             .await
             .map_err(sm_read)?;
-        self.set_current(meta.clone(), snapshot).await;
+        set_current(&self.storage, &self.current, meta.clone(), snapshot).await;
         Ok(())
     }
 
@@ -231,17 +327,21 @@ impl ObjectShardStateMachine {
     pub fn current_snapshot_handle(&self) -> CurrentSnapshot {
         CurrentSnapshot(self.current.clone())
     }
+}
 
-    /// Records the snapshot that `get_current_snapshot` serves and releases the one before.
-    async fn set_current(&self, meta: SnapshotMeta, snapshot: ZeroCopySnapshot) {
-        let old = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace((meta, snapshot));
-        if let Some((_, old)) = old {
-            let _ = self.storage.release_snapshot(&old.snapshot_id).await;
-        }
+/// Records the snapshot that `get_current_snapshot` serves and releases the one before.
+async fn set_current(
+    storage: &DynStorage,
+    current: &Mutex<Option<(SnapshotMeta, ZeroCopySnapshot)>>,
+    meta: SnapshotMeta,
+    snapshot: ZeroCopySnapshot,
+) {
+    let old = current
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace((meta, snapshot));
+    if let Some((_, old)) = old {
+        let _ = storage.release_snapshot(&old.snapshot_id).await;
     }
 }
 
@@ -279,26 +379,22 @@ pub fn local_chunks(
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for ObjectShardStateMachine {
+/// Builds a snapshot of the state the state machine had when openraft asked for the builder.
+///
+/// openraft runs `build_snapshot` in a task of its own while the state machine goes on
+/// applying, so the engine snapshot is taken in `get_snapshot_builder`, between applies, where
+/// it holds exactly the applied id recorded with it.
+pub struct SnapshotBuilder {
+    storage: DynStorage,
+    taken: Result<(SnapshotMeta, ZeroCopySnapshot), RaftStorageError>,
+    current: Arc<Mutex<Option<(SnapshotMeta, ZeroCopySnapshot)>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        // The engine snapshot is taken between applies, so it holds exactly `applied`.
-        let snapshot = self
-            .storage
-            .create_zero_copy_snapshot()
-            .await
-            .map_err(sm_read)?;
-        let built = self.built.fetch_add(1, Ordering::Relaxed) + 1;
-        let snapshot_id = match self.applied {
-            Some(a) => format!("{}-{}-{built}", a.leader_id.term, a.index),
-            None => format!("0-0-{built}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.applied,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
+        let (meta, snapshot) = self.taken.clone()?;
         // Only the newest snapshot is served; the engine may free what the old one pins.
-        self.set_current(meta.clone(), snapshot.clone()).await;
+        set_current(&self.storage, &self.current, meta.clone(), snapshot.clone()).await;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(SnapshotData::Local {
@@ -309,8 +405,49 @@ impl RaftSnapshotBuilder<TypeConfig> for ObjectShardStateMachine {
     }
 }
 
+impl ObjectShardStateMachine {
+    /// Syncs what was applied and takes an engine snapshot of it, with its meta.
+    async fn take_snapshot(
+        &mut self,
+    ) -> Result<(SnapshotMeta, ZeroCopySnapshot), RaftStorageError> {
+        // openraft purges the log up to a built snapshot; the applied state must not be lost
+        // after that, since no log is left to apply it again from.
+        self.sync().await?;
+        let snapshot = self
+            .storage
+            .create_zero_copy_snapshot()
+            .await
+            .map_err(sm_read)?;
+        self.built += 1;
+        let built = self.built;
+        let snapshot_id = match self.applied {
+            Some(a) => format!("{}-{}-{built}", a.leader_id.term, a.index),
+            None => format!("0-0-{built}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        Ok((meta, snapshot))
+    }
+
+    /// Makes every applied batch durable.
+    async fn sync(&mut self) -> Result<(), RaftStorageError> {
+        if self.unsynced_batches > 0 {
+            self.storage
+                .write_batch(WriteBatch::new())
+                .await
+                .map_err(sm_write)?;
+            self.unsynced_batches = 0;
+        }
+        self.durable.set(self.applied);
+        Ok(())
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -327,7 +464,7 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
         let mut overlay = BTreeMap::new();
         let mut results = Vec::new();
         let mut applied = self.applied;
-        let mut membership = self.membership.clone();
+        let mut new_membership = None;
         for entry in entries {
             applied = Some(entry.log_id);
             match &entry.payload {
@@ -338,7 +475,7 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
                     results.push(r)
                 }
                 EntryPayload::Membership(m) => {
-                    membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    new_membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     results.push(CommandResult::default());
                 }
             }
@@ -348,25 +485,37 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
             // without waiting for the disk ("the log can replay it" - but replay starts after
             // the saved applied id).
             let mut meta = WriteBatch::new();
-            for (k, v) in applied_meta(applied, &membership)? {
+            for (k, v) in applied_meta(applied, new_membership.as_ref())? {
                 meta.put_meta(k, v);
             }
             self.storage.write_batch(meta).await.map_err(sm_write)?;
             batch.unsynced = true;
         } else {
-            // Data, applied id and membership in one atomic batch.
-            for (k, v) in applied_meta(applied, &membership)? {
+            // Data, applied id and membership in one atomic batch, synced every so often.
+            for (k, v) in applied_meta(applied, new_membership.as_ref())? {
                 batch.put_meta(k, v);
             }
+            batch.unsynced = self.unsynced_batches + 1 < SYNC_EVERY;
         }
+        let synced = !batch.unsynced;
         self.storage.write_batch(batch).await.map_err(sm_write)?;
+        self.unsynced_batches = (self.unsynced_batches + 1) % SYNC_EVERY;
         self.applied = applied;
-        self.membership = membership;
+        if synced {
+            self.durable.set(applied);
+        }
+        if let Some(m) = new_membership {
+            self.membership = m;
+        }
         Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        SnapshotBuilder {
+            storage: self.storage.clone(),
+            taken: self.take_snapshot().await,
+            current: self.current.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftStorageError> {
@@ -381,26 +530,34 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError> {
-        let chunks = match *snapshot {
-            SnapshotData::Incoming(mut rx) => futures::stream::poll_fn(move |cx| {
-                let next = rx.poll_recv(cx);
-                if let std::task::Poll::Ready(Some(Ok(chunk))) = &next {
-                    super::snapshot::held::sub(chunk.len());
+        let r = async {
+            let chunks = match *snapshot {
+                SnapshotData::Incoming(mut rx) => futures::stream::poll_fn(move |cx| {
+                    let next = rx.poll_recv(cx);
+                    if let std::task::Poll::Ready(Some(Ok(chunk))) = &next {
+                        super::snapshot::held::sub(chunk.len());
+                    }
+                    next
+                })
+                .boxed(),
+                SnapshotData::Local { storage, snapshot } => {
+                    let header = SnapshotHeader {
+                        snapshot_id: meta.snapshot_id.clone(),
+                        ..SnapshotHeader::default()
+                    };
+                    local_chunks(&storage, &snapshot, header)
+                        .await
+                        .map_err(sm_read)?
                 }
-                next
-            })
-            .boxed(),
-            SnapshotData::Local { storage, snapshot } => {
-                let header = SnapshotHeader {
-                    snapshot_id: meta.snapshot_id.clone(),
-                    ..SnapshotHeader::default()
-                };
-                local_chunks(&storage, &snapshot, header)
-                    .await
-                    .map_err(sm_read)?
-            }
-        };
-        self.install_stream(meta, chunks).await
+            };
+            self.install_stream(meta, chunks).await
+        }
+        .await;
+        if r.is_err() {
+            // A purge waiting for this install must not wait any longer.
+            self.durable.install_failed();
+        }
+        r
     }
 
     async fn get_current_snapshot(
@@ -418,5 +575,160 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
                 snapshot,
             }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::executor::block_on;
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::raft::types::{ShardCommand, ShardOp};
+    use crate::storage::{open_ephemeral, EngineKind, PowerLossMode, RedbStorage, SimDisk};
+
+    fn put(index: u64, key: &str, value: &str) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(ShardCommand {
+                ops: vec![ShardOp::Put {
+                    key: key.as_bytes().to_vec(),
+                    value: value.as_bytes().to_vec(),
+                }],
+            }),
+        }
+    }
+
+    async fn pairs_of(storage: &DynStorage, snapshot: &ZeroCopySnapshot) -> Vec<Pair> {
+        let stream = storage.create_kv_snapshot_stream(snapshot).await.unwrap();
+        stream.map(|p| p.unwrap()).collect().await
+    }
+
+    #[test]
+    fn a_snapshot_holds_the_state_of_when_its_builder_was_taken() {
+        // openraft builds snapshots in a task of its own while applies go on.
+        block_on(async {
+            let storage = open_ephemeral(EngineKind::Memory, 1).unwrap();
+            let mut sm = ObjectShardStateMachine::open(storage.clone())
+                .await
+                .unwrap();
+            sm.apply([put(1, "k", "a")]).await.unwrap();
+            let mut builder = sm.get_snapshot_builder().await;
+            sm.apply([put(2, "k", "b")]).await.unwrap();
+            let snap = builder.build_snapshot().await.unwrap();
+            assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(1));
+            let SnapshotData::Local { snapshot, .. } = *snap.snapshot else {
+                panic!("a built snapshot is local");
+            };
+            let pairs = pairs_of(&storage, &snapshot).await;
+            assert_eq!(pairs, vec![(b"k".to_vec(), b"a".to_vec())]);
+        });
+    }
+
+    #[test]
+    fn applies_lost_in_a_power_loss_leave_a_consistent_older_state() {
+        block_on(async {
+            let disk = SimDisk::new(7, crate::storage::DiskFaults::none());
+            let open = |disk: &SimDisk| -> DynStorage {
+                Arc::new(RedbStorage::open_on_disk(disk.clone()).unwrap())
+            };
+            let mut sm = ObjectShardStateMachine::open(open(&disk)).await.unwrap();
+            let n = SYNC_EVERY + 3;
+            for i in 1..=n {
+                sm.apply([put(i, "k", &i.to_string())]).await.unwrap();
+            }
+            disk.fence();
+            drop(sm);
+            disk.power_loss(PowerLossMode::DropAll);
+            // The synced batch survives, the ones after it are gone: applied id and data agree.
+            let storage = open(&disk);
+            let mut sm = ObjectShardStateMachine::open(storage.clone())
+                .await
+                .unwrap();
+            let (applied, _) = sm.applied_state().await.unwrap();
+            assert_eq!(applied.map(|l| l.index), Some(SYNC_EVERY));
+            let v = storage.get(b"k").await.unwrap();
+            assert_eq!(v, Some(SYNC_EVERY.to_string().into_bytes()));
+
+            // Taking a snapshot builder syncs: nothing it covers can be lost afterwards.
+            sm.apply([put(SYNC_EVERY + 1, "k", "x")]).await.unwrap();
+            let _builder = sm.get_snapshot_builder().await;
+            disk.fence();
+            drop(sm);
+            disk.power_loss(PowerLossMode::DropAll);
+            let mut sm = ObjectShardStateMachine::open(open(&disk)).await.unwrap();
+            let (applied, _) = sm.applied_state().await.unwrap();
+            assert_eq!(applied.map(|l| l.index), Some(SYNC_EVERY + 1));
+        });
+    }
+
+    /// A purge past what the state machine holds durably waits for it (here: for the sync a
+    /// snapshot builder makes), and gives up when an install fails.
+    #[cfg(madsim)]
+    #[test]
+    fn a_purge_waits_until_the_purged_effects_are_durable() {
+        use openraft::storage::RaftLogStorage;
+
+        use crate::raft::LogStore;
+
+        let rt = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
+        rt.block_on(async {
+            let app = open_ephemeral(EngineKind::Memory, 1).unwrap();
+            let mut sm = ObjectShardStateMachine::open(app).await.unwrap();
+            let gate = sm.durable_applied();
+            let mut log = LogStore::with_purge_gate(
+                open_ephemeral(EngineKind::Memory, 2).unwrap(),
+                gate.clone(),
+            );
+            for i in 1..=3 {
+                sm.apply([put(i, "k", "v")]).await.unwrap();
+            }
+            assert!(!gate.covers(1), "unsynced applies are not durable");
+            let purge = madsim::task::spawn(async move {
+                log.purge(LogId::new(CommittedLeaderId::new(1, 1), 3)).await
+            });
+            madsim::time::sleep(std::time::Duration::from_secs(1)).await;
+            assert!(
+                !purge.is_finished(),
+                "the purge went ahead of the state machine"
+            );
+            let _builder = sm.get_snapshot_builder().await;
+            assert!(gate.covers(3));
+            purge
+                .await
+                .unwrap()
+                .expect("the purge completes once the applies are durable");
+
+            // An install that fails releases a waiting purge with an error.
+            let mut log = LogStore::with_purge_gate(
+                open_ephemeral(EngineKind::Memory, 3).unwrap(),
+                gate.clone(),
+            );
+            let purge = madsim::task::spawn(async move {
+                log.purge(LogId::new(CommittedLeaderId::new(1, 1), 10))
+                    .await
+            });
+            madsim::time::sleep(std::time::Duration::from_secs(1)).await;
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(Err(StorageError::Io("broken stream".into())))
+                .await
+                .unwrap();
+            drop(tx);
+            let meta = SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 10)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "s".into(),
+            };
+            assert!(sm
+                .install_snapshot(&meta, Box::new(SnapshotData::Incoming(rx)))
+                .await
+                .is_err());
+            assert!(
+                purge.await.unwrap().is_err(),
+                "a failed install must not leave the purge waiting"
+            );
+        });
     }
 }

@@ -342,25 +342,28 @@ impl ApplicationDataStorage for RedbStorage {
             redb::Durability::Immediate
         };
         let r = self.commit_with(durability, |txn| {
-            let mut data = txn.open_table(DATA).map_err(engine_err)?;
-            let mut meta = txn.open_table(META).map_err(engine_err)?;
+            // A table is opened only if the batch touches it: opening one costs a lookup, and
+            // closing it a root update in the commit.
+            let (mut data, mut meta) = (None, None);
             for op in &batch.ops {
+                let (ns, key) = match op {
+                    BatchOp::Put { ns, key, .. } | BatchOp::Delete { ns, key } => (*ns, key),
+                };
+                let (slot, def) = if ns == Namespace::Data {
+                    (&mut data, DATA)
+                } else {
+                    (&mut meta, META)
+                };
+                let t = match slot {
+                    Some(t) => t,
+                    None => slot.insert(txn.open_table(def).map_err(engine_err)?),
+                };
                 match op {
-                    BatchOp::Put { ns, key, value } => {
-                        let t = if *ns == Namespace::Data {
-                            &mut data
-                        } else {
-                            &mut meta
-                        };
+                    BatchOp::Put { value, .. } => {
                         t.insert(key.as_slice(), seal(key, value).as_slice())
                             .map_err(engine_err)?;
                     }
-                    BatchOp::Delete { ns, key } => {
-                        let t = if *ns == Namespace::Data {
-                            &mut data
-                        } else {
-                            &mut meta
-                        };
+                    BatchOp::Delete { .. } => {
                         t.remove(key.as_slice()).map_err(engine_err)?;
                     }
                 }
