@@ -5,5 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Stop quietly when whoever reads the output goes away (`odgm-sim run ... | head`), as
+    // other command-line tools do, instead of panicking on the broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default action of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     odgm_sim::cli::run(odgm_sim::cli::Cli::parse())
 }

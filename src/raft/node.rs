@@ -166,7 +166,10 @@ impl RaftNode {
             id,
             transport: transport.clone(),
         };
-        let log = LogStore::with_purge_gate(log, sm.durable_applied());
+        let mut log = LogStore::with_purge_gate(log, sm.durable_applied());
+        rejoin_as_follower(&mut log, id)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -486,6 +489,29 @@ impl RaftNode {
             .map(|(id, _)| id)
             .ok_or_else(|| ClientError::Unavailable("no snapshot".into()))
     }
+}
+
+/// A node that was the leader when it stopped comes back as a follower of its old term.
+///
+/// openraft would restore it as the leader of that term at once, reading linearizably from the
+/// first entry of the term on. But the state machine syncs its applies only now and then, so
+/// after a crash it may lack writes this leader applied and acknowledged before it died; until
+/// it has applied them again, such a read would miss them. Leaving the term makes the node win
+/// an election first, and a new term's first entry covers everything acknowledged before it.
+async fn rejoin_as_follower(
+    log: &mut LogStore,
+    id: NodeId,
+) -> Result<(), openraft::StorageError<NodeId>> {
+    use openraft::storage::RaftLogStorage;
+    let Some(vote) = log.read_vote().await? else {
+        return Ok(());
+    };
+    if vote.committed && vote.leader_id.voted_for == Some(id) {
+        // Still a vote for itself in that term, so the node cannot vote for another there.
+        log.save_vote(&openraft::Vote::new(vote.leader_id.term, id))
+            .await?;
+    }
+    Ok(())
 }
 
 fn unexpected(reply: ClientReply) -> ClientError {
