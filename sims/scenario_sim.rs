@@ -218,7 +218,8 @@ fn a_failing_run_writes_its_folder_and_replay_command() {
     assert!(stdout.contains("convergence:"), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "replay: cargo run --release -- run {} --seed 1",
+            // The test runs the debug build, and a replay names the build's profile.
+            "replay: cargo run -- run {} --seed 1",
             file.display()
         )),
         "{stdout}"

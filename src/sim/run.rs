@@ -648,16 +648,34 @@ impl RunReport {
     }
 }
 
-/// The command that replays a run.
+/// The command that replays a run, with the cargo profile of the running build: a debug or
+/// `checked` build keeps openraft's invariant checks, which a plain release build compiles
+/// out, so a failure they found replays only in the same profile.
 pub fn replay_command(scenario_path: &Path, seed: u64, bugs: &[String]) -> String {
     let mut cmd = format!(
-        "cargo run --release -- run {} --seed {seed}",
+        "cargo run {}-- run {} --seed {seed}",
+        profile_flag(),
         scenario_path.display()
     );
     for b in bugs {
         cmd.push_str(&format!(" --bug {b}"));
     }
     cmd
+}
+
+/// The `cargo run` flag naming this build's profile, from where the executable sits
+/// (`target/<profile>/`, or `target/<profile>/deps/` for a test); `--release` when unknown.
+fn profile_flag() -> String {
+    let exe = std::env::current_exe().ok();
+    let mut dir = exe.as_deref().and_then(Path::parent);
+    if dir.and_then(Path::file_name).is_some_and(|n| n == "deps") {
+        dir = dir.and_then(Path::parent);
+    }
+    match dir.and_then(Path::file_name).and_then(|n| n.to_str()) {
+        Some("debug") => String::new(),
+        Some("release") | None => "--release ".into(),
+        Some(profile) => format!("--profile {profile} "),
+    }
 }
 
 /// Writes a run's folder: the scenario, the seed and replay command, the history (JSON
