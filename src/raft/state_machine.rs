@@ -136,8 +136,9 @@ pub struct ObjectShardStateMachine {
     unsynced_batches: u64,
     durable: DurableApplied,
     /// The last snapshot built or installed, with its engine snapshot; shared with the
-    /// snapshot builders (clones).
+    /// snapshot builders.
     current: Arc<Mutex<Option<(SnapshotMeta, ZeroCopySnapshot)>>>,
+    /// Snapshots built by this incarnation (part of a snapshot's id).
     built: u64,
     installed: Arc<AtomicU64>,
 }
@@ -175,7 +176,7 @@ impl ObjectShardStateMachine {
         self.durable.clone()
     }
 
-    /// Counts snapshots installed from a leader (shared with clones).
+    /// Counts snapshots installed from a leader (the handle shares the count).
     pub fn installed_counter(&self) -> Arc<AtomicU64> {
         self.installed.clone()
     }
