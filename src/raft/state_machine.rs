@@ -256,18 +256,6 @@ impl ObjectShardStateMachine {
         meta: &SnapshotMeta,
         chunks: futures::stream::BoxStream<'static, Result<Vec<u8>, StorageError>>,
     ) -> Result<(), RaftStorageError> {
-        let r = self.install_stream_inner(meta, chunks).await;
-        if r.is_err() {
-            self.durable.install_failed();
-        }
-        r
-    }
-
-    async fn install_stream_inner(
-        &mut self,
-        meta: &SnapshotMeta,
-        chunks: futures::stream::BoxStream<'static, Result<Vec<u8>, StorageError>>,
-    ) -> Result<(), RaftStorageError> {
         let (_header, pairs) = stream::decode(chunks).await.map_err(sm_write)?;
         let meta_pairs = applied_meta(meta.last_log_id, Some(&meta.last_membership))?;
         if crate::bugs::active("raft-snapshot-non-atomic") {
