@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Stop quietly when whoever reads the output goes away (`odgm-sim run ... | head`), as
     // other command-line tools do, instead of panicking on the broken pipe.

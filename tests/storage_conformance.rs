@@ -6,6 +6,7 @@ use std::ops::Bound;
 
 use futures::StreamExt;
 use odgm_sim::storage::stream::{self, SnapshotHeader};
+use odgm_sim::storage::write_back::WriteBack;
 use odgm_sim::storage::{
     open_ephemeral, DynStorage, EngineKind, KeyRange, WriteBatch, MAX_HELD_SNAPSHOTS,
 };
@@ -17,7 +18,12 @@ type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 enum Op {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
-    Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>, Option<(Vec<u8>, Vec<u8>)>),
+    /// Data writes, a meta write, and whether the batch is unsynced.
+    Batch(
+        Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        Option<(Vec<u8>, Vec<u8>)>,
+        bool,
+    ),
     Get(Vec<u8>),
     Scan(Option<Vec<u8>>, Option<Vec<u8>>, usize),
     ScanPrefix(Vec<u8>),
@@ -42,9 +48,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => key().prop_map(Op::Delete),
         2 => (
             prop::collection::vec((key(), prop::option::of(value())), 0..5),
-            prop::option::of((key(), value()))
+            prop::option::of((key(), value())),
+            any::<bool>()
         )
-            .prop_map(|(ops, meta)| Op::Batch(ops, meta)),
+            .prop_map(|(ops, meta, unsynced)| Op::Batch(ops, meta, unsynced)),
         2 => key().prop_map(Op::Get),
         2 => (prop::option::of(key()), prop::option::of(key()), 1usize..6)
             .prop_map(|(a, b, l)| Op::Scan(a, b, l)),
@@ -70,8 +77,11 @@ async fn collect(mut s: odgm_sim::storage::KvStream) -> Vec<(Vec<u8>, Vec<u8>)> 
     out
 }
 
-async fn run(engine: EngineKind, ops: Vec<Op>) {
-    let store: DynStorage = open_ephemeral(engine, 7).expect("open");
+async fn run(engine: EngineKind, write_back: bool, ops: Vec<Op>) {
+    let mut store: DynStorage = open_ephemeral(engine, 7).expect("open");
+    if write_back {
+        store = WriteBack::new(store);
+    }
     let mut model = Model {
         data: Map::new(),
         meta: Map::new(),
@@ -89,8 +99,9 @@ async fn run(engine: EngineKind, ops: Vec<Op>) {
                 store.delete(&k).await.expect(&ctx);
                 model.data.remove(&k);
             }
-            Op::Batch(ops, meta) => {
+            Op::Batch(ops, meta, unsynced) => {
                 let mut b = WriteBatch::new();
+                b.unsynced = unsynced;
                 for (k, v) in ops {
                     match v {
                         Some(v) => {
@@ -207,7 +218,12 @@ async fn run(engine: EngineKind, ops: Vec<Op>) {
 }
 
 fn check(engine: EngineKind, ops: Vec<Op>) {
-    futures::executor::block_on(run(engine, ops));
+    futures::executor::block_on(run(engine, false, ops));
+}
+
+/// The same storage behind [`WriteBack`], whose unsynced batches wait in memory.
+fn check_write_back(engine: EngineKind, ops: Vec<Op>) {
+    futures::executor::block_on(run(engine, true, ops));
 }
 
 proptest! {
@@ -226,6 +242,16 @@ proptest! {
     #[test]
     fn fjall_matches_model(ops in prop::collection::vec(op(), 1..40)) {
         check(EngineKind::Fjall, ops);
+    }
+
+    #[test]
+    fn memory_behind_write_back_matches_model(ops in prop::collection::vec(op(), 1..40)) {
+        check_write_back(EngineKind::Memory, ops);
+    }
+
+    #[test]
+    fn redb_behind_write_back_matches_model(ops in prop::collection::vec(op(), 1..40)) {
+        check_write_back(EngineKind::Redb, ops);
     }
 }
 

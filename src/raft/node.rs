@@ -24,6 +24,7 @@ use super::state_machine::CurrentSnapshot;
 use super::types::{CommandResult, NodeId, ShardCommand, TypeConfig};
 use super::{LogStore, ObjectShardStateMachine};
 use crate::net::{NetError, Transport};
+use crate::storage::write_back::WriteBack;
 use crate::storage::{DynStorage, StorageError};
 
 /// Timing and snapshot settings of a Raft shard.
@@ -157,6 +158,8 @@ impl RaftNode {
     ) -> Result<Arc<RaftNode>, StartError> {
         let config = Arc::new(options.config().map_err(StartError::Raft)?);
         let transport = Transport::bind(addr).await?;
+        // Applies are unsynced batches: they wait in memory and reach the engine together.
+        let app: DynStorage = WriteBack::new(app);
         let sm = ObjectShardStateMachine::open(app.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;

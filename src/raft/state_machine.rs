@@ -7,8 +7,10 @@
 //! crash that drops the newest unsynced batches only moves the applied id back, and the node
 //! applies those entries again from its log. Every [`SYNC_EVERY`]th batch is synced, which
 //! bounds that replay, and so is the state a snapshot is built from, before openraft may purge
-//! the log entries it covers. Snapshots are engine snapshots (zero-copy) streamed in the wire
-//! format; installs are atomic and synced.
+//! the log entries it covers. A node gives its state machine the application storage through
+//! [`WriteBack`](crate::storage::write_back::WriteBack): the unsynced applies wait in memory
+//! (reads see them) and reach the engine in one commit with the next synced one. Snapshots are
+//! engine snapshots (zero-copy) streamed in the wire format; installs are atomic and synced.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

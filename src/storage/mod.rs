@@ -9,6 +9,8 @@
 //! - [`SimDisk`]: a simulated disk with power loss, torn writes, bit flips, I/O errors and
 //!   latency, all drawn from a seeded RNG.
 //! - [`stream`]: the snapshot wire format (framed, bounded, checksummed).
+//! - [`write_back::WriteBack`]: a wrapper that holds unsynced batches in memory and commits
+//!   them with the next synced one (Raft's state machine applies through it).
 //!
 //! Every engine keeps two namespaces: `Data` (the application's pairs, what snapshot streams
 //! carry) and `Meta` (a handful of bookkeeping pairs such as Raft's last applied log id, written
@@ -33,6 +35,7 @@ pub mod redb_engine;
 pub mod simdisk;
 mod snapshot_registry;
 pub mod stream;
+pub mod write_back;
 
 pub use error::{Result, StorageError};
 pub use fjall_engine::{FjallOptions, FjallStorage};
@@ -133,8 +136,10 @@ pub enum BatchOp {
 pub struct WriteBatch {
     /// The operations, applied in order (a later op on the same key wins).
     pub ops: Vec<BatchOp>,
-    /// Commit without waiting for the disk: still atomic, but a power loss may drop it (and
-    /// every unsynced batch after the last synced one). Only planted bugs set this.
+    /// Commit without waiting for the disk: still atomic, but a crash may drop it (and every
+    /// unsynced batch after it). An engine drops such batches only in a power loss;
+    /// [`write_back::WriteBack`] holds them in memory until the next synced batch, so any
+    /// crash drops them there. Raft's state machine sets it (its log can replay what is lost).
     pub unsynced: bool,
 }
 
