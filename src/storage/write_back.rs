@@ -49,7 +49,11 @@ impl Overlay {
                 Namespace::Data => &mut self.data,
                 Namespace::Meta => &mut self.meta,
             };
-            self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            let size = |k: &Vec<u8>, v: &Option<Vec<u8>>| k.len() + v.as_ref().map_or(0, Vec::len);
+            self.bytes += size(&key, &value);
+            if let Some(old) = map.get(&key) {
+                self.bytes -= size(&key, old);
+            }
             map.insert(key, value);
         }
     }
@@ -113,10 +117,12 @@ impl WriteBack {
         Ok(())
     }
 
-    /// Writes every pending batch to the engine.
-    pub async fn flush(&self) -> Result<()> {
-        let _w = self.writer.lock().await;
-        self.flush_locked().await
+    /// Writes every pending batch to the engine and keeps writers out until the returned
+    /// guard drops: a whole-store operation then sees the engine hold everything.
+    async fn flushed(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        let w = self.writer.lock().await;
+        self.flush_locked().await?;
+        Ok(w)
     }
 
     fn lookup(&self, ns: Namespace, key: &[u8]) -> Option<Option<Vec<u8>>> {
@@ -211,8 +217,7 @@ impl ApplicationDataStorage for WriteBack {
     }
 
     async fn export_stream(&self) -> Result<KvStream> {
-        let _w = self.writer.lock().await;
-        self.flush_locked().await?;
+        let _w = self.flushed().await?;
         self.inner.export_stream().await
     }
 }
@@ -220,14 +225,12 @@ impl ApplicationDataStorage for WriteBack {
 #[async_trait]
 impl SnapshotCapableStorage for WriteBack {
     async fn create_zero_copy_snapshot(&self) -> Result<ZeroCopySnapshot> {
-        let _w = self.writer.lock().await;
-        self.flush_locked().await?;
+        let _w = self.flushed().await?;
         self.inner.create_zero_copy_snapshot().await
     }
 
     async fn restore_from_snapshot(&self, snapshot: &ZeroCopySnapshot) -> Result<()> {
-        let _w = self.writer.lock().await;
-        self.flush_locked().await?;
+        let _w = self.flushed().await?;
         self.inner.restore_from_snapshot(snapshot).await
     }
 
@@ -252,8 +255,7 @@ impl SnapshotCapableStorage for WriteBack {
         stream: KvStream,
         meta: Vec<Pair>,
     ) -> Result<u64> {
-        let _w = self.writer.lock().await;
-        self.flush_locked().await?;
+        let _w = self.flushed().await?;
         self.inner
             .install_kv_snapshot_from_stream(stream, meta)
             .await
