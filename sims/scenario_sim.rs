@@ -10,7 +10,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use odgm_sim::sim::command::{scenario_files, sweep_processes, SweepOptions, SweepRun};
+use odgm_sim::cmd::process::{sweep_processes, SweepOptions, SweepRun};
+use odgm_sim::cmd::sweep::scenario_files;
 
 const DEFAULT_SEEDS: u64 = 3;
 
@@ -125,7 +126,7 @@ fn failing_run(
     run
 }
 
-fn run_json(args: &[&str]) -> odgm_sim::sim::run::RunReport {
+fn run_json(args: &[&str]) -> odgm_sim::sim::report::RunReport {
     let out = Command::new(exe())
         .arg("run")
         .args(args)
@@ -318,7 +319,7 @@ fn shrink_writes_a_smaller_scenario_that_still_fails() {
         small.schedule.len() < big.schedule.len() || small.cluster.nodes < big.cluster.nodes,
         "nothing shrank: {text}"
     );
-    assert_eq!(small.bugs, vec!["mst-no-tombstones".to_string()]);
+    assert_eq!(small.bugs, vec![odgm_sim::bugs::Bug::MstNoTombstones]);
     let replay = odgm(&[
         "run",
         minimal.to_str().unwrap(),

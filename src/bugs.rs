@@ -1,102 +1,188 @@
 //! Planted bugs: realistic mistakes that a scenario or `--bug NAME` switches on for one run,
 //! so the testbed can show that its checks catch them.
 //!
+//! A bug is a [`Bug`] variant, so a misspelled bug does not compile, and a scenario file or
+//! command line that names an unknown one is refused with the list of known names.
+//!
 //! The switches live in a per-thread set: a simulation runs on one thread, the harness sets
 //! the set when a run starts and clears it when the run ends, so nothing leaks between runs.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::cell::Cell;
+use std::fmt;
 
-/// A planted bug: its name and what it does.
-#[derive(Debug, Clone, Copy)]
-pub struct Bug {
+use serde::{Deserialize, Serialize};
+
+/// A planted bug.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+#[clap(rename_all = "kebab-case")]
+pub enum Bug {
+    /// MST and eventual merges take the incoming version whatever its timestamp.
+    LwwRemoteWins,
+    /// Eventual consistency pushes once and forgets (no outbox, no retry).
+    EventualNoRepair,
+    /// The simulated disk reports a sync as done but persists nothing.
+    DiskSyncLies,
+    /// Raft followers answer reads from their own state instead of the leader's.
+    RaftFollowerLocalReads,
+    /// The Raft log acknowledges appended entries before they are synced to disk.
+    RaftAckBeforeSync,
+    /// The Raft state machine saves its applied index apart from the data it applied.
+    RaftAppliedNotPersisted,
+    /// A Raft follower installs a snapshot in place, pair by pair, after clearing its data.
+    RaftSnapshotNonAtomic,
+    /// MST deletes remove the object instead of writing a tombstone.
+    MstNoTombstones,
+    /// A shard's scan pairs each key with the value of the key after it.
+    ScanValuesShifted,
+}
+
+impl Bug {
+    /// Every planted bug, in declaration order.
+    pub fn all() -> &'static [Bug] {
+        <Bug as clap::ValueEnum>::value_variants()
+    }
+
     /// The name used with `--bug` and in scenario files.
-    pub name: &'static str,
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::LwwRemoteWins => "lww-remote-wins",
+            Bug::EventualNoRepair => "eventual-no-repair",
+            Bug::DiskSyncLies => "disk-sync-lies",
+            Bug::RaftFollowerLocalReads => "raft-follower-local-reads",
+            Bug::RaftAckBeforeSync => "raft-ack-before-sync",
+            Bug::RaftAppliedNotPersisted => "raft-applied-not-persisted",
+            Bug::RaftSnapshotNonAtomic => "raft-snapshot-non-atomic",
+            Bug::MstNoTombstones => "mst-no-tombstones",
+            Bug::ScanValuesShifted => "scan-values-shifted",
+        }
+    }
+
     /// What goes wrong.
-    pub what: &'static str,
+    pub fn what(self) -> &'static str {
+        match self {
+            Bug::LwwRemoteWins => {
+                "MST and eventual merges take the incoming version whatever its timestamp"
+            }
+            Bug::EventualNoRepair => {
+                "eventual consistency pushes once and forgets (no outbox, no retry)"
+            }
+            Bug::DiskSyncLies => "the simulated disk reports a sync as done but persists nothing",
+            Bug::RaftFollowerLocalReads => {
+                "Raft followers answer reads from their own state instead of the leader's"
+            }
+            Bug::RaftAckBeforeSync => {
+                "the Raft log acknowledges appended entries before they are synced to disk"
+            }
+            Bug::RaftAppliedNotPersisted => {
+                "the Raft state machine saves its applied index apart from the data it applied"
+            }
+            Bug::RaftSnapshotNonAtomic => {
+                "a Raft follower installs a snapshot in place, pair by pair, after clearing its data"
+            }
+            Bug::MstNoTombstones => "MST deletes remove the object instead of writing a tombstone",
+            Bug::ScanValuesShifted => "a shard's scan pairs each key with the value of the key after it",
+        }
+    }
+
     /// The shipped scenarios (file stems under `scenarios/`) that should catch it, cheapest
     /// first; `odgm-sim bugs` runs them.
-    pub caught_by: &'static [&'static str],
+    pub fn caught_by(self) -> &'static [&'static str] {
+        match self {
+            Bug::LwwRemoteWins => &["mst-partition-skew", "mst-concurrent-writes"],
+            Bug::EventualNoRepair => &["eventual-partition"],
+            Bug::DiskSyncLies => &["none-baseline", "raft-power-loss"],
+            Bug::RaftFollowerLocalReads => &["raft-leader-partition"],
+            Bug::RaftAckBeforeSync => &["raft-power-outage"],
+            Bug::RaftAppliedNotPersisted => &["raft-power-loss", "raft-power-outage"],
+            Bug::RaftSnapshotNonAtomic => &["raft-snapshot-crash"],
+            Bug::MstNoTombstones => &["mst-partition-skew", "mst-concurrent-writes"],
+            Bug::ScanValuesShifted => &["none-baseline", "raft-crash-restart"],
+        }
+    }
+
+    /// Every name, comma-separated (for error messages).
+    pub fn known_names() -> String {
+        Bug::all()
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
 }
 
-/// Every planted bug.
-pub const ALL: &[Bug] = &[
-    Bug {
-        name: "lww-remote-wins",
-        what: "MST and eventual merges take the incoming version whatever its timestamp",
-        caught_by: &["mst-partition-skew", "mst-concurrent-writes"],
-    },
-    Bug {
-        name: "eventual-no-repair",
-        what: "eventual consistency pushes once and forgets (no outbox, no retry)",
-        caught_by: &["eventual-partition"],
-    },
-    Bug {
-        name: "disk-sync-lies",
-        what: "the simulated disk reports a sync as done but persists nothing",
-        caught_by: &["none-baseline", "raft-power-loss"],
-    },
-    Bug {
-        name: "raft-follower-local-reads",
-        what: "Raft followers answer reads from their own state instead of the leader's",
-        caught_by: &["raft-leader-partition"],
-    },
-    Bug {
-        name: "raft-ack-before-sync",
-        what: "the Raft log acknowledges appended entries before they are synced to disk",
-        caught_by: &["raft-power-outage"],
-    },
-    Bug {
-        name: "raft-applied-not-persisted",
-        what: "the Raft state machine saves its applied index apart from the data it applied",
-        caught_by: &["raft-power-loss", "raft-power-outage"],
-    },
-    Bug {
-        name: "raft-snapshot-non-atomic",
-        what: "a Raft follower installs a snapshot in place, pair by pair, after clearing its data",
-        caught_by: &["raft-snapshot-crash"],
-    },
-    Bug {
-        name: "mst-no-tombstones",
-        what: "MST deletes remove the object instead of writing a tombstone",
-        caught_by: &["mst-partition-skew", "mst-concurrent-writes"],
-    },
-];
+impl fmt::Display for Bug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Bug {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Bug, String> {
+        Bug::all()
+            .iter()
+            .copied()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| format!("unknown bug {s:?} (known: {})", Bug::known_names()))
+    }
+}
 
 thread_local! {
-    static ACTIVE: RefCell<BTreeSet<&'static str>> = const { RefCell::new(BTreeSet::new()) };
+    static ACTIVE: Cell<u32> = const { Cell::new(0) };
 }
 
-/// The names of every planted bug.
-pub fn names() -> Vec<&'static str> {
-    ALL.iter().map(|b| b.name).collect()
-}
-
-/// Whether `name` is a planted bug.
-pub fn is_known(name: &str) -> bool {
-    ALL.iter().any(|b| b.name == name)
-}
-
-/// Switches on exactly `names` for this thread's runs (unknown names are ignored; scenario
-/// validation and the CLI refuse them first).
-pub fn set_active(names: &[String]) {
-    ACTIVE.with(|a| {
-        let mut a = a.borrow_mut();
-        a.clear();
-        for b in ALL {
-            if names.iter().any(|n| n == b.name) {
-                a.insert(b.name);
-            }
-        }
-    });
+/// Switches on exactly `bugs` for this thread's runs.
+pub fn set_active(bugs: &[Bug]) {
+    ACTIVE.with(|a| a.set(bugs.iter().fold(0, |m, b| m | b.bit())));
 }
 
 /// Whether the bug is switched on in this thread.
-pub fn active(name: &str) -> bool {
-    ACTIVE.with(|a| a.borrow().contains(name))
+pub fn active(bug: Bug) -> bool {
+    ACTIVE.with(|a| a.get() & bug.bit() != 0)
 }
 
-/// The planted bug called `name`.
-pub fn get(name: &str) -> Option<&'static Bug> {
-    ALL.iter().find(|b| b.name == name)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_every_spelling() {
+        for &b in Bug::all() {
+            assert_eq!(b.name().parse::<Bug>(), Ok(b));
+            assert_eq!(
+                serde_json::to_string(&b).unwrap(),
+                format!("\"{}\"", b.name())
+            );
+            let v = <Bug as clap::ValueEnum>::to_possible_value(&b).unwrap();
+            assert_eq!(v.get_name(), b.name());
+        }
+        assert!("raft-ack-before-synk".parse::<Bug>().is_err());
+    }
+
+    #[test]
+    fn switches_are_per_bug() {
+        set_active(&[Bug::DiskSyncLies, Bug::MstNoTombstones]);
+        assert!(active(Bug::DiskSyncLies) && active(Bug::MstNoTombstones));
+        assert!(!active(Bug::LwwRemoteWins));
+        set_active(&[]);
+        assert!(Bug::all().iter().all(|b| !active(*b)));
+    }
 }

@@ -15,5 +15,5 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    odgm_sim::cli::run(odgm_sim::cli::Cli::parse())
+    odgm_sim::cmd::run(odgm_sim::cmd::Cli::parse())
 }

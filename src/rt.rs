@@ -115,3 +115,41 @@ pub fn duplicates_possible() -> bool {
         false
     }
 }
+
+/// Real elapsed time, for the figures a command prints about itself (a run's wall time, a
+/// sweep's seeds per second, a time budget). It reads the OS's monotonic clock, so it is
+/// started and read only outside a simulation: inside one, time is the seed's.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    /// Starts now.
+    pub fn start() -> Stopwatch {
+        Stopwatch::outside_simulation();
+        Stopwatch(std::time::Instant::now())
+    }
+
+    /// Time since the start.
+    pub fn elapsed(&self) -> Duration {
+        Stopwatch::outside_simulation();
+        self.0.elapsed()
+    }
+
+    /// Seconds since the start.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.elapsed().as_secs_f64()
+    }
+
+    /// Whole milliseconds since the start.
+    pub fn elapsed_ms(&self) -> u64 {
+        (self.elapsed_secs() * 1000.0) as u64
+    }
+
+    fn outside_simulation() {
+        #[cfg(madsim)]
+        debug_assert!(
+            madsim::time::TimeHandle::try_current().is_none(),
+            "a stopwatch reads real time; inside a simulation time is simulated"
+        );
+    }
+}

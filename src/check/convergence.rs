@@ -14,27 +14,32 @@ use serde::{Deserialize, Serialize};
 
 use super::history::Time;
 
-/// A hybrid logical clock timestamp.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-pub struct Hlc {
-    /// Physical component (milliseconds as the node's clock saw them).
+/// A version as the checker sees it: the writer's hybrid-logical-clock time (physical ms,
+/// logical counter) and its node. The stack has its own version type; the harness converts,
+/// so the order the checker expects ([`Stamp::lww_cmp`]) is stated here, apart from the
+/// implementation it judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Physical component of the write's HLC time, ms.
     pub wall_ms: u64,
-    /// Logical counter, for events within one millisecond or behind a faster clock.
+    /// Logical component of the write's HLC time.
     pub logical: u32,
+    /// The node that accepted the write.
+    pub node: u64,
 }
 
-/// The version of a value: compared by HLC, then by the origin node (so every replica picks
-/// the same winner for any two versions).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-pub struct Version {
-    /// When it was written.
-    pub hlc: Hlc,
-    /// Which node wrote it.
-    pub node: u64,
+impl Stamp {
+    /// Last-writer-wins as a replicated map must merge: the later HLC time wins (physical,
+    /// then logical), and at the same time the higher node id, so every replica picks the same
+    /// winner of any two writes.
+    pub fn lww_cmp(&self, other: &Stamp) -> std::cmp::Ordering {
+        (self.wall_ms, self.logical, self.node).cmp(&(other.wall_ms, other.logical, other.node))
+    }
+
+    /// Whether `self` wins over `other`.
+    pub fn beats(&self, other: &Stamp) -> bool {
+        self.lww_cmp(other) == std::cmp::Ordering::Greater
+    }
 }
 
 /// One key's entry on a replica.
@@ -43,7 +48,7 @@ pub struct Entry {
     /// The value; `None` is a tombstone.
     pub value: Option<Vec<u8>>,
     /// Its version.
-    pub version: Version,
+    pub version: Stamp,
 }
 
 /// The final state of one replica.
@@ -67,7 +72,7 @@ pub struct AckedWrite {
     /// Written value; `None` for a delete.
     pub value: Option<Vec<u8>>,
     /// The version the write was given.
-    pub version: Version,
+    pub version: Stamp,
     /// When it was acknowledged.
     pub acked_at: Time,
 }
@@ -270,7 +275,7 @@ pub fn check_convergence(input: &ConvergenceInput) -> ConvergenceReport {
         match &w.value {
             Some(_) => {
                 let ok = found.is_some_and(|e| {
-                    e.version > w.version || (e.version == w.version && e.value == w.value)
+                    e.version.beats(&w.version) || (e.version == w.version && e.value == w.value)
                 });
                 if !ok {
                     report.violations.push(Violation::LostWrite {
@@ -281,7 +286,7 @@ pub fn check_convergence(input: &ConvergenceInput) -> ConvergenceReport {
             }
             None => {
                 if let Some(e) = found {
-                    if e.value.is_some() && e.version <= w.version {
+                    if e.value.is_some() && !e.version.beats(&w.version) {
                         report.violations.push(Violation::Resurrected {
                             delete: w.clone(),
                             found: e.clone(),
@@ -334,22 +339,20 @@ pub fn check_convergence(input: &ConvergenceInput) -> ConvergenceReport {
 mod tests {
     use super::*;
 
-    fn v(wall_ms: u64, node: u64) -> Version {
-        Version {
-            hlc: Hlc {
-                wall_ms,
-                logical: 0,
-            },
+    fn v(wall_ms: u64, node: u64) -> Stamp {
+        Stamp {
+            wall_ms,
+            logical: 0,
             node,
         }
     }
-    fn val(x: &str, version: Version) -> Entry {
+    fn val(x: &str, version: Stamp) -> Entry {
         Entry {
             value: Some(x.as_bytes().to_vec()),
             version,
         }
     }
-    fn tomb(version: Version) -> Entry {
+    fn tomb(version: Stamp) -> Entry {
         Entry {
             value: None,
             version,
@@ -363,7 +366,7 @@ mod tests {
             root_hash: None,
         }
     }
-    fn write(key: u64, x: Option<&str>, version: Version) -> AckedWrite {
+    fn write(key: u64, x: Option<&str>, version: Stamp) -> AckedWrite {
         AckedWrite {
             key,
             value: x.map(|s| s.as_bytes().to_vec()),
@@ -512,5 +515,37 @@ mod tests {
         });
         assert!(r.is_ok());
         assert_eq!(r.time_to_converge, Some(30));
+    }
+
+    /// An implementation whose merge order disagrees with last-writer-wins (here: the node
+    /// id decides before the time) keeps the wrong winner, and the checker, which states the
+    /// order itself, reports the acknowledged later write as lost.
+    #[test]
+    fn an_implementation_with_another_order_is_caught() {
+        let later = write(1, Some("new"), v(20, 1));
+        let earlier = write(1, Some("old"), v(10, 3));
+        // The implementation's order: node first.
+        let wrong_winner = [&later, &earlier]
+            .into_iter()
+            .max_by_key(|w| (w.version.node, w.version.wall_ms))
+            .unwrap();
+        assert_eq!(wrong_winner.value, earlier.value);
+        let state = [(1, val("old", wrong_winner.version))];
+        let r = check_convergence(&ConvergenceInput {
+            replicas: vec![replica(1, &state), replica(2, &state)],
+            acked: vec![earlier.clone(), later.clone()],
+            ..Default::default()
+        });
+        assert_eq!(kinds(&r), vec!["lost"], "{r:?}");
+        // Equal times: the higher node id wins, on both sides of the comparison.
+        assert!(v(5, 2).beats(&v(5, 1)) && !v(5, 1).beats(&v(5, 2)));
+        let tick = Stamp {
+            logical: 1,
+            ..v(5, 1)
+        };
+        assert!(
+            tick.beats(&v(5, 9)),
+            "the logical counter comes before the node"
+        );
     }
 }

@@ -311,7 +311,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             b.put(entry_key(e.log_id.index), encode(e)?);
         }
         // Planted bug: acknowledge entries the disk may not hold yet.
-        b.unsynced = crate::bugs::active("raft-ack-before-sync");
+        b.unsynced = crate::bugs::active(crate::bugs::Bug::RaftAckBeforeSync);
         // Durable before the callback: openraft may count this entry toward a quorum.
         let r = if entries.is_empty() {
             Ok(())

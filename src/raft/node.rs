@@ -385,7 +385,7 @@ impl RaftNode {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
                 Err(e) => return Err(ClientError::Unavailable(e.to_string())),
             },
-            read if crate::bugs::active("raft-follower-local-reads") => {
+            read if crate::bugs::active(crate::bugs::Bug::RaftFollowerLocalReads) => {
                 return self
                     .read_local(read.clone())
                     .await

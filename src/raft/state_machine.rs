@@ -260,7 +260,7 @@ impl ObjectShardStateMachine {
     ) -> Result<(), RaftStorageError> {
         let (_header, pairs) = stream::decode(chunks).await.map_err(sm_write)?;
         let meta_pairs = applied_meta(meta.last_log_id, Some(&meta.last_membership))?;
-        if crate::bugs::active("raft-snapshot-non-atomic") {
+        if crate::bugs::active(crate::bugs::Bug::RaftSnapshotNonAtomic) {
             self.install_in_place(pairs, meta_pairs).await?;
         } else {
             self.storage
@@ -471,7 +471,7 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
                 }
             }
         }
-        if crate::bugs::active("raft-applied-not-persisted") {
+        if crate::bugs::active(crate::bugs::Bug::RaftAppliedNotPersisted) {
             // Planted bug: the applied id is saved on its own, durably, and the data after it
             // without waiting for the disk ("the log can replay it" - but replay starts after
             // the saved applied id).

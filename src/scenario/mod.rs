@@ -1,25 +1,37 @@
-//! Scenario files: the TOML schema, and its validation before anything runs.
+//! Scenarios: what a run starts, what its clients do, which faults happen when, and what is
+//! checked at the end.
 //!
 //! A scenario names a cluster (replication mode, engine, node count, mode options), network
 //! defaults, a client workload, a schedule of faults at simulated times, an optional random
 //! nemesis, and the checks that apply. A run is the fault phase (`duration_ms`), then every
 //! fault is healed and a quiet phase (`quiet_ms`) follows; then the checks run.
 //!
-//! Every mistake in a file is reported as `FILE:LINE:COLUMN: FIELD: what is wrong`, before
-//! anything runs. See `scenarios/README.md` for the schema with examples.
+//! This module holds the types. The fault vocabulary is two enums, [`FaultKind`] (what a
+//! schedule entry can do) and [`NemesisKind`] (what the random nemesis can draw); each kind
+//! knows its name, the fields it takes and what it needs of the cluster ([`Need`]), and the
+//! parser, the emitter, the chaos generator and the harness all ask the kind. The rest:
+//! - [`parse`]: the file as written, validated section by section; every mistake is reported
+//!   as `FILE:LINE:COLUMN: FIELD: what is wrong` before anything runs;
+//! - [`emit`]: a scenario written back as a file, through serde;
+//! - [`generate`]: the chaos generator, a whole scenario drawn from a seed;
+//! - [`transform`]: the schedule transforms `shrink` uses.
+//!
+//! The schema with examples is in the README (Scenario schema).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
 
-use crate::raft::RaftOptions;
-use crate::shard::basic::BasicOptions;
-use crate::shard::mst::MstOptions;
+use crate::bugs::Bug;
 use crate::shard::{ShardKind, ShardOptions};
 use crate::storage::{DiskFaults, EngineKind, PowerLossMode};
+
+pub mod emit;
+pub mod generate;
+mod parse;
+pub mod transform;
 
 /// Largest node count a scenario may ask for (addresses are `10.0.0.N`).
 pub const MAX_NODES: u64 = 9;
@@ -53,9 +65,242 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
-/// Which node a fault hits; symbolic targets are resolved when the fault fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Defines a kind enum whose variants have fixed names: the names are the enum's serde form,
+/// its `Display` and `FromStr`, so no list of names exists apart from the enum.
+macro_rules! named_kinds {
+    ($(#[$meta:meta])* pub enum $kind:ident { $($(#[$vmeta:meta])* $variant:ident = $name:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $kind {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $kind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [$kind] = &[$($kind::$variant,)*];
+
+            /// The name used in scenario files.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($kind::$variant => $name,)*
+                }
+            }
+
+            /// Every name, comma-separated (for error messages).
+            pub fn names() -> String {
+                $kind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl fmt::Display for $kind {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $kind {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<$kind, String> {
+                $kind::ALL.iter().copied().find(|k| k.name() == s).ok_or_else(|| {
+                    format!("{s:?} (expected one of {})", $kind::names())
+                })
+            }
+        }
+
+        impl Serialize for $kind {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $kind {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$kind, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(|e| serde::de::Error::custom(format!("unknown kind {e}")))
+            }
+        }
+    };
+}
+
+/// Something a fault kind needs of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The redb engine: its disks are simulated, so they can lose power and fail.
+    RedbEngine,
+    /// Raft: the fault acts on Raft's log, snapshots or membership.
+    Raft,
+    /// At least two nodes, so that there is a link to cut.
+    TwoNodes,
+}
+
+impl Need {
+    /// Whether `cluster` has it.
+    pub fn met_by(self, cluster: &ClusterConfig) -> bool {
+        match self {
+            Need::RedbEngine => cluster.engine == EngineKind::Redb,
+            Need::Raft => cluster.mode == ShardKind::Raft,
+            Need::TwoNodes => cluster.nodes >= 2,
+        }
+    }
+
+    /// The first need `cluster` does not meet.
+    pub fn first_unmet(needs: &[Need], cluster: &ClusterConfig) -> Option<Need> {
+        needs.iter().copied().find(|n| !n.met_by(cluster))
+    }
+
+    /// Why a fault cannot happen in `cluster`, for error messages.
+    pub fn unmet(self, what: &str, cluster: &ClusterConfig) -> String {
+        match self {
+            Need::RedbEngine => format!(
+                "{what} needs the redb engine (on the simulated disk); this cluster uses {}",
+                cluster.engine.name()
+            ),
+            Need::Raft => format!(
+                "{what} is a Raft fault; this cluster's mode is {}",
+                cluster.mode.name()
+            ),
+            Need::TwoNodes => format!("{what} needs at least 2 nodes; this cluster has 1"),
+        }
+    }
+}
+
+named_kinds! {
+    /// What a schedule entry does (the `fault` field of `[[schedule]]`).
+    pub enum FaultKind {
+        /// Cut every link between groups.
+        Partition = "partition",
+        /// Cut one node from every other.
+        Isolate = "isolate",
+        /// Lose messages from one node to another only.
+        OneWay = "one_way",
+        /// Nothing in or out of a node.
+        Clog = "clog",
+        /// Restore every link.
+        Heal = "heal",
+        /// Stop a node's process.
+        Kill = "kill",
+        /// Stop a node and cut its power.
+        PowerLoss = "power_loss",
+        /// Start a stopped node.
+        Restart = "restart",
+        /// Freeze a node.
+        Pause = "pause",
+        /// Unfreeze a node.
+        Resume = "resume",
+        /// Set a node's clock offset and drift.
+        ClockSkew = "clock_skew",
+        /// Set a node's disk fault rates.
+        DiskFaults = "disk_faults",
+        /// Build a snapshot now.
+        Snapshot = "snapshot",
+        /// Add a replica.
+        AddReplica = "add_replica",
+        /// Remove a replica.
+        RemoveReplica = "remove_replica",
+    }
+}
+
+impl FaultKind {
+    /// The fields a schedule entry of this kind takes, beyond `at_ms` and `fault`.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            FaultKind::Partition => &["groups"],
+            FaultKind::Isolate
+            | FaultKind::Clog
+            | FaultKind::Kill
+            | FaultKind::Restart
+            | FaultKind::Pause
+            | FaultKind::Resume
+            | FaultKind::Snapshot
+            | FaultKind::AddReplica
+            | FaultKind::RemoveReplica => &["node"],
+            FaultKind::OneWay => &["from", "to"],
+            FaultKind::Heal => &[],
+            FaultKind::PowerLoss => &["node", "mode"],
+            FaultKind::ClockSkew => &["node", "offset_ms", "drift_ppm"],
+            FaultKind::DiskFaults => &["node", "disk"],
+        }
+    }
+
+    /// The fields that may be left out (they default to 0).
+    pub fn optional_fields(self) -> &'static [&'static str] {
+        match self {
+            FaultKind::ClockSkew => &["offset_ms", "drift_ppm"],
+            _ => &[],
+        }
+    }
+
+    /// What the kind needs of the cluster.
+    pub fn needs(self) -> &'static [Need] {
+        match self {
+            FaultKind::Partition | FaultKind::Isolate | FaultKind::OneWay | FaultKind::Clog => {
+                &[Need::TwoNodes]
+            }
+            FaultKind::PowerLoss | FaultKind::DiskFaults => &[Need::RedbEngine],
+            FaultKind::Snapshot | FaultKind::AddReplica | FaultKind::RemoveReplica => &[Need::Raft],
+            FaultKind::Heal
+            | FaultKind::Kill
+            | FaultKind::Restart
+            | FaultKind::Pause
+            | FaultKind::Resume
+            | FaultKind::ClockSkew => &[],
+        }
+    }
+
+    /// Whether it cuts links (a `heal` undoes it).
+    pub fn cuts_links(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Partition | FaultKind::Isolate | FaultKind::OneWay | FaultKind::Clog
+        )
+    }
+}
+
+named_kinds! {
+    /// What the random nemesis can inject (the keys of `[nemesis.kinds]`). Declared in name
+    /// order: a nemesis iterates its kinds in this order when it draws from the seed, as the
+    /// file lists them sorted.
+    pub enum NemesisKind {
+        /// Set a node's clock offset and drift, then reset it.
+        ClockSkew = "clock_skew",
+        /// Clog a node, then heal.
+        Clog = "clog",
+        /// Give a node's disks error rates and latency, then clear them.
+        DiskFaults = "disk_faults",
+        /// Kill a node, then restart it.
+        Kill = "kill",
+        /// Remove a follower from the membership, then add it back.
+        Membership = "membership",
+        /// Lose messages from one node to another, then heal.
+        OneWay = "one_way",
+        /// Split the nodes in two, then heal.
+        Partition = "partition",
+        /// Freeze a node, then resume it.
+        Pause = "pause",
+        /// Cut a node's power, then restart it.
+        PowerLoss = "power_loss",
+        /// Make a node build a snapshot.
+        Snapshot = "snapshot",
+    }
+}
+
+impl NemesisKind {
+    /// What the kind needs of the cluster.
+    pub fn needs(self) -> &'static [Need] {
+        match self {
+            NemesisKind::Partition | NemesisKind::OneWay | NemesisKind::Clog => &[Need::TwoNodes],
+            NemesisKind::PowerLoss | NemesisKind::DiskFaults => &[Need::RedbEngine],
+            NemesisKind::Snapshot => &[Need::Raft],
+            NemesisKind::Membership => &[Need::Raft, Need::TwoNodes],
+            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::ClockSkew => &[],
+        }
+    }
+}
+
+/// Which node a fault hits; symbolic targets are resolved when the fault fires. In files
+/// and reports a node id is a number and the others are names (`"leader"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// A node id.
     Node(u64),
@@ -70,14 +315,59 @@ pub enum Target {
     All,
 }
 
+impl Target {
+    const NAMED: [(Target, &'static str); 4] = [
+        (Target::Leader, "leader"),
+        (Target::Follower, "follower"),
+        (Target::Random, "random"),
+        (Target::All, "all"),
+    ];
+
+    /// The target a name stands for.
+    pub fn named(name: &str) -> Option<Target> {
+        Target::NAMED
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(t, _)| *t)
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Node(n) => write!(f, "{n}"),
-            Target::Leader => f.write_str("leader"),
-            Target::Follower => f.write_str("follower"),
-            Target::Random => f.write_str("random"),
-            Target::All => f.write_str("all"),
+            named => {
+                let name = Target::NAMED
+                    .iter()
+                    .find(|(t, _)| t == named)
+                    .map_or("?", |(_, n)| n);
+                f.write_str(name)
+            }
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Target::Node(n) => s.serialize_u64(*n),
+            named => s.serialize_str(&named.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Target, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Id(u64),
+            Name(String),
+        }
+        match Form::deserialize(d)? {
+            Form::Id(n) => Ok(Target::Node(n)),
+            Form::Name(s) => Target::named(&s)
+                .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a node"))),
         }
     }
 }
@@ -142,8 +432,10 @@ pub enum Fault {
         /// The node.
         node: Target,
         /// Offset from simulated time, ms.
+        #[serde(default)]
         offset_ms: i64,
         /// Drift, parts per million.
+        #[serde(default)]
         drift_ppm: i64,
     },
     /// Set a node's disk fault rates (redb engine).
@@ -172,24 +464,24 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// The fault's kind name, as written in scenario files.
-    pub fn kind(&self) -> &'static str {
+    /// The fault's kind.
+    pub fn kind(&self) -> FaultKind {
         match self {
-            Fault::Partition { .. } => "partition",
-            Fault::Isolate { .. } => "isolate",
-            Fault::OneWay { .. } => "one_way",
-            Fault::Clog { .. } => "clog",
-            Fault::Heal => "heal",
-            Fault::Kill { .. } => "kill",
-            Fault::PowerLoss { .. } => "power_loss",
-            Fault::Restart { .. } => "restart",
-            Fault::Pause { .. } => "pause",
-            Fault::Resume { .. } => "resume",
-            Fault::ClockSkew { .. } => "clock_skew",
-            Fault::DiskFaults { .. } => "disk_faults",
-            Fault::Snapshot { .. } => "snapshot",
-            Fault::AddReplica { .. } => "add_replica",
-            Fault::RemoveReplica { .. } => "remove_replica",
+            Fault::Partition { .. } => FaultKind::Partition,
+            Fault::Isolate { .. } => FaultKind::Isolate,
+            Fault::OneWay { .. } => FaultKind::OneWay,
+            Fault::Clog { .. } => FaultKind::Clog,
+            Fault::Heal => FaultKind::Heal,
+            Fault::Kill { .. } => FaultKind::Kill,
+            Fault::PowerLoss { .. } => FaultKind::PowerLoss,
+            Fault::Restart { .. } => FaultKind::Restart,
+            Fault::Pause { .. } => FaultKind::Pause,
+            Fault::Resume { .. } => FaultKind::Resume,
+            Fault::ClockSkew { .. } => FaultKind::ClockSkew,
+            Fault::DiskFaults { .. } => FaultKind::DiskFaults,
+            Fault::Snapshot { .. } => FaultKind::Snapshot,
+            Fault::AddReplica { .. } => FaultKind::AddReplica,
+            Fault::RemoveReplica { .. } => FaultKind::RemoveReplica,
         }
     }
 }
@@ -200,22 +492,9 @@ pub struct ScheduledFault {
     /// Simulated ms since the run started.
     pub at_ms: u64,
     /// What happens.
+    #[serde(flatten)]
     pub fault: Fault,
 }
-
-/// The kinds the random nemesis can inject.
-pub const NEMESIS_KINDS: [&str; 10] = [
-    "partition",
-    "one_way",
-    "clog",
-    "kill",
-    "power_loss",
-    "pause",
-    "clock_skew",
-    "disk_faults",
-    "snapshot",
-    "membership",
-];
 
 /// The random nemesis: during the fault phase it injects a fault, holds it, undoes it, and
 /// waits, again and again.
@@ -225,11 +504,11 @@ pub struct Nemesis {
     pub interval_ms: (u64, u64),
     /// How long a fault lasts, ms (min, max).
     pub fault_ms: (u64, u64),
-    /// Weight of each kind (0: off).
-    pub kinds: BTreeMap<String, f64>,
     /// Swarm testing: the seed turns each kind on or off (at least one stays on) and
     /// scales its weight.
     pub swarm: bool,
+    /// Weight of each kind (0: off).
+    pub kinds: BTreeMap<NemesisKind, f64>,
 }
 
 /// The network's defaults.
@@ -322,6 +601,18 @@ pub struct Checks {
     pub raft_invariants: bool,
 }
 
+impl Checks {
+    /// The checks a mode gets unless `[checks]` says otherwise.
+    pub fn defaults(mode: ShardKind) -> Checks {
+        Checks {
+            linearizability: matches!(mode, ShardKind::Raft | ShardKind::None),
+            convergence: matches!(mode, ShardKind::Mst | ShardKind::Eventual),
+            convergence_bound_ms: 10_000,
+            raft_invariants: mode == ShardKind::Raft,
+        }
+    }
+}
+
 /// The cluster a scenario starts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterConfig {
@@ -363,115 +654,8 @@ pub struct Scenario {
     pub nemesis: Option<Nemesis>,
     /// Checks.
     pub checks: Checks,
-    /// Planted bugs switched on (see `crate::bugs::ALL`).
-    pub bugs: Vec<String>,
-}
-
-// ---------------------------------------------------------------------------------------
-// The file as written
-// ---------------------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScenario {
-    name: Option<String>,
-    description: Option<String>,
-    duration_ms: Spanned<u64>,
-    quiet_ms: Option<Spanned<u64>>,
-    #[serde(default)]
-    bugs: Vec<Spanned<String>>,
-    cluster: Spanned<RawCluster>,
-    #[serde(default)]
-    network: Option<Spanned<Network>>,
-    #[serde(default)]
-    workload: Option<Spanned<Workload>>,
-    #[serde(default)]
-    schedule: Vec<Spanned<RawFault>>,
-    nemesis: Option<Spanned<RawNemesis>>,
-    #[serde(default)]
-    checks: Option<Spanned<RawChecks>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCluster {
-    mode: ShardKind,
-    engine: EngineKind,
-    nodes: Spanned<u64>,
-    #[serde(default)]
-    spares: Option<Spanned<u64>>,
-    client_timeout_ms: Option<u64>,
-    raft: Option<RaftOptions>,
-    mst: Option<MstOptions>,
-    eventual: Option<BasicOptions>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFault {
-    at_ms: Spanned<u64>,
-    fault: Spanned<String>,
-    node: Option<Spanned<toml::Value>>,
-    groups: Option<Spanned<Vec<Vec<u64>>>>,
-    from: Option<Spanned<toml::Value>>,
-    to: Option<Spanned<toml::Value>>,
-    offset_ms: Option<Spanned<i64>>,
-    drift_ppm: Option<Spanned<i64>>,
-    mode: Option<Spanned<PowerLossMode>>,
-    disk: Option<Spanned<DiskFaults>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNemesis {
-    interval_ms: Option<Spanned<(u64, u64)>>,
-    fault_ms: Option<Spanned<(u64, u64)>>,
-    #[serde(default)]
-    kinds: BTreeMap<String, Spanned<f64>>,
-    #[serde(default = "yes")]
-    swarm: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawChecks {
-    linearizability: Option<Spanned<bool>>,
-    convergence: Option<Spanned<bool>>,
-    convergence_bound_ms: Option<u64>,
-    raft_invariants: Option<Spanned<bool>>,
-}
-
-// ---------------------------------------------------------------------------------------
-// Validation
-// ---------------------------------------------------------------------------------------
-
-struct Ctx<'a> {
-    file: &'a str,
-    text: &'a str,
-}
-
-impl Ctx<'_> {
-    fn at(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, column)
-    }
-
-    fn err(&self, span: std::ops::Range<usize>, field: &str, message: String) -> ScenarioError {
-        let (line, column) = self.at(span.start);
-        ScenarioError {
-            file: self.file.to_string(),
-            line,
-            column,
-            field: field.to_string(),
-            message,
-        }
-    }
+    /// Planted bugs switched on.
+    pub bugs: Vec<Bug>,
 }
 
 impl Scenario {
@@ -495,12 +679,12 @@ impl Scenario {
     /// Parses and validates scenario text; `file` names it in errors, `default_name` is the
     /// name when the text gives none.
     pub fn parse(text: &str, file: &str, default_name: &str) -> Result<Scenario, ScenarioError> {
-        let ctx = Ctx { file, text };
-        let raw: RawScenario = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            ctx.err(span, "", e.message().trim().to_string())
-        })?;
-        validate(&ctx, raw, default_name)
+        parse::parse(text, file, default_name)
+    }
+
+    /// The scenario as a file (the shape [`Scenario::parse`] reads).
+    pub fn to_toml(&self) -> String {
+        emit::to_toml(self)
     }
 
     /// Total simulated length of a run (fault phase plus quiet phase), ms.
@@ -511,784 +695,6 @@ impl Scenario {
     /// Every node id (replicas, then spares).
     pub fn node_ids(&self) -> std::ops::RangeInclusive<u64> {
         1..=self.cluster.nodes + self.cluster.spares
-    }
-
-    /// Serializes the scenario back to TOML (as a shrunk or generated scenario is written).
-    pub fn to_toml(&self) -> String {
-        let mut out = String::new();
-        out.push_str(&format!("name = {:?}\n", self.name));
-        out.push_str(&format!("description = {:?}\n", self.description));
-        out.push_str(&format!("duration_ms = {}\n", self.duration_ms));
-        out.push_str(&format!("quiet_ms = {}\n", self.quiet_ms));
-        if !self.bugs.is_empty() {
-            out.push_str(&format!("bugs = {:?}\n", self.bugs));
-        }
-        let c = &self.cluster;
-        out.push_str("\n[cluster]\n");
-        out.push_str(&format!("mode = {:?}\n", c.mode.name()));
-        out.push_str(&format!("engine = {:?}\n", c.engine.name()));
-        out.push_str(&format!(
-            "nodes = {}\nspares = {}\nclient_timeout_ms = {}\n",
-            c.nodes, c.spares, c.client_timeout_ms
-        ));
-        let options = match c.mode {
-            ShardKind::Raft => Some(("raft", toml::to_string(&c.options.raft))),
-            ShardKind::Mst => Some(("mst", toml::to_string(&c.options.mst))),
-            ShardKind::Eventual => Some(("eventual", toml::to_string(&c.options.eventual))),
-            ShardKind::None => None,
-        };
-        if let Some((name, Ok(body))) = options {
-            out.push_str(&format!("\n[cluster.{name}]\n{body}"));
-        }
-        out.push_str("\n[network]\n");
-        out.push_str(&toml::to_string(&self.network).unwrap_or_default());
-        out.push_str("\n[workload]\n");
-        let w = &self.workload;
-        out.push_str(&format!(
-            "clients = {}\nkeys = {}\nrate = {:?}\n",
-            w.clients, w.keys, w.rate
-        ));
-        out.push_str("\n[workload.mix]\n");
-        out.push_str(&toml::to_string(&w.mix).unwrap_or_default());
-        out.push_str("\n[checks]\n");
-        let k = &self.checks;
-        out.push_str(&format!(
-            "linearizability = {}\nconvergence = {}\nconvergence_bound_ms = {}\nraft_invariants = {}\n",
-            k.linearizability, k.convergence, k.convergence_bound_ms, k.raft_invariants
-        ));
-        if let Some(n) = &self.nemesis {
-            out.push_str("\n[nemesis]\n");
-            out.push_str(&format!(
-                "interval_ms = [{}, {}]\nfault_ms = [{}, {}]\nswarm = {}\n",
-                n.interval_ms.0, n.interval_ms.1, n.fault_ms.0, n.fault_ms.1, n.swarm
-            ));
-            out.push_str("\n[nemesis.kinds]\n");
-            for (k, w) in &n.kinds {
-                out.push_str(&format!("{k} = {w:?}\n"));
-            }
-        }
-        for s in &self.schedule {
-            out.push_str("\n[[schedule]]\n");
-            out.push_str(&format!("at_ms = {}\n", s.at_ms));
-            out.push_str(&fault_toml(&s.fault));
-        }
-        out
-    }
-}
-
-fn target_toml(t: &Target) -> String {
-    match t {
-        Target::Node(n) => n.to_string(),
-        other => format!("{:?}", other.to_string()),
-    }
-}
-
-fn fault_toml(f: &Fault) -> String {
-    let mut out = format!("fault = {:?}\n", f.kind());
-    match f {
-        Fault::Partition { groups } => out.push_str(&format!("groups = {groups:?}\n")),
-        Fault::OneWay { from, to } => out.push_str(&format!(
-            "from = {}\nto = {}\n",
-            target_toml(from),
-            target_toml(to)
-        )),
-        Fault::Heal => {}
-        Fault::Isolate { node }
-        | Fault::Clog { node }
-        | Fault::Kill { node }
-        | Fault::Restart { node }
-        | Fault::Pause { node }
-        | Fault::Resume { node }
-        | Fault::Snapshot { node }
-        | Fault::AddReplica { node }
-        | Fault::RemoveReplica { node } => out.push_str(&format!("node = {}\n", target_toml(node))),
-        Fault::PowerLoss { node, mode } => out.push_str(&format!(
-            "node = {}\nmode = {:?}\n",
-            target_toml(node),
-            serde_name(mode)
-        )),
-        Fault::ClockSkew {
-            node,
-            offset_ms,
-            drift_ppm,
-        } => out.push_str(&format!(
-            "node = {}\noffset_ms = {offset_ms}\ndrift_ppm = {drift_ppm}\n",
-            target_toml(node)
-        )),
-        Fault::DiskFaults { node, disk } => {
-            out.push_str(&format!("node = {}\n", target_toml(node)));
-            let body = toml::to_string(disk).unwrap_or_default();
-            let inline: Vec<String> = body.lines().map(|l| l.to_string()).collect();
-            out.push_str(&format!("disk = {{ {} }}\n", inline.join(", ")));
-        }
-    }
-    out
-}
-
-fn serde_name<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// Which faults each kind accepts, beyond `at_ms` and `fault`.
-fn fault_fields(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "partition" => &["groups"],
-        "isolate" | "clog" | "kill" | "restart" | "pause" | "resume" | "snapshot"
-        | "add_replica" | "remove_replica" => &["node"],
-        "one_way" => &["from", "to"],
-        "heal" => &[],
-        "power_loss" => &["node", "mode"],
-        "clock_skew" => &["node", "offset_ms", "drift_ppm"],
-        "disk_faults" => &["node", "disk"],
-        _ => return None,
-    })
-}
-
-const FAULT_KINDS: &str = "partition, isolate, one_way, clog, heal, kill, power_loss, restart, \
-                           pause, resume, clock_skew, disk_faults, snapshot, add_replica, \
-                           remove_replica";
-
-fn validate(
-    ctx: &Ctx<'_>,
-    raw: RawScenario,
-    default_name: &str,
-) -> Result<Scenario, ScenarioError> {
-    let duration_ms = *raw.duration_ms.get_ref();
-    let quiet_ms = raw.quiet_ms.as_ref().map_or(5_000, |q| *q.get_ref());
-    if duration_ms == 0 {
-        return Err(ctx.err(
-            raw.duration_ms.span(),
-            "duration_ms",
-            "must be above 0".into(),
-        ));
-    }
-    if duration_ms + quiet_ms > MAX_RUN_MS {
-        return Err(ctx.err(
-            raw.duration_ms.span(),
-            "duration_ms",
-            format!("the run (duration_ms + quiet_ms) may last at most {MAX_RUN_MS} ms"),
-        ));
-    }
-
-    // Cluster.
-    let cluster_span = raw.cluster.span();
-    let rc = raw.cluster.into_inner();
-    let nodes = *rc.nodes.get_ref();
-    let spares = rc.spares.as_ref().map_or(0, |s| *s.get_ref());
-    if nodes == 0 {
-        return Err(ctx.err(
-            rc.nodes.span(),
-            "cluster.nodes",
-            "must be at least 1".into(),
-        ));
-    }
-    if rc.mode == ShardKind::None && nodes != 1 {
-        return Err(ctx.err(
-            rc.nodes.span(),
-            "cluster.nodes",
-            format!("mode \"none\" has exactly one replica, not {nodes}"),
-        ));
-    }
-    if nodes + spares > MAX_NODES {
-        let span = rc.spares.as_ref().map_or(rc.nodes.span(), |s| s.span());
-        return Err(ctx.err(
-            span,
-            "cluster.spares",
-            format!("nodes + spares = {} exceeds {MAX_NODES}", nodes + spares),
-        ));
-    }
-    if spares > 0 && rc.mode != ShardKind::Raft {
-        let span = rc
-            .spares
-            .as_ref()
-            .map_or(cluster_span.clone(), |s| s.span());
-        return Err(ctx.err(
-            span,
-            "cluster.spares",
-            "spares join through membership changes, which only Raft has".into(),
-        ));
-    }
-    for (name, given, mode) in [
-        ("raft", rc.raft.is_some(), ShardKind::Raft),
-        ("mst", rc.mst.is_some(), ShardKind::Mst),
-        ("eventual", rc.eventual.is_some(), ShardKind::Eventual),
-    ] {
-        if given && rc.mode != mode {
-            return Err(ctx.err(
-                cluster_span.clone(),
-                &format!("cluster.{name}"),
-                format!(
-                    "options for mode \"{name}\" in a \"{}\" cluster",
-                    rc.mode.name()
-                ),
-            ));
-        }
-    }
-    let options = ShardOptions {
-        raft: rc.raft.unwrap_or_default(),
-        mst: rc.mst.unwrap_or_default(),
-        eventual: rc.eventual.unwrap_or_default(),
-    };
-    let cluster = ClusterConfig {
-        mode: rc.mode,
-        engine: rc.engine,
-        nodes,
-        spares,
-        client_timeout_ms: rc.client_timeout_ms.unwrap_or(1_000).max(1),
-        options,
-    };
-
-    // Network.
-    let network = match raw.network {
-        None => Network::default(),
-        Some(n) => {
-            let span = n.span();
-            let n = n.into_inner();
-            if n.latency_ms.0 > n.latency_ms.1 {
-                return Err(ctx.err(
-                    span,
-                    "network.latency_ms",
-                    format!("min {} exceeds max {}", n.latency_ms.0, n.latency_ms.1),
-                ));
-            }
-            for (name, p) in [("loss", n.loss), ("duplicate", n.duplicate)] {
-                if !(0.0..1.0).contains(&p) {
-                    return Err(ctx.err(
-                        span,
-                        &format!("network.{name}"),
-                        format!("{p} is not a probability in [0, 1)"),
-                    ));
-                }
-            }
-            n
-        }
-    };
-
-    // Workload.
-    let workload = match raw.workload {
-        None => Workload::default(),
-        Some(w) => {
-            let span = w.span();
-            let w = w.into_inner();
-            if w.keys == 0 || w.keys > 1_000_000 {
-                return Err(ctx.err(span, "workload.keys", "must be in 1..=1000000".into()));
-            }
-            if w.clients > 1_000 {
-                return Err(ctx.err(span, "workload.clients", "at most 1000".into()));
-            }
-            if !(w.rate > 0.0 && w.rate <= 10_000.0) {
-                return Err(ctx.err(span, "workload.rate", "must be in (0, 10000]".into()));
-            }
-            let m = &w.mix;
-            if m.get + m.set + m.delete + m.cas + m.scan == 0 {
-                return Err(ctx.err(span, "workload.mix", "every weight is 0".into()));
-            }
-            w
-        }
-    };
-
-    // Schedule.
-    let mut schedule = Vec::new();
-    let mut down: BTreeSet<u64> = BTreeSet::new();
-    let mut paused: BTreeSet<u64> = BTreeSet::new();
-    let mut members: BTreeSet<u64> = (1..=nodes).collect();
-    let (mut net_faulted, mut any_down, mut any_paused) = (false, false, false);
-    let mut last_at = 0;
-    for (i, entry) in raw.schedule.into_iter().enumerate() {
-        let span = entry.span();
-        let f = entry.into_inner();
-        let field = |name: &str| format!("schedule[{i}].{name}");
-        let at = *f.at_ms.get_ref();
-        if at >= duration_ms {
-            return Err(ctx.err(
-                f.at_ms.span(),
-                &field("at_ms"),
-                format!(
-                    "{at} is outside the fault phase 0..{duration_ms} (faults heal at duration_ms)"
-                ),
-            ));
-        }
-        if at < last_at {
-            return Err(ctx.err(
-                f.at_ms.span(),
-                &field("at_ms"),
-                format!("{at} is before the previous entry's {last_at}; list faults in time order"),
-            ));
-        }
-        last_at = at;
-        let kind = f.fault.get_ref().as_str();
-        let Some(allowed) = fault_fields(kind) else {
-            return Err(ctx.err(
-                f.fault.span(),
-                &field("fault"),
-                format!("unknown fault {kind:?} (expected one of {FAULT_KINDS})"),
-            ));
-        };
-        let given: [(&str, Option<std::ops::Range<usize>>); 8] = [
-            ("node", f.node.as_ref().map(|s| s.span())),
-            ("groups", f.groups.as_ref().map(|s| s.span())),
-            ("from", f.from.as_ref().map(|s| s.span())),
-            ("to", f.to.as_ref().map(|s| s.span())),
-            ("offset_ms", f.offset_ms.as_ref().map(|s| s.span())),
-            ("drift_ppm", f.drift_ppm.as_ref().map(|s| s.span())),
-            ("mode", f.mode.as_ref().map(|s| s.span())),
-            ("disk", f.disk.as_ref().map(|s| s.span())),
-        ];
-        for (name, s) in &given {
-            if let Some(s) = s {
-                if !allowed.contains(name) {
-                    return Err(ctx.err(
-                        s.clone(),
-                        &field(name),
-                        format!(
-                            "fault {kind:?} takes no {name:?} (it takes: {})",
-                            list(allowed)
-                        ),
-                    ));
-                }
-            } else if allowed.contains(name) && !matches!(*name, "offset_ms" | "drift_ppm") {
-                return Err(ctx.err(
-                    span.clone(),
-                    &field(name),
-                    format!("fault {kind:?} needs {name:?}"),
-                ));
-            }
-        }
-        let total = nodes + spares;
-        let target = |v: &Option<Spanned<toml::Value>>, name: &str| {
-            let v = v.as_ref().expect("checked above");
-            parse_target(v.get_ref(), total).map_err(|m| ctx.err(v.span(), &field(name), m))
-        };
-        let redb_only = |what: &str| -> Result<(), ScenarioError> {
-            if cluster.engine != EngineKind::Redb {
-                return Err(ctx.err(
-                    f.fault.span(),
-                    &field("fault"),
-                    format!(
-                        "{what} needs the redb engine (on the simulated disk); this cluster uses {}",
-                        cluster.engine.name()
-                    ),
-                ));
-            }
-            Ok(())
-        };
-        let raft_only = |what: &str| -> Result<(), ScenarioError> {
-            if cluster.mode != ShardKind::Raft {
-                return Err(ctx.err(
-                    f.fault.span(),
-                    &field("fault"),
-                    format!(
-                        "{what} is a Raft fault; this cluster's mode is {}",
-                        cluster.mode.name()
-                    ),
-                ));
-            }
-            Ok(())
-        };
-        let fault = match kind {
-            "partition" => {
-                let g = f.groups.as_ref().expect("checked above");
-                let mut seen = BTreeSet::new();
-                for group in g.get_ref() {
-                    for &n in group {
-                        if n == 0 || n > total {
-                            return Err(ctx.err(
-                                g.span(),
-                                &field("groups"),
-                                format!("node {n} is out of range 1..={total}"),
-                            ));
-                        }
-                        if !seen.insert(n) {
-                            return Err(ctx.err(
-                                g.span(),
-                                &field("groups"),
-                                format!("node {n} is in two groups"),
-                            ));
-                        }
-                    }
-                }
-                if g.get_ref().iter().filter(|g| !g.is_empty()).count()
-                    + usize::from(seen.len() < total as usize)
-                    < 2
-                {
-                    return Err(ctx.err(
-                        g.span(),
-                        &field("groups"),
-                        "a partition needs at least two non-empty groups".into(),
-                    ));
-                }
-                net_faulted = true;
-                Fault::Partition {
-                    groups: g.get_ref().clone(),
-                }
-            }
-            "isolate" => {
-                net_faulted = true;
-                Fault::Isolate {
-                    node: target(&f.node, "node")?,
-                }
-            }
-            "clog" => {
-                net_faulted = true;
-                Fault::Clog {
-                    node: target(&f.node, "node")?,
-                }
-            }
-            "one_way" => {
-                let (from, to) = (target(&f.from, "from")?, target(&f.to, "to")?);
-                if from == to && matches!(from, Target::Node(_)) {
-                    return Err(ctx.err(
-                        span.clone(),
-                        &field("to"),
-                        format!("from and to are both node {from}"),
-                    ));
-                }
-                net_faulted = true;
-                Fault::OneWay { from, to }
-            }
-            "heal" => {
-                if !net_faulted {
-                    return Err(ctx.err(
-                        f.fault.span(),
-                        &field("fault"),
-                        "heal with no partition, isolation, one-way cut or clog before it".into(),
-                    ));
-                }
-                net_faulted = false;
-                Fault::Heal
-            }
-            "kill" | "power_loss" => {
-                let node = target(&f.node, "node")?;
-                if node == Target::All {
-                    return Err(ctx.err(
-                        f.node.as_ref().expect("given").span(),
-                        &field("node"),
-                        format!("{kind} takes one node, not \"all\""),
-                    ));
-                }
-                if let Target::Node(n) = node {
-                    if !down.insert(n) {
-                        return Err(ctx.err(
-                            f.node.as_ref().expect("given").span(),
-                            &field("node"),
-                            format!("node {n} is already down"),
-                        ));
-                    }
-                }
-                any_down = true;
-                if kind == "kill" {
-                    Fault::Kill { node }
-                } else {
-                    redb_only("power_loss")?;
-                    Fault::PowerLoss {
-                        node,
-                        mode: *f.mode.as_ref().expect("checked above").get_ref(),
-                    }
-                }
-            }
-            "restart" => {
-                let node = target(&f.node, "node")?;
-                let sp = f.node.as_ref().expect("given").span();
-                match node {
-                    Target::Node(n) if !down.remove(&n) && !any_down => {
-                        return Err(ctx.err(
-                            sp,
-                            &field("node"),
-                            format!("restart of node {n}, which no kill or power_loss stopped"),
-                        ))
-                    }
-                    Target::Node(_) => {}
-                    _ if !any_down => {
-                        return Err(ctx.err(
-                            sp,
-                            &field("node"),
-                            "restart with no kill or power_loss before it".into(),
-                        ))
-                    }
-                    Target::All => down.clear(),
-                    _ => {}
-                }
-                Fault::Restart { node }
-            }
-            "pause" => {
-                let node = target(&f.node, "node")?;
-                if let Target::Node(n) = node {
-                    paused.insert(n);
-                }
-                any_paused = true;
-                Fault::Pause { node }
-            }
-            "resume" => {
-                let node = target(&f.node, "node")?;
-                let sp = f.node.as_ref().expect("given").span();
-                match node {
-                    Target::Node(n) if !paused.remove(&n) && !any_paused => {
-                        return Err(ctx.err(
-                            sp,
-                            &field("node"),
-                            format!("resume of node {n}, which no pause froze"),
-                        ))
-                    }
-                    _ if !any_paused => {
-                        return Err(ctx.err(
-                            sp,
-                            &field("node"),
-                            "resume with no pause before it".into(),
-                        ))
-                    }
-                    _ => {}
-                }
-                Fault::Resume { node }
-            }
-            "clock_skew" => Fault::ClockSkew {
-                node: target(&f.node, "node")?,
-                offset_ms: f.offset_ms.as_ref().map_or(0, |s| *s.get_ref()),
-                drift_ppm: f.drift_ppm.as_ref().map_or(0, |s| *s.get_ref()),
-            },
-            "disk_faults" => {
-                redb_only("disk_faults")?;
-                let d = f.disk.as_ref().expect("checked above");
-                d.get_ref()
-                    .validate()
-                    .map_err(|m| ctx.err(d.span(), &field("disk"), m))?;
-                Fault::DiskFaults {
-                    node: target(&f.node, "node")?,
-                    disk: d.get_ref().clone(),
-                }
-            }
-            "snapshot" => {
-                raft_only("snapshot")?;
-                Fault::Snapshot {
-                    node: target(&f.node, "node")?,
-                }
-            }
-            "add_replica" | "remove_replica" => {
-                raft_only(kind)?;
-                let node = target(&f.node, "node")?;
-                let sp = f.node.as_ref().expect("given").span();
-                match (kind, node) {
-                    ("add_replica", Target::Node(n)) => {
-                        if !members.insert(n) {
-                            return Err(ctx.err(
-                                sp,
-                                &field("node"),
-                                format!("node {n} is already a replica"),
-                            ));
-                        }
-                        Fault::AddReplica { node }
-                    }
-                    ("add_replica", _) => {
-                        return Err(ctx.err(
-                            sp,
-                            &field("node"),
-                            "add_replica takes a node id".into(),
-                        ))
-                    }
-                    (_, Target::All) => {
-                        return Err(ctx.err(
-                            sp,
-                            &field("node"),
-                            "remove_replica takes one node".into(),
-                        ))
-                    }
-                    (_, node) => {
-                        if let Target::Node(n) = node {
-                            if !members.remove(&n) {
-                                return Err(ctx.err(
-                                    sp,
-                                    &field("node"),
-                                    format!("node {n} is not a replica"),
-                                ));
-                            }
-                        }
-                        if members.len() <= 1 {
-                            return Err(ctx.err(
-                                sp,
-                                &field("node"),
-                                "would leave no replica to remove to".into(),
-                            ));
-                        }
-                        Fault::RemoveReplica { node }
-                    }
-                }
-            }
-            _ => unreachable!("fault_fields knows every kind"),
-        };
-        schedule.push(ScheduledFault { at_ms: at, fault });
-    }
-
-    // Nemesis.
-    let nemesis = match raw.nemesis {
-        None => None,
-        Some(n) => {
-            let span = n.span();
-            let n = n.into_inner();
-            let pair = |p: &Option<Spanned<(u64, u64)>>, name: &str, default: (u64, u64)| {
-                let Some(p) = p else { return Ok(default) };
-                let (a, b) = *p.get_ref();
-                if a > b || b == 0 {
-                    return Err(ctx.err(
-                        p.span(),
-                        &format!("nemesis.{name}"),
-                        format!("[{a}, {b}] is not a range [min, max] with max above 0"),
-                    ));
-                }
-                Ok((a, b))
-            };
-            let interval_ms = pair(&n.interval_ms, "interval_ms", (500, 3_000))?;
-            let fault_ms = pair(&n.fault_ms, "fault_ms", (500, 4_000))?;
-            let mut kinds = BTreeMap::new();
-            for (k, w) in n.kinds {
-                let field = format!("nemesis.kinds.{k}");
-                if !NEMESIS_KINDS.contains(&k.as_str()) {
-                    return Err(ctx.err(
-                        w.span(),
-                        &field,
-                        format!(
-                            "unknown nemesis kind (expected one of {})",
-                            list(&NEMESIS_KINDS)
-                        ),
-                    ));
-                }
-                let weight = *w.get_ref();
-                if !(weight >= 0.0 && weight.is_finite()) {
-                    return Err(ctx.err(
-                        w.span(),
-                        &field,
-                        format!("weight {weight} must be 0 or more"),
-                    ));
-                }
-                let needs = match k.as_str() {
-                    "power_loss" | "disk_faults" if cluster.engine != EngineKind::Redb => {
-                        Some("the redb engine")
-                    }
-                    "snapshot" | "membership" if cluster.mode != ShardKind::Raft => Some("Raft"),
-                    _ => None,
-                };
-                if let (Some(needs), true) = (needs, weight > 0.0) {
-                    return Err(ctx.err(w.span(), &field, format!("needs {needs}")));
-                }
-                kinds.insert(k, weight);
-            }
-            if kinds.values().all(|w| *w == 0.0) {
-                return Err(ctx.err(span, "nemesis.kinds", "no kind has a weight above 0".into()));
-            }
-            if nodes < 2
-                && kinds.iter().any(|(k, w)| {
-                    *w > 0.0
-                        && k != "kill"
-                        && k != "power_loss"
-                        && k != "pause"
-                        && k != "disk_faults"
-                        && k != "clock_skew"
-                })
-            {
-                return Err(ctx.err(
-                    span,
-                    "nemesis.kinds",
-                    "network kinds need at least 2 nodes".into(),
-                ));
-            }
-            Some(Nemesis {
-                interval_ms,
-                fault_ms,
-                kinds,
-                swarm: n.swarm,
-            })
-        }
-    };
-
-    // Checks.
-    let replicated = matches!(cluster.mode, ShardKind::Mst | ShardKind::Eventual);
-    let linearizable = matches!(cluster.mode, ShardKind::Raft | ShardKind::None);
-    let mut checks = Checks {
-        linearizability: linearizable,
-        convergence: replicated,
-        convergence_bound_ms: 10_000,
-        raft_invariants: cluster.mode == ShardKind::Raft,
-    };
-    if let Some(c) = raw.checks {
-        let c = c.into_inner();
-        if let Some(v) = c.linearizability {
-            checks.linearizability = *v.get_ref();
-        }
-        if let Some(v) = c.convergence {
-            if *v.get_ref() && !replicated {
-                return Err(ctx.err(
-                    v.span(),
-                    "checks.convergence",
-                    format!("mode {} has no replicas to converge", cluster.mode.name()),
-                ));
-            }
-            checks.convergence = *v.get_ref();
-        }
-        if let Some(b) = c.convergence_bound_ms {
-            checks.convergence_bound_ms = b;
-        }
-        if let Some(v) = c.raft_invariants {
-            if *v.get_ref() && cluster.mode != ShardKind::Raft {
-                return Err(ctx.err(
-                    v.span(),
-                    "checks.raft_invariants",
-                    format!("mode {} is not Raft", cluster.mode.name()),
-                ));
-            }
-            checks.raft_invariants = *v.get_ref();
-        }
-    }
-
-    let mut bugs = Vec::new();
-    for (i, b) in raw.bugs.into_iter().enumerate() {
-        if !crate::bugs::is_known(b.get_ref()) {
-            return Err(ctx.err(
-                b.span(),
-                &format!("bugs[{i}]"),
-                format!(
-                    "unknown bug {:?} (expected one of {})",
-                    b.get_ref(),
-                    list(&crate::bugs::names())
-                ),
-            ));
-        }
-        bugs.push(b.into_inner());
-    }
-
-    Ok(Scenario {
-        name: raw.name.unwrap_or_else(|| default_name.to_string()),
-        description: raw.description.unwrap_or_default(),
-        duration_ms,
-        quiet_ms,
-        cluster,
-        network,
-        workload,
-        schedule,
-        nemesis,
-        checks,
-        bugs,
-    })
-}
-
-fn list(items: &[&str]) -> String {
-    items.join(", ")
-}
-
-fn parse_target(v: &toml::Value, total: u64) -> Result<Target, String> {
-    match v {
-        toml::Value::Integer(n) if *n >= 1 && (*n as u64) <= total => Ok(Target::Node(*n as u64)),
-        toml::Value::Integer(n) => Err(format!("node {n} is out of range 1..={total}")),
-        toml::Value::String(s) => match s.as_str() {
-            "leader" => Ok(Target::Leader),
-            "follower" => Ok(Target::Follower),
-            "random" => Ok(Target::Random),
-            "all" => Ok(Target::All),
-            other => Err(format!(
-                "{other:?} is not a node (expected an id, \"leader\", \"follower\", \"random\" or \"all\")"
-            )),
-        },
-        other => Err(format!("{other} is not a node id or a name")),
     }
 }
 

@@ -221,7 +221,8 @@ impl BasicShard {
         writes: Vec<TxnOp>,
     ) -> Result<Version> {
         self.readiness.check()?;
-        let repair = self.options().repair && !crate::bugs::active("eventual-no-repair");
+        let repair =
+            self.options().repair && !crate::bugs::active(crate::bugs::Bug::EventualNoRepair);
         let outbox_peers: &[u64] = if repair { &self.peers } else { &[] };
         let (version, stored) = self
             .local

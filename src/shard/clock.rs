@@ -1,12 +1,38 @@
-//! Per-node time: a physical clock that the simulation can offset and drift, and a hybrid
+//! Per-node time: a physical clock that the simulation can offset and drift, a hybrid
 //! logical clock over it that never goes backwards and stays ahead of every timestamp it has
-//! seen, so causality holds under skew.
+//! seen, so causality holds under skew, and the versions it stamps on writes, whose order is
+//! last-writer-wins.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Hlc, Version};
+use serde::{Deserialize, Serialize};
+
 use crate::rt;
+
+/// A hybrid logical clock timestamp.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Hlc {
+    /// Physical component (milliseconds as the node's clock saw them).
+    pub wall_ms: u64,
+    /// Logical counter, for events within one millisecond or behind a faster clock.
+    pub logical: u32,
+}
+
+/// The version of a value. Its order is the last-writer-wins order every replica merges by:
+/// by HLC, then by the origin node, so every replica picks the same winner for any two
+/// versions (the derived order, field by field).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Version {
+    /// When it was written.
+    pub hlc: Hlc,
+    /// Which node wrote it.
+    pub node: u64,
+}
 
 /// A node's physical clock: the process clock (simulated time in simulation), plus an offset,
 /// plus a drift in parts per million since the clock was made. Cloning shares the settings,

@@ -18,7 +18,7 @@ const PAGE: usize = 1024;
 /// Whether `remote` replaces `local` under last-writer-wins: the higher version (HLC, then
 /// node id) wins; equal versions are the same write.
 pub fn lww_wins(remote: &ObjectEntry, local: Option<&ObjectEntry>) -> bool {
-    if crate::bugs::active("lww-remote-wins") {
+    if crate::bugs::active(crate::bugs::Bug::LwwRemoteWins) {
         return true;
     }
     match local {

@@ -26,10 +26,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use crate::check::convergence::{Hlc, Version};
 use crate::storage::{DynStorage, EngineKind, StorageError};
 pub use basic::{BasicOptions, BasicShard};
-pub use clock::{HlcClock, NodeClock};
+pub use clock::{Hlc, HlcClock, NodeClock, Version};
 pub use factory::{NodeContext, ShardFactory};
 pub use mst::{MstOptions, MstShard};
 pub use raft_shard::RaftShard;
@@ -110,6 +109,12 @@ impl ShardKind {
             ShardKind::Eventual => "eventual",
             ShardKind::None => "none",
         }
+    }
+}
+
+impl std::fmt::Display for ShardKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

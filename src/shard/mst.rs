@@ -328,7 +328,7 @@ impl MstShard {
         writes: Vec<TxnOp>,
     ) -> Result<Version> {
         self.readiness.check()?;
-        if crate::bugs::active("mst-no-tombstones") {
+        if crate::bugs::active(crate::bugs::Bug::MstNoTombstones) {
             return self.write_without_tombstones(reads, writes).await;
         }
         let (version, _) = self

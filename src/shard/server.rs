@@ -93,7 +93,15 @@ pub async fn handle(s: &DynShard, req: ShardRequest) -> Result<ShardResponse> {
         ShardRequest::Delete(id) => ShardResponse::Written(s.delete(id).await?),
         ShardRequest::Count => ShardResponse::Count(s.count().await?),
         ShardRequest::Scan { prefix, limit } => {
-            ShardResponse::Entries(s.scan(&prefix, limit).await?)
+            let mut entries = s.scan(&prefix, limit).await?;
+            if crate::bugs::active(crate::bugs::Bug::ScanValuesShifted) {
+                // Keys and values zipped one off: each key gets the value of the key after
+                // it (the last keeps its own).
+                for i in 1..entries.len() {
+                    entries[i - 1].1 = entries[i].1.clone();
+                }
+            }
+            ShardResponse::Entries(entries)
         }
         ShardRequest::BatchSet(es) => ShardResponse::Written(s.batch_set(es).await?),
         ShardRequest::BatchDelete(ids) => ShardResponse::Written(s.batch_delete(ids).await?),

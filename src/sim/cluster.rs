@@ -136,7 +136,7 @@ impl Cluster {
         let mut disks = BTreeMap::new();
         let mut clocks = BTreeMap::new();
         let faults = DiskFaults {
-            sync_lies: crate::bugs::active("disk-sync-lies"),
+            sync_lies: crate::bugs::active(crate::bugs::Bug::DiskSyncLies),
             ..DiskFaults::none()
         };
         let election_slots = ElectionSlots::new(total);
@@ -367,7 +367,7 @@ impl Cluster {
     /// Sets the fault rates of a node's disks (redb nodes; others have none).
     /// A lying sync (the `disk-sync-lies` planted bug) stays on whatever the rates.
     pub fn set_disk_faults(&self, id: u64, mut faults: crate::storage::DiskFaults) {
-        faults.sync_lies |= crate::bugs::active("disk-sync-lies");
+        faults.sync_lies |= crate::bugs::active(crate::bugs::Bug::DiskSyncLies);
         for disk in self.disks[&id].sim_disks() {
             disk.set_faults(faults.clone());
         }
@@ -502,7 +502,7 @@ impl AckLog {
             crate::check::convergence::AckedWrite {
                 key,
                 value: entry.and_then(super::state::value_of),
-                version,
+                version: super::state::stamp(version),
                 acked_at,
             },
         );

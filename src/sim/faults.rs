@@ -1,20 +1,19 @@
-//! Fault injection: the scheduled faults of a scenario, the random nemesis, and the final
-//! heal. Every fault is recorded as a [`FaultEvent`] (shown on the history's time axis) and
-//! as a trace line.
+//! Fault injection: the scheduled faults of a scenario and the final heal (the random
+//! nemesis draws its faults in [`super::nemesis`] and applies them here). Every fault is
+//! recorded as a [`FaultEvent`] (shown on the history's time axis) and as a trace line.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
-use rand::Rng;
 
 use super::cluster::Cluster;
 use super::trace;
 use super::workload::Members;
 use crate::check::history::FaultEvent;
-use crate::scenario::{Fault, Nemesis, ScheduledFault, Target};
+use crate::scenario::{Fault, FaultKind, ScheduledFault, Target};
 use crate::shard::ShardKind;
 use crate::storage::{DiskFaults, EngineKind, PowerLossMode};
 
@@ -56,16 +55,23 @@ fn now_ns() -> u64 {
     trace::now_us() * 1_000
 }
 
-/// What undoes a nemesis fault.
-enum Undo {
-    Heal,
-    Restart(u64),
-    Resume(u64),
-    Unskew(u64),
-    DiskOk(u64),
-    Readd(u64),
-    Nothing,
+/// The name a fault event of this kind has on the history's time axis and in the trace: the
+/// kind's own name, except that a kill shows as a crash and replica changes as membership.
+fn event_name(kind: FaultKind) -> &'static str {
+    match kind {
+        FaultKind::Kill => "crash",
+        FaultKind::AddReplica | FaultKind::RemoveReplica => "membership",
+        other => other.name(),
+    }
 }
+
+/// The fault kinds that cut links (a heal ends their events).
+const CUTS: [FaultKind; 4] = [
+    FaultKind::Partition,
+    FaultKind::Isolate,
+    FaultKind::OneWay,
+    FaultKind::Clog,
+];
 
 impl Injector {
     /// An injector for `cluster`, whose replicas are `members`.
@@ -110,7 +116,8 @@ impl Injector {
         lock(&self.events).clone()
     }
 
-    fn begin(&self, kind: &str, detail: String, node: Option<u64>, lasting: bool) {
+    fn begin(&self, kind: FaultKind, detail: String, node: Option<u64>, lasting: bool) {
+        let kind = event_name(kind);
         trace::record(format_args!("fault {kind}: {detail}"));
         let mut events = lock(&self.events);
         let t = now_ns();
@@ -129,12 +136,13 @@ impl Injector {
     }
 
     /// Ends open events of the given kinds (and node, if given).
-    fn end(&self, kinds: &[&str], node: Option<u64>) {
+    fn end(&self, kinds: &[FaultKind], node: Option<u64>) {
         let mut events = lock(&self.events);
         let t = now_ns();
         lock(&self.open).retain(|o| {
             let e = &mut events[o.event];
-            let hit = kinds.contains(&e.kind.as_str()) && (node.is_none() || o.node == node);
+            let hit = kinds.iter().any(|k| event_name(*k) == e.kind)
+                && (node.is_none() || o.node == node);
             if hit {
                 e.end = Some(t);
             }
@@ -142,7 +150,7 @@ impl Injector {
         });
     }
 
-    fn live_members(&self) -> Vec<u64> {
+    pub(super) fn live_members(&self) -> Vec<u64> {
         let down = lock(&self.down);
         let paused = lock(&self.paused);
         lock(&self.members)
@@ -152,7 +160,7 @@ impl Injector {
             .collect()
     }
 
-    fn pick(&self, from: &[u64]) -> Option<u64> {
+    pub(super) fn pick(&self, from: &[u64]) -> Option<u64> {
         from.choose(&mut crate::rt::thread_rng()).copied()
     }
 
@@ -167,7 +175,7 @@ impl Injector {
     }
 
     /// Resolves a target to a node id (`None`: no node fits, the fault is skipped).
-    fn resolve(&self, t: Target) -> Option<u64> {
+    pub(super) fn resolve(&self, t: Target) -> Option<u64> {
         match t {
             Target::Node(n) => Some(n),
             Target::Leader => self.leader(),
@@ -187,8 +195,10 @@ impl Injector {
     /// Applies one fault.
     pub async fn apply(self: &Arc<Self>, fault: &Fault) {
         let c = &self.cluster;
-        let skipped =
-            |what: &str| trace::record(format_args!("fault {what} skipped: no node fits"));
+        let skipped = || {
+            let what = fault.kind();
+            trace::record(format_args!("fault {what} skipped: no node fits"))
+        };
         match fault {
             Fault::Partition { groups } => {
                 let mut groups = groups.clone();
@@ -205,60 +215,60 @@ impl Injector {
                 self.cut(Fault::Partition {
                     groups: groups.clone(),
                 });
-                self.begin("partition", format!("{groups:?}"), None, true);
+                self.begin(FaultKind::Partition, format!("{groups:?}"), None, true);
             }
             Fault::Isolate { node } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("isolate");
+                    return skipped();
                 };
                 let others: Vec<u64> = c.node_ids().into_iter().filter(|x| *x != n).collect();
                 c.partition(&[vec![n], others]);
                 self.cut(Fault::Isolate {
                     node: Target::Node(n),
                 });
-                self.begin("isolate", format!("node {n} ({node})"), None, true);
+                self.begin(FaultKind::Isolate, format!("node {n} ({node})"), None, true);
             }
             Fault::OneWay { from, to } => {
                 let (Some(a), Some(b)) = (self.resolve(*from), self.resolve(*to)) else {
-                    return skipped("one_way");
+                    return skipped();
                 };
                 if a == b {
-                    return skipped("one_way");
+                    return skipped();
                 }
                 c.cut_one_way(a, b);
                 self.cut(Fault::OneWay {
                     from: Target::Node(a),
                     to: Target::Node(b),
                 });
-                self.begin("one_way", format!("{a} -> {b} lost"), None, true);
+                self.begin(FaultKind::OneWay, format!("{a} -> {b} lost"), None, true);
             }
             Fault::Clog { node } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("clog");
+                    return skipped();
                 };
                 c.clog(n);
                 self.cut(Fault::Clog {
                     node: Target::Node(n),
                 });
-                self.begin("clog", format!("node {n}"), None, true);
+                self.begin(FaultKind::Clog, format!("node {n}"), None, true);
             }
             Fault::Heal => {
                 if self.net_faulted.swap(false, Ordering::Relaxed) {
                     self.record(Fault::Heal);
                 }
                 c.heal();
-                self.end(&["partition", "isolate", "one_way", "clog"], None);
+                self.end(&CUTS, None);
                 trace::record("fault heal: every link restored");
             }
             Fault::Kill { node } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("kill");
+                    return skipped();
                 };
                 self.kill(n, None);
             }
             Fault::PowerLoss { node, mode } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("power_loss");
+                    return skipped();
                 };
                 self.kill(n, Some(*mode));
             }
@@ -273,7 +283,7 @@ impl Injector {
             }
             Fault::Pause { node } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("pause");
+                    return skipped();
                 };
                 self.pause(n);
             }
@@ -292,13 +302,13 @@ impl Injector {
                 drift_ppm,
             } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("clock_skew");
+                    return skipped();
                 };
                 self.skew(n, *offset_ms, *drift_ppm);
             }
             Fault::DiskFaults { node, disk } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("disk_faults");
+                    return skipped();
                 };
                 c.set_disk_faults(n, disk.clone());
                 self.record(Fault::DiskFaults {
@@ -308,30 +318,35 @@ impl Injector {
                 if disk.has_errors() {
                     lock(&self.disk_faulted).insert(n);
                 }
-                self.begin("disk_faults", format!("node {n}: {disk:?}"), None, false);
+                self.begin(
+                    FaultKind::DiskFaults,
+                    format!("node {n}: {disk:?}"),
+                    None,
+                    false,
+                );
             }
             Fault::Snapshot { node } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("snapshot");
+                    return skipped();
                 };
                 self.snapshot(n);
             }
             Fault::AddReplica { node } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("add_replica");
+                    return skipped();
                 };
                 self.add_replica(n).await;
             }
             Fault::RemoveReplica { node } => {
                 let Some(n) = self.resolve(*node) else {
-                    return skipped("remove_replica");
+                    return skipped();
                 };
                 self.remove_replica(n).await;
             }
         }
     }
 
-    fn kill(&self, n: u64, power: Option<PowerLossMode>) {
+    pub(super) fn kill(&self, n: u64, power: Option<PowerLossMode>) {
         if !lock(&self.down).insert(n) {
             return;
         }
@@ -349,13 +364,18 @@ impl Injector {
         match power {
             Some(mode) => {
                 self.cluster.power_loss(n, mode);
-                self.begin("power_loss", format!("node {n} ({mode:?})"), Some(n), true);
+                self.begin(
+                    FaultKind::PowerLoss,
+                    format!("node {n} ({mode:?})"),
+                    Some(n),
+                    true,
+                );
             }
-            None => self.begin("crash", format!("node {n}"), Some(n), true),
+            None => self.begin(FaultKind::Kill, format!("node {n}"), Some(n), true),
         }
     }
 
-    fn restart(&self, n: u64) {
+    pub(super) fn restart(&self, n: u64) {
         if !lock(&self.down).remove(&n) {
             return;
         }
@@ -363,11 +383,11 @@ impl Injector {
         self.record(Fault::Restart {
             node: Target::Node(n),
         });
-        self.end(&["crash", "power_loss"], Some(n));
+        self.end(&[FaultKind::Kill, FaultKind::PowerLoss], Some(n));
         trace::record(format_args!("fault restart: node {n}"));
     }
 
-    fn pause(&self, n: u64) {
+    pub(super) fn pause(&self, n: u64) {
         if lock(&self.down).contains(&n) || !lock(&self.paused).insert(n) {
             return;
         }
@@ -375,10 +395,10 @@ impl Injector {
         self.record(Fault::Pause {
             node: Target::Node(n),
         });
-        self.begin("pause", format!("node {n}"), Some(n), true);
+        self.begin(FaultKind::Pause, format!("node {n}"), Some(n), true);
     }
 
-    fn resume(&self, n: u64) {
+    pub(super) fn resume(&self, n: u64) {
         if !lock(&self.paused).remove(&n) {
             return;
         }
@@ -386,11 +406,11 @@ impl Injector {
         self.record(Fault::Resume {
             node: Target::Node(n),
         });
-        self.end(&["pause"], Some(n));
+        self.end(&[FaultKind::Pause], Some(n));
         trace::record(format_args!("fault resume: node {n}"));
     }
 
-    fn skew(&self, n: u64, offset_ms: i64, drift_ppm: i64) {
+    pub(super) fn skew(&self, n: u64, offset_ms: i64, drift_ppm: i64) {
         let clock = self.cluster.clock(n);
         clock.set_offset_ms(offset_ms);
         clock.set_drift_ppm(drift_ppm);
@@ -400,19 +420,19 @@ impl Injector {
             drift_ppm,
         });
         self.begin(
-            "clock_skew",
+            FaultKind::ClockSkew,
             format!("node {n}: offset {offset_ms} ms, drift {drift_ppm} ppm"),
             None,
             false,
         );
     }
 
-    fn snapshot(&self, n: u64) {
+    pub(super) fn snapshot(&self, n: u64) {
         self.record(Fault::Snapshot {
             node: Target::Node(n),
         });
         self.begin(
-            "snapshot",
+            FaultKind::Snapshot,
             format!("node {n} builds a snapshot"),
             None,
             false,
@@ -432,8 +452,8 @@ impl Injector {
         Some((leader, self.cluster.shard(leader)?))
     }
 
-    async fn add_replica(&self, n: u64) {
-        self.begin("membership", format!("add node {n}"), None, false);
+    pub(super) async fn add_replica(&self, n: u64) {
+        self.begin(FaultKind::AddReplica, format!("add node {n}"), None, false);
         let Some((leader, shard)) = self.leader_shard() else {
             return;
         };
@@ -452,8 +472,13 @@ impl Injector {
         }
     }
 
-    async fn remove_replica(&self, n: u64) {
-        self.begin("membership", format!("remove node {n}"), None, false);
+    pub(super) async fn remove_replica(&self, n: u64) {
+        self.begin(
+            FaultKind::RemoveReplica,
+            format!("remove node {n}"),
+            None,
+            false,
+        );
         let Some((leader, shard)) = self.leader_shard() else {
             return;
         };
@@ -470,12 +495,22 @@ impl Injector {
         }
     }
 
+    /// Clears a node's disk fault rates (the nemesis's undo of `disk_faults`).
+    pub(super) fn disk_ok(&self, n: u64) {
+        self.cluster.set_disk_faults(n, DiskFaults::none());
+        self.record(Fault::DiskFaults {
+            node: Target::Node(n),
+            disk: DiskFaults::none(),
+        });
+        trace::record(format_args!("disk faults off: node {n}"));
+    }
+
     /// Heals everything at the end of the fault phase: links, paused and stopped nodes, disk
     /// fault rates. (Clock skew stays: a clock that is off is not a fault to heal.)
     pub fn heal_all(&self) {
         self.healed.store(true, Ordering::Relaxed);
         self.cluster.heal();
-        self.end(&["partition", "isolate", "one_way", "clog"], None);
+        self.end(&CUTS, None);
         let paused: Vec<u64> = lock(&self.paused).iter().copied().collect();
         for n in paused {
             self.resume(n);
@@ -502,186 +537,6 @@ impl Injector {
         }
         trace::record("heal: everything restored");
     }
-
-    /// Runs the random nemesis until `until`: picks a kind (the seed switches kinds on and
-    /// off when `swarm` is set), injects it, holds it, undoes it, waits.
-    pub async fn nemesis(self: Arc<Self>, cfg: Nemesis, until: tokio::time::Instant) {
-        let kinds = {
-            let mut rng = crate::rt::thread_rng();
-            let mut kinds: Vec<(String, f64)> = cfg
-                .kinds
-                .iter()
-                .filter(|(_, w)| **w > 0.0)
-                .map(|(k, w)| (k.clone(), *w))
-                .collect();
-            if cfg.swarm && !kinds.is_empty() {
-                let keep = rng.gen_range(0..kinds.len());
-                let mut i = 0;
-                kinds.retain_mut(|(_, w)| {
-                    let on = i == keep || rng.gen_bool(0.5);
-                    *w *= rng.gen_range(0.25..=1.0);
-                    i += 1;
-                    on
-                });
-            }
-            kinds
-        };
-        trace::record(format_args!("nemesis kinds: {kinds:?}"));
-        let total: f64 = kinds.iter().map(|(_, w)| w).sum();
-        loop {
-            let (gap, hold, roll) = {
-                let mut rng = crate::rt::thread_rng();
-                (
-                    rng.gen_range(cfg.interval_ms.0..=cfg.interval_ms.1),
-                    rng.gen_range(cfg.fault_ms.0..=cfg.fault_ms.1),
-                    rng.gen_range(0.0..total),
-                )
-            };
-            tokio::time::sleep(Duration::from_millis(gap)).await;
-            if tokio::time::Instant::now() >= until {
-                return;
-            }
-            let mut r = roll;
-            let kind = kinds
-                .iter()
-                .find(|(_, w)| {
-                    let hit = r < *w;
-                    r -= w;
-                    hit
-                })
-                .map_or(kinds[0].0.as_str(), |(k, _)| k.as_str());
-            let undo = self.inject(kind).await;
-            let left = until.saturating_duration_since(tokio::time::Instant::now());
-            tokio::time::sleep(Duration::from_millis(hold).min(left)).await;
-            self.undo(undo).await;
-        }
-    }
-
-    async fn inject(self: &Arc<Self>, kind: &str) -> Undo {
-        let c = &self.cluster;
-        let live = self.live_members();
-        let rng_pick = |n: usize| crate::rt::thread_rng().gen_range(0..n.max(1));
-        match kind {
-            "partition" => {
-                let mut nodes = c.node_ids();
-                nodes.shuffle(&mut crate::rt::thread_rng());
-                if nodes.len() < 2 {
-                    return Undo::Nothing;
-                }
-                let cut = 1 + rng_pick(nodes.len() - 1);
-                let groups = vec![nodes[..cut].to_vec(), nodes[cut..].to_vec()];
-                self.apply(&Fault::Partition { groups }).await;
-                Undo::Heal
-            }
-            "one_way" => {
-                self.apply(&Fault::OneWay {
-                    from: Target::Random,
-                    to: Target::Random,
-                })
-                .await;
-                Undo::Heal
-            }
-            "clog" => {
-                self.apply(&Fault::Clog {
-                    node: Target::Random,
-                })
-                .await;
-                Undo::Heal
-            }
-            "kill" | "power_loss" => {
-                let Some(n) = self.pick(&live) else {
-                    return Undo::Nothing;
-                };
-                let mode = (kind == "power_loss").then(|| {
-                    *PowerLossMode::ALL
-                        .choose(&mut crate::rt::thread_rng())
-                        .expect("modes")
-                });
-                self.kill(n, mode);
-                Undo::Restart(n)
-            }
-            "pause" => {
-                let Some(n) = self.pick(&live) else {
-                    return Undo::Nothing;
-                };
-                self.pause(n);
-                Undo::Resume(n)
-            }
-            "clock_skew" => {
-                let Some(n) = self.pick(&live) else {
-                    return Undo::Nothing;
-                };
-                let (offset, drift) = {
-                    let mut rng = crate::rt::thread_rng();
-                    (
-                        rng.gen_range(-5_000..=5_000),
-                        rng.gen_range(-200_000..=200_000),
-                    )
-                };
-                self.skew(n, offset, drift);
-                Undo::Unskew(n)
-            }
-            "disk_faults" => {
-                let Some(n) = self.pick(&live) else {
-                    return Undo::Nothing;
-                };
-                let disk = DiskFaults {
-                    write_error_rate: 0.01,
-                    sync_error_rate: 0.01,
-                    read_error_rate: 0.01,
-                    latency_us_min: 50,
-                    latency_us_max: 5_000,
-                    ..DiskFaults::none()
-                };
-                self.apply(&Fault::DiskFaults {
-                    node: Target::Node(n),
-                    disk,
-                })
-                .await;
-                Undo::DiskOk(n)
-            }
-            "snapshot" => {
-                if let Some(n) = self.pick(&live) {
-                    self.snapshot(n);
-                }
-                Undo::Nothing
-            }
-            "membership" => {
-                if lock(&self.members).len() <= 2 {
-                    return Undo::Nothing;
-                }
-                let Some(n) = self.resolve(Target::Follower) else {
-                    return Undo::Nothing;
-                };
-                self.remove_replica(n).await;
-                if lock(&self.members).contains(&n) {
-                    Undo::Nothing
-                } else {
-                    Undo::Readd(n)
-                }
-            }
-            _ => Undo::Nothing,
-        }
-    }
-
-    async fn undo(self: &Arc<Self>, undo: Undo) {
-        match undo {
-            Undo::Heal => self.apply(&Fault::Heal).await,
-            Undo::Restart(n) => self.restart(n),
-            Undo::Resume(n) => self.resume(n),
-            Undo::Unskew(n) => self.skew(n, 0, 0),
-            Undo::DiskOk(n) => {
-                self.cluster.set_disk_faults(n, DiskFaults::none());
-                self.record(Fault::DiskFaults {
-                    node: Target::Node(n),
-                    disk: DiskFaults::none(),
-                });
-                trace::record(format_args!("disk faults off: node {n}"));
-            }
-            Undo::Readd(n) => self.add_replica(n).await,
-            Undo::Nothing => {}
-        }
-    }
 }
 
 /// Runs the scheduled faults at their times (ms after `start`).
@@ -693,49 +548,5 @@ pub async fn run_schedule(
     for s in schedule {
         tokio::time::sleep_until(start + Duration::from_millis(s.at_ms)).await;
         inj.apply(&s.fault).await;
-    }
-}
-
-/// Leaders seen (Raft), as (term, node). openraft runs with `single-term-leader`, so a term
-/// with two nodes here breaks election safety.
-pub type LeaderLog = Arc<Mutex<BTreeSet<(u64, u64)>>>;
-
-/// Watches every Raft node's metrics until `until` and records which node led which term.
-/// A node's new incarnation (after a restart) is picked up within 20 ms.
-pub async fn watch_leaders(cluster: Arc<Cluster>, log: LeaderLog, until: tokio::time::Instant) {
-    // Weak handles keep each incarnation's allocation, so a new incarnation never shares
-    // its address with one already watched.
-    let mut watched: BTreeMap<u64, std::sync::Weak<crate::raft::RaftNode>> = BTreeMap::new();
-    while tokio::time::Instant::now() < until {
-        for id in cluster.node_ids() {
-            let Some(node) = cluster.raft(id) else {
-                continue;
-            };
-            if watched
-                .get(&id)
-                .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&node)))
-            {
-                continue;
-            }
-            watched.insert(id, Arc::downgrade(&node));
-            let mut rx = node.raft.metrics();
-            drop(node);
-            let log = log.clone();
-            tokio::spawn(async move {
-                loop {
-                    let (term, leading) = {
-                        let m = rx.borrow_and_update();
-                        (m.current_term, m.state == openraft::ServerState::Leader)
-                    };
-                    if leading && lock(&log).insert((term, id)) {
-                        trace::record(format_args!("node {id} leads term {term}"));
-                    }
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

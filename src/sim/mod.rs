@@ -1,22 +1,21 @@
 //! The simulation harness: clusters of shards on madsim nodes with their own disks and
-//! clocks, the faults a scenario can inject, and the replica states the checkers read.
+//! clocks, the workload clients, the faults a scenario can inject (scheduled and random), the
+//! observation of a cluster for the checks, the run trace, and a run from scenario to
+//! verdict. The command line lives in `crate::cmd`, which drives this module and which
+//! nothing here imports.
 
-#[cfg(madsim)]
-pub mod bench;
-#[cfg(madsim)]
-pub mod bughunt;
-#[cfg(madsim)]
-pub mod chaos;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
-pub mod command;
-#[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
-pub mod run;
+pub mod nemesis;
 #[cfg(madsim)]
-pub mod shrink;
+pub mod observe;
+#[cfg(madsim)]
+pub mod report;
+#[cfg(madsim)]
+pub mod run;
 #[cfg(madsim)]
 pub mod trace;
 #[cfg(madsim)]

@@ -1,9 +1,10 @@
-//! Turning a replica's storage into what the convergence checker compares.
+//! Turning a replica's storage, and the versions the stack stamps on writes, into what the
+//! convergence checker compares.
 
 use std::collections::BTreeMap;
 
-use crate::check::convergence::{Entry, ReplicaState};
-use crate::shard::{object_id, ObjectEntry, Result, OBJECT_PREFIX};
+use crate::check::convergence::{Entry, ReplicaState, Stamp};
+use crate::shard::{object_id, ObjectEntry, Result, Version, OBJECT_PREFIX};
 use crate::storage::{DynStorage, KeyRange};
 
 /// The value the checkers see for an object: its fields, serialized (tombstones: `None`).
@@ -12,6 +13,15 @@ pub fn value_of(e: &ObjectEntry) -> Option<Vec<u8>> {
         None
     } else {
         Some(bincode::serialize(&e.fields).expect("fields serialize"))
+    }
+}
+
+/// A version as the convergence checker sees it.
+pub fn stamp(v: Version) -> Stamp {
+    Stamp {
+        wall_ms: v.hlc.wall_ms,
+        logical: v.hlc.logical,
+        node: v.node,
     }
 }
 
@@ -28,7 +38,7 @@ pub async fn replica_entries(storage: &DynStorage) -> Result<BTreeMap<u64, Entry
                 id,
                 Entry {
                     value: value_of(&e),
-                    version: e.version,
+                    version: stamp(e.version),
                 },
             );
         }

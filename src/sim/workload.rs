@@ -15,17 +15,9 @@ use super::cluster::AckLog;
 use super::trace;
 use crate::check::history::{History, Outcome, Recorder};
 use crate::check::model::{KvInput, KvOutput};
+use crate::check::scan::ScanResult;
 use crate::scenario::Workload;
 use crate::shard::{ObjectEntry, ShardClient, ShardError, ShardRequest, ShardResponse};
-
-/// One scan's result: when it completed and the (key, value) pairs it returned.
-#[derive(Debug, Clone)]
-pub struct ScanResult {
-    /// Simulated ns since the run started.
-    pub at: u64,
-    /// The pairs.
-    pub pairs: Vec<(u64, String)>,
-}
 
 /// What the clients recorded.
 #[derive(Default)]

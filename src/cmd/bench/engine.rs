@@ -1,104 +1,15 @@
-//! Benchmarks behind `odgm-sim bench`: they print figures instead of asserting timings, since
-//! the machines are shared and noisy.
-//!
-//! Benchmarks run outside any simulation, on real files and the wall clock: they measure the
-//! engines, not the simulator. (The wall clock is read only here.)
+//! `odgm-sim bench snapshot`: the engines' snapshot paths on real files, timed with the real
+//! clock outside any simulation: bulk load, zero-copy snapshot cost, snapshot stream build
+//! and install throughput, peak RSS.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::cli::SnapshotBenchArgs;
+use super::{mib, open_bench_engine, peak_rss_bytes, rss_bytes, Scratch, SnapshotBenchArgs};
+use crate::rt::Stopwatch;
 use crate::storage::stream::{self, SnapshotHeader, DEFAULT_CHUNK_BYTES};
-use crate::storage::{
-    DynStorage, EngineKind, FjallOptions, FjallStorage, MemoryStorage, RedbStorage,
-};
-
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Peak resident set size of this process in bytes (`VmHWM`), if the OS tells.
-pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmHWM:")
-}
-
-/// Resets the kernel's peak-RSS mark to the current RSS (Linux: `5 > /proc/self/clear_refs`),
-/// so a later [`peak_rss_bytes`] covers one phase. Returns whether the kernel accepted it.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// Current resident set size of this process in bytes (`VmRSS`), if the OS tells.
-pub fn rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmRSS:")
-}
-
-pub(crate) fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// A scratch folder removed on drop.
-pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
-
-impl Scratch {
-    pub(crate) fn new(tag: &str) -> std::io::Result<Self> {
-        let p = std::env::temp_dir().join(format!("odgm-sim-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(Self(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub(crate) fn open_bench_engine(
-    engine: EngineKind,
-    dir: &Scratch,
-    name: &str,
-    cache_bytes: u64,
-) -> Result<DynStorage, String> {
-    open_bench_engine_with(engine, dir, name, cache_bytes, 2)
-}
-
-/// As [`open_bench_engine`], with fjall's background threads set (0 inside a simulation).
-pub(crate) fn open_bench_engine_with(
-    engine: EngineKind,
-    dir: &Scratch,
-    name: &str,
-    cache_bytes: u64,
-    fjall_threads: usize,
-) -> Result<DynStorage, String> {
-    Ok(match engine {
-        EngineKind::Memory => Arc::new(MemoryStorage::new()),
-        EngineKind::Redb => Arc::new(
-            RedbStorage::open_file(&dir.0.join(format!("{name}.redb")), cache_bytes as usize)
-                .map_err(|e| e.to_string())?,
-        ),
-        EngineKind::Fjall => Arc::new(
-            FjallStorage::open(
-                &dir.0.join(name),
-                FjallOptions {
-                    // Outside a simulation fjall may flush and compact in the background;
-                    // without that its memtables would hold all data.
-                    worker_threads: fjall_threads,
-                    cache_bytes,
-                    sync_commits: false,
-                },
-            )
-            .map_err(|e| e.to_string())?,
-        ),
-    })
-}
 
 /// `odgm-sim bench snapshot`.
 pub fn snapshot(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
@@ -117,7 +28,7 @@ async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
 
     // Load through the engine's bulk path (what a snapshot install uses): sorted pairs,
     // generated as they are written, so the bench itself holds no copy of the data.
-    let t = Instant::now();
+    let t = Stopwatch::start();
     let value_bytes = args.value_bytes;
     let generated = futures::stream::iter((0..args.keys).map(move |k| {
         let mut v = vec![0xA5u8; value_bytes];
@@ -143,7 +54,7 @@ async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
     // Zero-copy snapshot cost.
     let mut samples: Vec<Duration> = Vec::with_capacity(args.snapshot_samples);
     for _ in 0..args.snapshot_samples.max(1) {
-        let t = Instant::now();
+        let t = Stopwatch::start();
         let s = source
             .create_zero_copy_snapshot()
             .await
@@ -177,7 +88,7 @@ async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     let spool_path = scratch.0.join("snapshot.stream");
-    let t = Instant::now();
+    let t = Stopwatch::start();
     let pairs = source
         .create_kv_snapshot_stream(&snap)
         .await
@@ -209,7 +120,7 @@ async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
 
     // Install: wire chunks read back from the spool -> decode -> a fresh storage.
     let target = open_bench_engine(args.engine, &scratch, "target", cache)?;
-    let t = Instant::now();
+    let t = Stopwatch::start();
     let file = std::fs::File::open(&spool_path).map_err(|e| e.to_string())?;
     let reader = std::io::BufReader::new(file);
     let chunks = futures::stream::unfold(reader, |mut r| async move {

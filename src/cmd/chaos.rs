@@ -4,18 +4,17 @@
 //! until the time budget is spent. Failing runs leave their run folders; `summary.json`
 //! lists every run.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::command::{sweep_processes, SweepOptions};
-use super::run;
-use crate::scenario::Scenario;
+use super::process::{exe, sweep_processes, SweepOptions};
+use crate::check::failure::{CheckKind, Failure};
+use crate::rt::Stopwatch;
+use crate::scenario::{generate, Scenario};
 
 /// Arguments of `odgm-sim chaos`.
 #[derive(Debug, Args)]
@@ -81,112 +80,6 @@ pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     Ok((i, n))
 }
 
-fn pick<'a, T>(rng: &mut StdRng, items: &'a [(T, u32)]) -> &'a T {
-    let total: u32 = items.iter().map(|(_, w)| w).sum();
-    let mut x = rng.gen_range(0..total);
-    for (item, w) in items {
-        if x < *w {
-            return item;
-        }
-        x -= w;
-    }
-    &items[items.len() - 1].0
-}
-
-/// The scenario file (TOML) that `seed` draws. Every draw is a valid scenario.
-pub fn random_scenario(seed: u64) -> String {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x6f64_676d_6368_616f);
-    let mode = *pick(
-        &mut rng,
-        &[("raft", 4), ("mst", 2), ("eventual", 2), ("none", 1)],
-    );
-    let engine = *pick(&mut rng, &[("redb", 6), ("memory", 3), ("fjall", 1)]);
-    let nodes: u64 = match mode {
-        "none" => 1,
-        "raft" => *pick(&mut rng, &[(3, 3), (5, 1)]),
-        _ => rng.gen_range(2..=4),
-    };
-    let membership = mode == "raft" && rng.gen_bool(0.3);
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "description = \"chaos seed {seed}: {mode} on {engine}, {nodes} node(s)\""
-    );
-    let _ = writeln!(t, "duration_ms = {}", rng.gen_range(8..=20) * 1000);
-    let _ = writeln!(t, "quiet_ms = {}", rng.gen_range(3..=6) * 1000);
-    let _ = writeln!(
-        t,
-        "\n[cluster]\nmode = \"{mode}\"\nengine = \"{engine}\"\nnodes = {nodes}"
-    );
-    if membership {
-        let _ = writeln!(t, "spares = 1");
-    }
-    if mode == "raft" {
-        let every = rng.gen_range(50..=500);
-        let _ = writeln!(
-            t,
-            "\n[cluster.raft]\nsnapshot_every = {every}\nkeep_after_snapshot = {}",
-            rng.gen_range(5..=every / 2)
-        );
-    }
-    if nodes > 1 {
-        let lo = rng.gen_range(1..=5);
-        let _ = writeln!(
-            t,
-            "\n[network]\nlatency_ms = [{lo}, {}]\nloss = {:.3}\nduplicate = {:.3}",
-            lo + rng.gen_range(0..=30),
-            rng.gen_range(0.0..0.03),
-            rng.gen_range(0.0..0.05)
-        );
-    }
-    let _ = writeln!(
-        t,
-        "\n[workload]\nclients = {}\nkeys = {}\nrate = {:.1}",
-        rng.gen_range(2..=8),
-        rng.gen_range(3..=20),
-        rng.gen_range(5.0..40.0)
-    );
-    let _ = writeln!(
-        t,
-        "\n[workload.mix]\nget = {}\nset = {}\ndelete = {}\ncas = {}\nscan = {}",
-        rng.gen_range(0..=50),
-        rng.gen_range(10..=60),
-        rng.gen_range(0..=15),
-        rng.gen_range(0..=20),
-        rng.gen_range(0..=10)
-    );
-    let lo = rng.gen_range(100..=1000);
-    let flo = rng.gen_range(200..=1500);
-    let _ = writeln!(
-        t,
-        "\n[nemesis]\ninterval_ms = [{lo}, {}]\nfault_ms = [{flo}, {}]\nswarm = true\n\n[nemesis.kinds]",
-        lo + rng.gen_range(0..=2000),
-        flo + rng.gen_range(0..=2500)
-    );
-    // The memory engine keeps nothing across a crash, so a killed node would come back
-    // empty: not a fault this stack claims to survive.
-    let mut kinds: Vec<&str> = vec!["pause", "clock_skew"];
-    if engine != "memory" {
-        kinds.push("kill");
-    }
-    if nodes > 1 {
-        kinds.extend(["partition", "one_way", "clog"]);
-    }
-    if engine == "redb" {
-        kinds.extend(["power_loss", "disk_faults"]);
-    }
-    if mode == "raft" {
-        kinds.push("snapshot");
-        if membership {
-            kinds.push("membership");
-        }
-    }
-    for k in kinds {
-        let _ = writeln!(t, "{k} = {:.2}", rng.gen_range(0.2..1.0));
-    }
-    t
-}
-
 /// One chaos run in the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChaosRun {
@@ -197,7 +90,10 @@ pub struct ChaosRun {
     /// Whether every check passed.
     pub passed: bool,
     /// What failed.
-    pub failures: Vec<String>,
+    pub failures: Vec<Failure>,
+    /// Why the run gave no report (it crashed), if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Trace hash.
     pub trace_hash: String,
     /// Real time of the run, ms.
@@ -223,6 +119,8 @@ pub struct ChaosSummary {
     pub passed: usize,
     /// Runs that failed.
     pub failed: usize,
+    /// Failing runs by the checks they failed (a run counts once per kind).
+    pub failed_by_check: BTreeMap<CheckKind, usize>,
     /// Each run.
     pub results: Vec<ChaosRun>,
 }
@@ -232,10 +130,8 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
     let (shard, shards) = args.shard;
     let dir = args.out.join("scenarios");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let jobs = super::default_jobs(args.jobs);
+    let exe = exe()?;
     let opts = SweepOptions {
         jobs,
         bugs: Vec::new(),
@@ -247,23 +143,21 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
         args.budget,
         args.out.display()
     );
-    let started = run::real_secs();
+    let started = Stopwatch::start();
     let mut results: Vec<ChaosRun> = Vec::new();
     let mut k = 0u64;
     let limit = args.max_runs.unwrap_or(u64::MAX);
-    while run::real_secs() - started < args.budget && k < limit {
+    while started.elapsed_secs() < args.budget && k < limit {
         let mut batch = Vec::new();
-        let mut drawn = Vec::new();
-        while batch.len() < jobs.max(1) && k < limit {
+        let mut drawn: Vec<Scenario> = Vec::new();
+        while batch.len() < jobs && k < limit {
             let seed = args.start_seed + shard + k * shards;
             k += 1;
-            let text = random_scenario(seed);
-            let file = dir.join(format!("chaos-{seed}.toml"));
-            std::fs::write(&file, &text).map_err(|e| format!("{}: {e}", file.display()))?;
-            // A draw that does not validate is a generator bug: say so and stop.
-            let scenario = Scenario::load(&file).map_err(|e| format!("chaos generator: {e}"))?;
+            let d = generate::chaos(seed);
+            let file = dir.join(format!("{}.toml", d.scenario.name));
+            std::fs::write(&file, d.to_toml()).map_err(|e| format!("{}: {e}", file.display()))?;
             batch.push((file, seed));
-            drawn.push(scenario);
+            drawn.push(d.scenario);
         }
         let finished = sweep_processes(&exe, &batch, &opts, &|_| {});
         for (r, scenario) in finished.into_iter().zip(drawn.drain(..)) {
@@ -279,10 +173,12 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
                 seed: r.seed,
                 cluster,
                 passed,
-                failures: match &r.report {
-                    Ok(rep) => rep.failures.clone(),
-                    Err(e) => vec![format!("run crashed: {}", e.lines().next().unwrap_or(""))],
-                },
+                failures: r
+                    .report
+                    .as_ref()
+                    .map(|rep| rep.failures.clone())
+                    .unwrap_or_default(),
+                error: r.report.as_ref().err().map(|e| e.to_string()),
                 trace_hash: r
                     .report
                     .as_ref()
@@ -299,15 +195,23 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
                     "FAIL seed {} ({}): {}\n  replay: {}",
                     run.seed,
                     run.cluster,
-                    run.failures.join("; "),
+                    r.what_failed(),
                     run.replay
                 );
             }
             results.push(run);
         }
     }
-    let wall = run::real_secs() - started;
+    let wall = started.elapsed_secs();
     let failed = results.iter().filter(|r| !r.passed).count();
+    let mut failed_by_check: BTreeMap<CheckKind, usize> = BTreeMap::new();
+    for r in &results {
+        let kinds: std::collections::BTreeSet<CheckKind> =
+            r.failures.iter().map(Failure::kind).collect();
+        for k in kinds {
+            *failed_by_check.entry(k).or_default() += 1;
+        }
+    }
     let summary = ChaosSummary {
         shard: format!("{shard}/{shards}"),
         budget_s: args.budget,
@@ -315,12 +219,16 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
         runs: results.len(),
         passed: results.len() - failed,
         failed,
+        failed_by_check,
         results,
     };
     let path = args.out.join("summary.json");
     let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     print_mix(&summary);
+    for (kind, n) in &summary.failed_by_check {
+        println!("  failed {kind}: {n} run(s)");
+    }
     println!(
         "{} runs: {} passed, {} failed in {:.0} s ({:.1} runs/s); summary: {}",
         summary.runs,
@@ -339,7 +247,7 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
 
 /// Runs per mode and engine, so a reader sees what the budget covered.
 fn print_mix(summary: &ChaosSummary) {
-    let mut by: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for r in &summary.results {
         let key = r
             .cluster
@@ -357,28 +265,6 @@ fn print_mix(summary: &ChaosSummary) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_draw_is_a_valid_scenario() {
-        let mut modes = std::collections::BTreeSet::new();
-        for seed in 0..500 {
-            let text = random_scenario(seed);
-            let s = Scenario::parse(&text, "chaos.toml", "chaos")
-                .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
-            modes.insert((s.cluster.mode.name(), s.cluster.engine.to_string()));
-            assert!(s.nemesis.is_some());
-        }
-        assert!(
-            modes.len() >= 10,
-            "draws cover too few mode/engine pairs: {modes:?}"
-        );
-    }
-
-    #[test]
-    fn a_seed_draws_the_same_scenario() {
-        assert_eq!(random_scenario(7), random_scenario(7));
-        assert_ne!(random_scenario(7), random_scenario(8));
-    }
 
     #[test]
     fn budgets_and_shards_parse() {

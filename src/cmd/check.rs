@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::formats::{self, Format, LoadError};
-use super::history::History;
-use super::html;
-use super::linearizability::{check, CheckOptions, CheckResult, Verdict};
-use super::model::{KvModel, Model, RegisterModel};
+use crate::check::formats::{self, Format, LoadError};
+use crate::check::history::History;
+use crate::check::html;
+use crate::check::linearizability::{check, CheckOptions, CheckResult, Verdict};
+use crate::check::model::{KvModel, Model, RegisterModel};
 
 /// The model names of the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -142,7 +142,7 @@ fn run_model<M: Model>(
     let mut result: Option<CheckResult> = None;
     for _ in 0..runs.max(1) {
         // Checking runs outside any simulation, so the wall clock is the right clock here.
-        let t = Instant::now();
+        let t = crate::rt::Stopwatch::start();
         let r = check(model, history, opts).map_err(|e| e.to_string())?;
         best = best.min(t.elapsed());
         result = Some(r);

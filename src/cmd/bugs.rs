@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use super::command::{sweep_processes, SweepOptions, SweepRun, DEFAULT_OUT};
-use super::run;
+use super::folder::DEFAULT_OUT;
+use super::process::{exe, sweep_processes, SweepOptions, SweepRun};
 use crate::bugs::Bug;
+use crate::check::failure::Failure;
+use crate::rt::Stopwatch;
 use crate::scenario::Scenario;
 
 /// Arguments of `odgm-sim bugs`.
@@ -20,8 +22,8 @@ pub struct BugsArgs {
     #[arg(long, default_value_t = 200)]
     pub seeds: u64,
     /// Only these bugs (repeatable); every planted bug if none.
-    #[arg(long = "bug")]
-    pub bugs: Vec<String>,
+    #[arg(long = "bug", value_enum)]
+    pub bugs: Vec<Bug>,
     /// Run these scenario files instead of each bug's own (for checking that a bug escapes
     /// a scenario that cannot see it).
     #[arg(long = "scenario")]
@@ -44,7 +46,7 @@ pub struct BugsArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Hunt {
     /// The bug.
-    pub bug: String,
+    pub bug: Bug,
     /// Whether a run failed with the bug on.
     pub caught: bool,
     /// Runs done (up to and including the first failing one).
@@ -64,10 +66,16 @@ pub struct Caught {
     pub scenario: String,
     /// Seed.
     pub seed: u64,
-    /// The checks that failed (or why the run crashed).
-    pub failures: Vec<String>,
+    /// The checks that failed.
+    pub failures: Vec<Failure>,
+    /// Why the run gave no report (it crashed), if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// The command that replays it.
     pub replay: String,
+    /// One line saying what failed.
+    #[serde(skip)]
+    pub what: String,
 }
 
 /// Hunts one bug over `scenarios`: seeds `0..budget`, every scenario per seed, `jobs` runs
@@ -75,16 +83,16 @@ pub struct Caught {
 /// run in seed order.
 pub fn hunt(
     exe: &Path,
-    bug: &Bug,
+    bug: Bug,
     scenarios: &[PathBuf],
     budget: u64,
     jobs: usize,
     out: &Path,
 ) -> Hunt {
-    let started = run::real_secs();
+    let started = Stopwatch::start();
     let opts = SweepOptions {
         jobs,
-        bugs: vec![bug.name.to_string()],
+        bugs: vec![bug],
         out: out.to_path_buf(),
         twice: false,
     };
@@ -112,19 +120,22 @@ pub fn hunt(
         None => budget,
     };
     Hunt {
-        bug: bug.name.to_string(),
+        bug,
         caught: caught.is_some(),
         runs: done,
         seeds,
-        wall_s: run::real_secs() - started,
+        wall_s: started.elapsed_secs(),
         by: caught.map(|r| Caught {
             scenario: r.scenario.display().to_string(),
             seed: r.seed,
-            failures: match &r.report {
-                Ok(rep) => rep.failures.clone(),
-                Err(e) => vec![format!("run crashed: {}", e.lines().next().unwrap_or(""))],
-            },
-            replay: r.replay(&[bug.name.to_string()]),
+            failures: r
+                .report
+                .as_ref()
+                .map(|rep| rep.failures.clone())
+                .unwrap_or_default(),
+            error: r.report.as_ref().err().map(|e| e.to_string()),
+            replay: r.replay(&[bug]),
+            what: r.what_failed(),
         }),
     }
 }
@@ -137,20 +148,10 @@ fn stem(f: &Path) -> String {
 
 /// `odgm-sim bugs`.
 pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
-    let bugs: Vec<&'static Bug> = if args.bugs.is_empty() {
-        crate::bugs::ALL.iter().collect()
+    let bugs: Vec<Bug> = if args.bugs.is_empty() {
+        Bug::all().to_vec()
     } else {
-        args.bugs
-            .iter()
-            .map(|n| {
-                crate::bugs::get(n).ok_or_else(|| {
-                    format!(
-                        "unknown bug {n:?} (known: {})",
-                        crate::bugs::names().join(", ")
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?
+        args.bugs.clone()
     };
     if args.seeds == 0 {
         return Err("--seeds must be at least 1".into());
@@ -159,7 +160,7 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     let mut plan = Vec::new();
     for bug in &bugs {
         let files: Vec<PathBuf> = if args.scenarios.is_empty() {
-            bug.caught_by
+            bug.caught_by()
                 .iter()
                 .map(|s| args.scenario_dir.join(format!("{s}.toml")))
                 .collect()
@@ -171,10 +172,8 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
         }
         plan.push((*bug, files));
     }
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let jobs = super::default_jobs(args.jobs);
+    let exe = exe()?;
     println!(
         "bugs: {} planted bug(s), up to {} seed(s) each, {} run(s) at a time",
         bugs.len(),
@@ -183,7 +182,7 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     );
     let mut hunts = Vec::new();
     for (bug, files) in &plan {
-        let h = hunt(&exe, bug, files, args.seeds, jobs, &args.out);
+        let h = hunt(&exe, *bug, files, args.seeds, jobs, &args.out);
         match &h.by {
             Some(by) => println!(
                 "  {:<28} caught after {:>3} run(s) ({} seed(s)) in {:>6.1} s by {} seed {}: {}\n  {:<28} replay: {}",
@@ -193,7 +192,7 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
                 h.wall_s,
                 stem(Path::new(&by.scenario)),
                 by.seed,
-                by.failures.first().map_or("", String::as_str),
+                by.what,
                 "",
                 by.replay
             ),
@@ -211,7 +210,7 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     let escaped: Vec<&str> = hunts
         .iter()
         .filter(|h| !h.caught)
-        .map(|h| h.bug.as_str())
+        .map(|h| h.bug.name())
         .collect();
     println!(
         "{} of {} bug(s) caught in {:.1} s",

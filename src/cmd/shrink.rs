@@ -16,16 +16,18 @@
 //! the command that replays it. Unlike a bare seed, a small scenario keeps reproducing the
 //! failure after code changes that shift the random draws.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
-use super::command::{child_report, child_run};
-use super::run::{self, RunReport};
-use crate::scenario::{Fault, Scenario, ScheduledFault, Target};
-use crate::storage::DiskFaults;
+use super::folder::{read_report, replay_command};
+use super::process::{child_report, child_run, exe};
+use crate::check::failure::CheckKind;
+use crate::rt::Stopwatch;
+use crate::scenario::transform::{fault_units, with_schedule_that_ran, without_entries, Size};
+use crate::scenario::{Scenario, ScheduledFault};
 
 /// Arguments of `odgm-sim shrink`.
 #[derive(Debug, Args)]
@@ -40,58 +42,11 @@ pub struct ShrinkArgs {
     pub max_runs: usize,
 }
 
-/// The kind of a failure line: what comes before its first colon ("linearizability",
-/// "convergence", "state machine safety", "panic", ...).
-pub fn failure_kind(line: &str) -> &str {
-    line.split(':').next().unwrap_or(line).trim()
-}
-
-/// How big a scenario is, as the shrinker sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size {
-    /// Schedule entries.
-    pub schedule: usize,
-    /// Nemesis fault kinds switched on (0: no nemesis).
-    pub nemesis_kinds: usize,
-    /// Fault phase, ms.
-    pub duration_ms: u64,
-    /// Clients.
-    pub clients: u64,
-    /// Nodes.
-    pub nodes: u64,
-}
-
-impl Size {
-    /// The size of `s`.
-    pub fn of(s: &Scenario) -> Size {
-        Size {
-            schedule: s.schedule.len(),
-            nemesis_kinds: s
-                .nemesis
-                .as_ref()
-                .map_or(0, |n| n.kinds.values().filter(|w| **w > 0.0).count()),
-            duration_ms: s.duration_ms,
-            clients: s.workload.clients,
-            nodes: s.cluster.nodes,
-        }
-    }
-}
-
-impl std::fmt::Display for Size {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} scheduled fault(s), {} nemesis kind(s), {} ms of faults, {} client(s), {} node(s)",
-            self.schedule, self.nemesis_kinds, self.duration_ms, self.clients, self.nodes
-        )
-    }
-}
-
 struct Shrinker {
     exe: PathBuf,
     work: PathBuf,
     seed: u64,
-    kind: String,
+    kind: CheckKind,
     runs: usize,
     max_runs: usize,
     /// The faults that ran in the last candidate that failed.
@@ -113,7 +68,7 @@ impl Shrinker {
         let report = child_report(child_run(&self.exe, &file, self.seed, &[], &self.work));
         let _ = std::fs::remove_file(&file);
         match report {
-            Ok(r) if !r.passed && r.failures.iter().any(|f| failure_kind(f) == self.kind) => {
+            Ok(r) if r.failures.iter().any(|f| f.kind() == self.kind) => {
                 self.ran = r.faults_ran;
                 true
             }
@@ -199,15 +154,7 @@ impl Shrinker {
                     continue;
                 }
                 let dropped: BTreeSet<usize> = units[a..b].iter().flatten().copied().collect();
-                let mut c = best.clone();
-                c.schedule = best
-                    .schedule
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !dropped.contains(i))
-                    .map(|(_, f)| f.clone())
-                    .collect();
-                if self.try_keep(best, c) {
+                if self.try_keep(best, without_entries(best, &dropped)) {
                     reduced = true;
                     break;
                 }
@@ -275,93 +222,6 @@ impl Shrinker {
     }
 }
 
-/// `s` with its random nemesis replaced by `ran`, the faults a run of it applied (targets
-/// resolved, times clamped into the fault phase).
-pub fn with_schedule_that_ran(s: &Scenario, ran: &[ScheduledFault]) -> Scenario {
-    let mut c = s.clone();
-    c.nemesis = None;
-    c.schedule = ran
-        .iter()
-        .map(|f| ScheduledFault {
-            at_ms: f.at_ms.min(s.duration_ms.saturating_sub(1)),
-            fault: f.fault.clone(),
-        })
-        .collect();
-    c
-}
-
-/// What a fault unit waits for to close: a restart of node n ("down", n), a resume, ...
-type UnitKey = (&'static str, u64);
-
-/// Groups a schedule's entries (by index) into units that stand or fall together: a fault
-/// with the entry that undoes it (a kill and its node's restart, a pause and its resume, link
-/// cuts and the heal after them, disk errors and the healthy rates after them, a clock skew
-/// and its reset, a removal and the re-add). Dropping a whole unit keeps the schedule valid
-/// where dropping one entry of it would not. Units are in the order of their first entry.
-pub fn fault_units(schedule: &[ScheduledFault]) -> Vec<Vec<usize>> {
-    let mut units: Vec<Vec<usize>> = Vec::new();
-    // Open units by what closes them.
-    let mut open: BTreeMap<UnitKey, usize> = BTreeMap::new();
-    let mut net: Option<usize> = None;
-    let node = |t: &Target| match t {
-        Target::Node(n) => Some(*n),
-        _ => None,
-    };
-    for (i, f) in schedule.iter().enumerate() {
-        // (key this entry opens, key this entry closes)
-        let (opens, closes): (Option<UnitKey>, Option<UnitKey>) = match &f.fault {
-            Fault::Partition { .. }
-            | Fault::Isolate { .. }
-            | Fault::OneWay { .. }
-            | Fault::Clog { .. } => {
-                match net {
-                    Some(u) => units[u].push(i),
-                    None => {
-                        net = Some(units.len());
-                        units.push(vec![i]);
-                    }
-                }
-                continue;
-            }
-            Fault::Heal => {
-                match net.take() {
-                    Some(u) => units[u].push(i),
-                    None => units.push(vec![i]),
-                }
-                continue;
-            }
-            Fault::Kill { node: t } | Fault::PowerLoss { node: t, .. } => {
-                (node(t).map(|n| ("down", n)), None)
-            }
-            Fault::Restart { node: t } => (None, node(t).map(|n| ("down", n))),
-            Fault::Pause { node: t } => (node(t).map(|n| ("paused", n)), None),
-            Fault::Resume { node: t } => (None, node(t).map(|n| ("paused", n))),
-            Fault::ClockSkew {
-                node: t,
-                offset_ms: 0,
-                drift_ppm: 0,
-            } => (None, node(t).map(|n| ("skew", n))),
-            Fault::ClockSkew { node: t, .. } => (node(t).map(|n| ("skew", n)), None),
-            Fault::DiskFaults { node: t, disk } if *disk == DiskFaults::none() => {
-                (None, node(t).map(|n| ("disk", n)))
-            }
-            Fault::DiskFaults { node: t, .. } => (node(t).map(|n| ("disk", n)), None),
-            Fault::RemoveReplica { node: t } => (node(t).map(|n| ("removed", n)), None),
-            Fault::AddReplica { node: t } => (None, node(t).map(|n| ("removed", n))),
-            Fault::Snapshot { .. } => (None, None),
-        };
-        if let Some(u) = closes.and_then(|k| open.remove(&k)) {
-            units[u].push(i);
-            continue;
-        }
-        if let Some(k) = opens {
-            open.insert(k, units.len());
-        }
-        units.push(vec![i]);
-    }
-    units
-}
-
 /// `odgm-sim shrink`.
 pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
     let dir = &args.run_dir;
@@ -372,15 +232,15 @@ pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{}: not a seed", dir.join("seed").display()))?;
-    let report_path = dir.join("report.json");
-    let bad = |e: String| format!("{}: {e}", report_path.display());
-    let folder_report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&report_path).map_err(|e| bad(e.to_string()))?,
-    )
-    .map_err(|e| bad(e.to_string()))?;
-    let report: RunReport = serde_json::from_value(folder_report["report"].clone())
-        .map_err(|e| bad(format!("no run report: {e}")))?;
-    let Some(first) = report.failures.first() else {
+    let report = read_report(dir)?;
+    // The failure to keep: the first that shows a bug (a checker that gave up shows none),
+    // else the first.
+    let first = report
+        .failures
+        .iter()
+        .find(|f| f.kind().is_violation())
+        .or(report.failures.first());
+    let Some(first) = first else {
         return Err(format!(
             "{}: the run passed; nothing to shrink",
             dir.display()
@@ -389,22 +249,22 @@ pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
     let work = dir.join("shrink");
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let mut s = Shrinker {
-        exe: std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?,
+        exe: exe()?,
         work: work.clone(),
         seed,
-        kind: failure_kind(first).to_string(),
+        kind: first.kind(),
         runs: 0,
         max_runs: args.max_runs,
         ran: Vec::new(),
     };
-    let started = run::real_secs();
+    let started = Stopwatch::start();
     println!(
-        "shrink: {} seed {}, keeping a {:?} failure",
+        "shrink: {} seed {}, keeping a {} failure",
         original.name, seed, s.kind
     );
     if !s.fails(&original) {
         return Err(format!(
-            "{}: seed {seed} no longer fails with a {:?} failure; nothing to shrink",
+            "{}: seed {seed} no longer fails with a {} failure; nothing to shrink",
             path.display(),
             s.kind
         ));
@@ -427,7 +287,7 @@ pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
     s.schedule(&mut best);
     let after = Size::of(&best);
     best.description = format!(
-        "Shrunk by `odgm-sim shrink` from {} (seed {seed}, a {:?} failure): {before} -> {after}.",
+        "Shrunk by `odgm-sim shrink` from {} (seed {seed}, a {} failure): {before} -> {after}.",
         original.name, s.kind
     );
     let out = args.out.clone().unwrap_or_else(|| dir.join("minimal.toml"));
@@ -453,132 +313,9 @@ pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, String> {
     println!(
         "{} candidate run(s) in {:.1} s; minimal scenario: {}",
         s.runs,
-        run::real_secs() - started,
+        started.elapsed_secs(),
         out.display()
     );
-    println!("replay: {}", run::replay_command(&out, seed, &[]));
+    println!("replay: {}", replay_command(&out, seed, &[]));
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failure_kinds() {
-        assert_eq!(
-            failure_kind("linearizability: illegal (key 2)"),
-            "linearizability"
-        );
-        assert_eq!(
-            failure_kind("state machine safety: nodes [1] differ"),
-            "state machine safety"
-        );
-        assert_eq!(failure_kind("panic: x at a.rs:1"), "panic");
-    }
-
-    fn at(at_ms: u64, fault: Fault) -> ScheduledFault {
-        ScheduledFault { at_ms, fault }
-    }
-
-    fn node(n: u64) -> Target {
-        Target::Node(n)
-    }
-
-    #[test]
-    fn a_fault_and_what_undoes_it_form_one_unit() {
-        let disk = DiskFaults {
-            write_error_rate: 0.1,
-            ..DiskFaults::none()
-        };
-        let schedule = vec![
-            at(0, Fault::Kill { node: node(1) }),
-            at(1, Fault::Clog { node: node(2) }),
-            at(
-                2,
-                Fault::OneWay {
-                    from: node(3),
-                    to: node(2),
-                },
-            ),
-            at(3, Fault::Snapshot { node: node(3) }),
-            at(4, Fault::Restart { node: node(1) }),
-            at(5, Fault::Heal),
-            at(
-                6,
-                Fault::DiskFaults {
-                    node: node(2),
-                    disk,
-                },
-            ),
-            at(
-                7,
-                Fault::ClockSkew {
-                    node: node(2),
-                    offset_ms: 5,
-                    drift_ppm: 0,
-                },
-            ),
-            at(
-                8,
-                Fault::DiskFaults {
-                    node: node(2),
-                    disk: DiskFaults::none(),
-                },
-            ),
-            at(
-                9,
-                Fault::ClockSkew {
-                    node: node(2),
-                    offset_ms: 0,
-                    drift_ppm: 0,
-                },
-            ),
-            at(10, Fault::Restart { node: node(3) }),
-            at(11, Fault::Heal),
-            at(
-                12,
-                Fault::Pause {
-                    node: Target::Random,
-                },
-            ),
-            at(13, Fault::Resume { node: Target::All }),
-        ];
-        assert_eq!(
-            fault_units(&schedule),
-            vec![
-                vec![0, 4],
-                vec![1, 2, 5],
-                vec![3],
-                vec![6, 8],
-                vec![7, 9],
-                vec![10],
-                vec![11],
-                vec![12],
-                vec![13],
-            ]
-        );
-    }
-
-    #[test]
-    fn the_schedule_that_ran_replaces_the_nemesis_inside_the_fault_phase() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scenarios/raft-chaos.toml"
-        ))
-        .expect("raft-chaos scenario");
-        let s = Scenario::parse(&text, "raft-chaos.toml", "raft-chaos").expect("valid");
-        assert!(s.nemesis.is_some());
-        let end = s.duration_ms;
-        let ran = vec![
-            at(10, Fault::Kill { node: node(2) }),
-            at(end, Fault::Restart { node: node(2) }),
-        ];
-        let m = with_schedule_that_ran(&s, &ran);
-        assert!(m.nemesis.is_none());
-        assert_eq!(m.schedule.len(), 2);
-        assert_eq!(m.schedule[1].at_ms, end - 1);
-        let back = Scenario::parse(&m.to_toml(), "m.toml", "m").expect("the result validates");
-        assert_eq!(back.schedule, m.schedule);
-    }
 }

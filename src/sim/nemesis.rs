@@ -1,0 +1,208 @@
+//! The random nemesis: during the fault phase it draws a kind (by weight, from the kinds the
+//! seed switched on), injects a fault of that kind, holds it, undoes it, waits, and again.
+//! Targets and parameters come from the seed; the faults go through the [`Injector`], so
+//! they are recorded like scheduled ones (and `shrink` can replay them as a schedule).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::faults::Injector;
+use super::trace;
+use crate::scenario::{Fault, Nemesis, NemesisKind, Target};
+use crate::storage::{DiskFaults, PowerLossMode};
+
+/// What undoes a nemesis fault.
+enum Undo {
+    Heal,
+    Restart(u64),
+    Resume(u64),
+    Unskew(u64),
+    DiskOk(u64),
+    Readd(u64),
+    Nothing,
+}
+
+/// The kinds a run of `cfg` draws from, with their weights: every kind with a weight above
+/// 0, and with `swarm` the seed switches each on or off (keeping at least one) and scales
+/// its weight. Kinds are visited in their order ([`NemesisKind`] is declared in name order).
+fn switched_on(cfg: &Nemesis) -> Vec<(NemesisKind, f64)> {
+    let mut rng = crate::rt::thread_rng();
+    let mut kinds: Vec<(NemesisKind, f64)> = cfg
+        .kinds
+        .iter()
+        .filter(|(_, w)| **w > 0.0)
+        .map(|(k, w)| (*k, *w))
+        .collect();
+    if cfg.swarm && !kinds.is_empty() {
+        let keep = rng.gen_range(0..kinds.len());
+        let mut i = 0;
+        kinds.retain_mut(|(_, w)| {
+            let on = i == keep || rng.gen_bool(0.5);
+            *w *= rng.gen_range(0.25..=1.0);
+            i += 1;
+            on
+        });
+    }
+    kinds
+}
+
+/// Runs the nemesis until `until`.
+pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) {
+    let kinds = switched_on(&cfg);
+    let named: Vec<(&str, f64)> = kinds.iter().map(|(k, w)| (k.name(), *w)).collect();
+    trace::record(format_args!("nemesis kinds: {named:?}"));
+    let total: f64 = kinds.iter().map(|(_, w)| w).sum();
+    loop {
+        let (gap, hold, roll) = {
+            let mut rng = crate::rt::thread_rng();
+            (
+                rng.gen_range(cfg.interval_ms.0..=cfg.interval_ms.1),
+                rng.gen_range(cfg.fault_ms.0..=cfg.fault_ms.1),
+                rng.gen_range(0.0..total),
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        if tokio::time::Instant::now() >= until {
+            return;
+        }
+        let mut r = roll;
+        let kind = kinds
+            .iter()
+            .find(|(_, w)| {
+                let hit = r < *w;
+                r -= w;
+                hit
+            })
+            .map_or(kinds[0].0, |(k, _)| *k);
+        let undo = inject(&inj, kind).await;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(Duration::from_millis(hold).min(left)).await;
+        undo_fault(&inj, undo).await;
+    }
+}
+
+async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {
+    let c = &inj.cluster;
+    let live = inj.live_members();
+    let rng_pick = |n: usize| crate::rt::thread_rng().gen_range(0..n.max(1));
+    match kind {
+        NemesisKind::Partition => {
+            let mut nodes = c.node_ids();
+            nodes.shuffle(&mut crate::rt::thread_rng());
+            if nodes.len() < 2 {
+                return Undo::Nothing;
+            }
+            let cut = 1 + rng_pick(nodes.len() - 1);
+            let groups = vec![nodes[..cut].to_vec(), nodes[cut..].to_vec()];
+            inj.apply(&Fault::Partition { groups }).await;
+            Undo::Heal
+        }
+        NemesisKind::OneWay => {
+            inj.apply(&Fault::OneWay {
+                from: Target::Random,
+                to: Target::Random,
+            })
+            .await;
+            Undo::Heal
+        }
+        NemesisKind::Clog => {
+            inj.apply(&Fault::Clog {
+                node: Target::Random,
+            })
+            .await;
+            Undo::Heal
+        }
+        NemesisKind::Kill | NemesisKind::PowerLoss => {
+            let Some(n) = inj.pick(&live) else {
+                return Undo::Nothing;
+            };
+            let mode = (kind == NemesisKind::PowerLoss).then(|| {
+                *PowerLossMode::ALL
+                    .choose(&mut crate::rt::thread_rng())
+                    .expect("modes")
+            });
+            inj.kill(n, mode);
+            Undo::Restart(n)
+        }
+        NemesisKind::Pause => {
+            let Some(n) = inj.pick(&live) else {
+                return Undo::Nothing;
+            };
+            inj.pause(n);
+            Undo::Resume(n)
+        }
+        NemesisKind::ClockSkew => {
+            let Some(n) = inj.pick(&live) else {
+                return Undo::Nothing;
+            };
+            let (offset, drift) = {
+                let mut rng = crate::rt::thread_rng();
+                (
+                    rng.gen_range(-5_000..=5_000),
+                    rng.gen_range(-200_000..=200_000),
+                )
+            };
+            inj.skew(n, offset, drift);
+            Undo::Unskew(n)
+        }
+        NemesisKind::DiskFaults => {
+            let Some(n) = inj.pick(&live) else {
+                return Undo::Nothing;
+            };
+            let disk = DiskFaults {
+                write_error_rate: 0.01,
+                sync_error_rate: 0.01,
+                read_error_rate: 0.01,
+                latency_us_min: 50,
+                latency_us_max: 5_000,
+                ..DiskFaults::none()
+            };
+            inj.apply(&Fault::DiskFaults {
+                node: Target::Node(n),
+                disk,
+            })
+            .await;
+            Undo::DiskOk(n)
+        }
+        NemesisKind::Snapshot => {
+            if let Some(n) = inj.pick(&live) {
+                inj.snapshot(n);
+            }
+            Undo::Nothing
+        }
+        NemesisKind::Membership => {
+            if inj.members.lock().unwrap_or_else(|e| e.into_inner()).len() <= 2 {
+                return Undo::Nothing;
+            }
+            let Some(n) = inj.resolve(Target::Follower) else {
+                return Undo::Nothing;
+            };
+            inj.remove_replica(n).await;
+            let removed = !inj
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&n);
+            if removed {
+                Undo::Readd(n)
+            } else {
+                Undo::Nothing
+            }
+        }
+    }
+}
+
+async fn undo_fault(inj: &Arc<Injector>, undo: Undo) {
+    match undo {
+        Undo::Heal => inj.apply(&Fault::Heal).await,
+        Undo::Restart(n) => inj.restart(n),
+        Undo::Resume(n) => inj.resume(n),
+        Undo::Unskew(n) => inj.skew(n, 0, 0),
+        Undo::DiskOk(n) => inj.disk_ok(n),
+        Undo::Readd(n) => inj.add_replica(n).await,
+        Undo::Nothing => {}
+    }
+}

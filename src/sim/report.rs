@@ -1,0 +1,263 @@
+//! A run's verdict: what the simulation recorded, handed to every check that applies, and the
+//! report that comes out (`odgm-sim run --json` prints it; sweeps read it back).
+
+use serde::{Deserialize, Serialize};
+
+use super::trace::Trace;
+use crate::bugs::Bug;
+use crate::check::convergence::{check_convergence, ConvergenceInput, ConvergenceReport};
+use crate::check::failure::Failure;
+use crate::check::history::{History, Outcome};
+use crate::check::linearizability::{self, CheckOptions, CheckResult, Verdict};
+use crate::check::model::{KvInput, KvModel, KvOutput};
+use crate::check::raft::RaftObservation;
+use crate::check::scan::{check_scans, ScanResult};
+use crate::scenario::{Scenario, ScheduledFault};
+
+/// Counts of operations by outcome.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Completed.
+    pub ok: u64,
+    /// Definitely did not happen.
+    pub fail: u64,
+    /// Indeterminate.
+    pub info: u64,
+}
+
+impl OpCounts {
+    /// Every operation.
+    pub fn total(&self) -> u64 {
+        self.ok + self.fail + self.info
+    }
+}
+
+/// The verdict of one run, as `odgm-sim run --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Whether every check passed.
+    pub passed: bool,
+    /// What failed.
+    pub failures: Vec<Failure>,
+    /// The trace hash (hex).
+    pub trace_hash: String,
+    /// Trace lines.
+    pub trace_lines: u64,
+    /// Simulated time, ms.
+    pub simulated_ms: u64,
+    /// Real time, ms.
+    pub wall_ms: u64,
+    /// Operations by outcome.
+    pub ops: OpCounts,
+    /// Scans done.
+    pub scans: usize,
+    /// Faults injected.
+    pub faults: usize,
+    /// The linearizability verdict, if checked.
+    pub linearizability: Option<Verdict>,
+    /// Time from the heal until the replicas agreed, ms (convergence check).
+    pub converged_after_ms: Option<u64>,
+    /// Leader ids (term, node) seen (Raft).
+    pub leader_terms: usize,
+    /// Snapshots that nodes installed from a leader (Raft; counted on nodes up at the end,
+    /// since their last restart).
+    pub snapshots_installed: u64,
+    /// Planted bugs that were on.
+    pub bugs: Vec<Bug>,
+    /// The faults applied before the final heal, targets resolved, at their times: the
+    /// schedule that actually ran, the random nemesis's faults included (`shrink` starts
+    /// from it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults_ran: Vec<ScheduledFault>,
+}
+
+impl RunReport {
+    /// The one-line summary `odgm-sim run` prints.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} seed {}: {} ops ({} ok, {} fail, {} info), {} scans, {} faults, {:.1} s simulated in {:.2} s, trace {}",
+            if self.passed { "PASS" } else { "FAIL" },
+            self.scenario,
+            self.seed,
+            self.ops.total(),
+            self.ops.ok,
+            self.ops.fail,
+            self.ops.info,
+            self.scans,
+            self.faults,
+            self.simulated_ms as f64 / 1000.0,
+            self.wall_ms as f64 / 1000.0,
+            self.trace_hash
+        )
+    }
+}
+
+/// Everything a run produced.
+pub struct RunOutput {
+    /// The verdict.
+    pub report: RunReport,
+    /// The key-value history.
+    pub history: History<KvInput, KvOutput>,
+    /// The trace.
+    pub trace: Trace,
+    /// The linearizability result, if checked.
+    pub linearizability: Option<CheckResult>,
+    /// The convergence report, if checked.
+    pub convergence: Option<ConvergenceReport>,
+}
+
+/// What the simulation hands to the checks.
+pub(super) struct Simulated {
+    pub faults_ran: Vec<ScheduledFault>,
+    pub history: History<KvInput, KvOutput>,
+    pub scans: Vec<ScanResult>,
+    pub convergence: Option<ConvergenceInput>,
+    /// Leader ids (term, node) seen.
+    pub leaders: usize,
+    /// The Raft cluster as observed, when Raft invariants are checked.
+    pub raft: Option<RaftObservation>,
+    /// Keys no replica answered a final read of.
+    pub unreadable: Vec<u64>,
+    pub snapshots_installed: u64,
+    pub simulated_ms: u64,
+    pub trace: Trace,
+}
+
+/// The model the runs' histories are checked against: a read of a key nobody wrote returns
+/// nothing, and a failed cas is not evidence (our cas fails only when it did not apply).
+pub fn kv_model() -> KvModel {
+    KvModel {
+        absent_reads_empty: false,
+        failed_cas_is_evidence: false,
+    }
+}
+
+fn linearizability_failure(result: &CheckResult) -> Option<Failure> {
+    let part = result.decisive_part();
+    let key = part.and_then(|p| p.key.clone());
+    match result.verdict {
+        Verdict::Ok => None,
+        Verdict::Illegal => Some(Failure::Linearizability { key }),
+        Verdict::Unknown => Some(Failure::CheckerBudget {
+            key,
+            steps: part.map_or(0, |p| p.steps),
+        }),
+    }
+}
+
+/// Runs every check that applies to what the simulation recorded.
+pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -> RunOutput {
+    let mut failures = Vec::new();
+    let mut ops = OpCounts::default();
+    for op in &sim.history.ops {
+        match op.outcome {
+            Outcome::Ok => ops.ok += 1,
+            Outcome::Fail => ops.fail += 1,
+            Outcome::Info => ops.info += 1,
+        }
+    }
+    let lin = if s.checks.linearizability {
+        let options = CheckOptions {
+            threads: 1,
+            max_steps: 50_000_000,
+            ..CheckOptions::default()
+        };
+        match linearizability::check(&kv_model(), &sim.history, &options) {
+            Ok(r) => {
+                failures.extend(linearizability_failure(&r));
+                Some(r)
+            }
+            Err(e) => {
+                failures.push(Failure::MalformedHistory {
+                    message: e.to_string(),
+                });
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let convergence = sim.convergence.as_ref().map(check_convergence);
+    if let Some(c) = &convergence {
+        failures.extend(c.violations.iter().map(|v| Failure::Convergence {
+            violation: v.clone(),
+        }));
+    }
+    if let Some(raft) = &sim.raft {
+        failures.extend(crate::check::raft::check(raft));
+    }
+    if !sim.unreadable.is_empty() {
+        failures.push(Failure::Availability {
+            keys: sim.unreadable.clone(),
+        });
+    }
+    failures.extend(check_scans(&sim.history, &sim.scans));
+    let report = RunReport {
+        scenario: s.name.clone(),
+        seed,
+        passed: failures.is_empty(),
+        failures,
+        trace_hash: format!("{:016x}", sim.trace.hash),
+        trace_lines: sim.trace.lines.len() as u64 + sim.trace.dropped,
+        simulated_ms: sim.simulated_ms,
+        wall_ms: 0,
+        ops,
+        scans: sim.scans.len(),
+        faults: sim.history.faults.len(),
+        linearizability: lin.as_ref().map(|r| r.verdict),
+        converged_after_ms: convergence
+            .as_ref()
+            .and_then(|c| c.time_to_converge)
+            .map(|ns| ns / 1_000_000),
+        leader_terms: sim.leaders,
+        snapshots_installed: sim.snapshots_installed,
+        bugs,
+        faults_ran: sim.faults_ran,
+    };
+    RunOutput {
+        report,
+        history: sim.history,
+        trace: sim.trace,
+        linearizability: lin,
+        convergence,
+    }
+}
+
+/// The output of a run that panicked: the failure and the trace up to the panic.
+pub(super) fn panicked(
+    s: &Scenario,
+    seed: u64,
+    trace: Trace,
+    bugs: Vec<Bug>,
+    failure: Failure,
+) -> RunOutput {
+    RunOutput {
+        report: RunReport {
+            scenario: s.name.clone(),
+            seed,
+            passed: false,
+            failures: vec![failure],
+            trace_hash: format!("{:016x}", trace.hash),
+            trace_lines: trace.lines.len() as u64 + trace.dropped,
+            simulated_ms: 0,
+            wall_ms: 0,
+            ops: OpCounts::default(),
+            scans: 0,
+            faults: 0,
+            linearizability: None,
+            converged_after_ms: None,
+            leader_terms: 0,
+            snapshots_installed: 0,
+            bugs,
+            faults_ran: Vec::new(),
+        },
+        history: History::default(),
+        trace,
+        linearizability: None,
+        convergence: None,
+    }
+}
