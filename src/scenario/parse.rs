@@ -4,22 +4,26 @@
 //! outside the fault phase or out of order, an unknown engine, mode, fault, nemesis kind or
 //! planted bug, a field the fault does not take, a fault the mode or engine cannot have.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use schedule::{RawFault, Schedule};
+
 use super::{
-    Checks, ClusterConfig, Fault, FaultKind, Need, Nemesis, NemesisKind, Network, Scenario,
-    ScenarioError, ScheduledFault, Target, Workload, MAX_NODES, MAX_RUN_MS,
+    Checks, ClusterConfig, Need, Nemesis, NemesisKind, Network, Scenario, ScenarioError, Workload,
+    MAX_NODES, MAX_RUN_MS,
 };
 use crate::bugs::Bug;
 use crate::raft::RaftOptions;
 use crate::shard::basic::BasicOptions;
 use crate::shard::mst::MstOptions;
 use crate::shard::{ShardKind, ShardOptions};
-use crate::storage::{DiskFaults, EngineKind, PowerLossMode};
+use crate::storage::EngineKind;
+
+mod schedule;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,37 +62,6 @@ struct RawCluster {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFault {
-    at_ms: Spanned<u64>,
-    fault: Spanned<String>,
-    node: Option<Spanned<toml::Value>>,
-    groups: Option<Spanned<Vec<Vec<u64>>>>,
-    from: Option<Spanned<toml::Value>>,
-    to: Option<Spanned<toml::Value>>,
-    offset_ms: Option<Spanned<i64>>,
-    drift_ppm: Option<Spanned<i64>>,
-    mode: Option<Spanned<PowerLossMode>>,
-    disk: Option<Spanned<DiskFaults>>,
-}
-
-impl RawFault {
-    /// Where each field the entry gives is (by the names [`FaultKind::fields`] uses).
-    fn given(&self) -> [(&'static str, Option<Range<usize>>); 8] {
-        [
-            ("node", self.node.as_ref().map(|s| s.span())),
-            ("groups", self.groups.as_ref().map(|s| s.span())),
-            ("from", self.from.as_ref().map(|s| s.span())),
-            ("to", self.to.as_ref().map(|s| s.span())),
-            ("offset_ms", self.offset_ms.as_ref().map(|s| s.span())),
-            ("drift_ppm", self.drift_ppm.as_ref().map(|s| s.span())),
-            ("mode", self.mode.as_ref().map(|s| s.span())),
-            ("disk", self.disk.as_ref().map(|s| s.span())),
-        ]
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNemesis {
     interval_ms: Option<Spanned<(u64, u64)>>,
     fault_ms: Option<Spanned<(u64, u64)>>,
@@ -112,12 +85,12 @@ struct RawChecks {
 }
 
 /// The text being parsed, for turning byte offsets into lines and columns.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
 }
 
-type Result<T> = std::result::Result<T, ScenarioError>;
+pub(super) type Result<T> = std::result::Result<T, ScenarioError>;
 
 impl Ctx<'_> {
     fn at(&self, offset: usize) -> (usize, usize) {
@@ -127,7 +100,7 @@ impl Ctx<'_> {
         (line, column)
     }
 
-    fn err(&self, span: Range<usize>, field: &str, message: String) -> ScenarioError {
+    pub(super) fn err(&self, span: Range<usize>, field: &str, message: String) -> ScenarioError {
         let (line, column) = self.at(span.start);
         ScenarioError {
             file: self.file.to_string(),
@@ -311,393 +284,6 @@ fn workload(ctx: &Ctx<'_>, raw: Option<Spanned<Workload>>) -> Result<Workload> {
     Ok(w)
 }
 
-/// The schedule as validation walks it: what the entries so far have broken, so that an
-/// entry that undoes nothing (a heal with no cut, a restart with no crash) is refused.
-struct Schedule<'a> {
-    ctx: &'a Ctx<'a>,
-    cluster: &'a ClusterConfig,
-    duration_ms: u64,
-    entries: Vec<ScheduledFault>,
-    last_at: u64,
-    down: BTreeSet<u64>,
-    paused: BTreeSet<u64>,
-    members: BTreeSet<u64>,
-    net_faulted: bool,
-    any_down: bool,
-    any_paused: bool,
-}
-
-/// One schedule entry being validated: its index, the raw entry and its span.
-struct Entry<'a> {
-    i: usize,
-    raw: &'a RawFault,
-    span: Range<usize>,
-    kind: FaultKind,
-}
-
-impl Entry<'_> {
-    fn field(&self, name: &str) -> String {
-        format!("schedule[{}].{name}", self.i)
-    }
-}
-
-impl<'a> Schedule<'a> {
-    fn new(ctx: &'a Ctx<'a>, cluster: &'a ClusterConfig, duration_ms: u64) -> Schedule<'a> {
-        Schedule {
-            ctx,
-            cluster,
-            duration_ms,
-            entries: Vec::new(),
-            last_at: 0,
-            down: BTreeSet::new(),
-            paused: BTreeSet::new(),
-            members: (1..=cluster.nodes).collect(),
-            net_faulted: false,
-            any_down: false,
-            any_paused: false,
-        }
-    }
-
-    fn total(&self) -> u64 {
-        self.cluster.nodes + self.cluster.spares
-    }
-
-    fn entry(&mut self, i: usize, entry: Spanned<RawFault>) -> Result<()> {
-        let ctx = self.ctx;
-        let span = entry.span();
-        let raw = entry.into_inner();
-        let field = |name: &str| format!("schedule[{i}].{name}");
-        let at = *raw.at_ms.get_ref();
-        if at >= self.duration_ms {
-            return Err(ctx.err(
-                raw.at_ms.span(),
-                &field("at_ms"),
-                format!(
-                    "{at} is outside the fault phase 0..{} (faults heal at duration_ms)",
-                    self.duration_ms
-                ),
-            ));
-        }
-        if at < self.last_at {
-            return Err(ctx.err(
-                raw.at_ms.span(),
-                &field("at_ms"),
-                format!(
-                    "{at} is before the previous entry's {}; list faults in time order",
-                    self.last_at
-                ),
-            ));
-        }
-        self.last_at = at;
-        let kind: FaultKind = raw.fault.get_ref().parse().map_err(|e| {
-            ctx.err(
-                raw.fault.span(),
-                &field("fault"),
-                format!("unknown fault {e}"),
-            )
-        })?;
-        let e = Entry {
-            i,
-            raw: &raw,
-            span,
-            kind,
-        };
-        self.fields(&e)?;
-        if let Some(need) = Need::first_unmet(kind.needs(), self.cluster) {
-            return Err(ctx.err(
-                raw.fault.span(),
-                &field("fault"),
-                need.unmet(kind.name(), self.cluster),
-            ));
-        }
-        let fault = self.fault(&e)?;
-        self.entries.push(ScheduledFault { at_ms: at, fault });
-        Ok(())
-    }
-
-    /// The entry gives exactly the fields its kind takes.
-    fn fields(&self, e: &Entry<'_>) -> Result<()> {
-        let allowed = e.kind.fields();
-        for (name, span) in e.raw.given() {
-            match span {
-                Some(s) if !allowed.contains(&name) => {
-                    return Err(self.ctx.err(
-                        s,
-                        &e.field(name),
-                        format!(
-                            "fault {:?} takes no {name:?} (it takes: {})",
-                            e.kind.name(),
-                            allowed.join(", ")
-                        ),
-                    ))
-                }
-                None if allowed.contains(&name) && !e.kind.optional_fields().contains(&name) => {
-                    return Err(self.ctx.err(
-                        e.span.clone(),
-                        &e.field(name),
-                        format!("fault {:?} needs {name:?}", e.kind.name()),
-                    ))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn target(
-        &self,
-        e: &Entry<'_>,
-        v: &Option<Spanned<toml::Value>>,
-        name: &str,
-    ) -> Result<Target> {
-        let v = v.as_ref().expect("fields() checked it is given");
-        parse_target(v.get_ref(), self.total())
-            .map_err(|m| self.ctx.err(v.span(), &e.field(name), m))
-    }
-
-    fn node_span(e: &Entry<'_>) -> Range<usize> {
-        e.raw
-            .node
-            .as_ref()
-            .expect("fields() checked it is given")
-            .span()
-    }
-
-    fn fault(&mut self, e: &Entry<'_>) -> Result<Fault> {
-        let ctx = self.ctx;
-        let raw = e.raw;
-        let refuse = |span: Range<usize>, field: &str, message: String| {
-            Err(ctx.err(span, &e.field(field), message))
-        };
-        Ok(match e.kind {
-            FaultKind::Partition => {
-                let groups = self.groups(e)?;
-                self.net_faulted = true;
-                Fault::Partition { groups }
-            }
-            FaultKind::Isolate => {
-                self.net_faulted = true;
-                Fault::Isolate {
-                    node: self.target(e, &raw.node, "node")?,
-                }
-            }
-            FaultKind::Clog => {
-                self.net_faulted = true;
-                Fault::Clog {
-                    node: self.target(e, &raw.node, "node")?,
-                }
-            }
-            FaultKind::OneWay => {
-                let (from, to) = (
-                    self.target(e, &raw.from, "from")?,
-                    self.target(e, &raw.to, "to")?,
-                );
-                if from == to && matches!(from, Target::Node(_)) {
-                    return refuse(
-                        e.span.clone(),
-                        "to",
-                        format!("from and to are both node {from}"),
-                    );
-                }
-                self.net_faulted = true;
-                Fault::OneWay { from, to }
-            }
-            FaultKind::Heal => {
-                if !self.net_faulted {
-                    return refuse(
-                        raw.fault.span(),
-                        "fault",
-                        "heal with no partition, isolation, one-way cut or clog before it".into(),
-                    );
-                }
-                self.net_faulted = false;
-                Fault::Heal
-            }
-            FaultKind::Kill | FaultKind::PowerLoss => {
-                let node = self.target(e, &raw.node, "node")?;
-                if node == Target::All {
-                    return refuse(
-                        Self::node_span(e),
-                        "node",
-                        format!("{} takes one node, not \"all\"", e.kind),
-                    );
-                }
-                if let Target::Node(n) = node {
-                    if !self.down.insert(n) {
-                        return refuse(
-                            Self::node_span(e),
-                            "node",
-                            format!("node {n} is already down"),
-                        );
-                    }
-                }
-                self.any_down = true;
-                match raw.mode.as_ref() {
-                    Some(mode) if e.kind == FaultKind::PowerLoss => Fault::PowerLoss {
-                        node,
-                        mode: *mode.get_ref(),
-                    },
-                    _ => Fault::Kill { node },
-                }
-            }
-            FaultKind::Restart => {
-                let node = self.target(e, &raw.node, "node")?;
-                match node {
-                    Target::Node(n) if !self.down.remove(&n) && !self.any_down => {
-                        return refuse(
-                            Self::node_span(e),
-                            "node",
-                            format!("restart of node {n}, which no kill or power_loss stopped"),
-                        )
-                    }
-                    Target::Node(_) => {}
-                    _ if !self.any_down => {
-                        return refuse(
-                            Self::node_span(e),
-                            "node",
-                            "restart with no kill or power_loss before it".into(),
-                        )
-                    }
-                    Target::All => self.down.clear(),
-                    _ => {}
-                }
-                Fault::Restart { node }
-            }
-            FaultKind::Pause => {
-                let node = self.target(e, &raw.node, "node")?;
-                if let Target::Node(n) = node {
-                    self.paused.insert(n);
-                }
-                self.any_paused = true;
-                Fault::Pause { node }
-            }
-            FaultKind::Resume => {
-                let node = self.target(e, &raw.node, "node")?;
-                match node {
-                    Target::Node(n) if !self.paused.remove(&n) && !self.any_paused => {
-                        return refuse(
-                            Self::node_span(e),
-                            "node",
-                            format!("resume of node {n}, which no pause froze"),
-                        )
-                    }
-                    _ if !self.any_paused => {
-                        return refuse(
-                            Self::node_span(e),
-                            "node",
-                            "resume with no pause before it".into(),
-                        )
-                    }
-                    _ => {}
-                }
-                Fault::Resume { node }
-            }
-            FaultKind::ClockSkew => Fault::ClockSkew {
-                node: self.target(e, &raw.node, "node")?,
-                offset_ms: raw.offset_ms.as_ref().map_or(0, |s| *s.get_ref()),
-                drift_ppm: raw.drift_ppm.as_ref().map_or(0, |s| *s.get_ref()),
-            },
-            FaultKind::DiskFaults => {
-                let d = raw.disk.as_ref().expect("fields() checked it is given");
-                if let Err(m) = d.get_ref().validate() {
-                    return refuse(d.span(), "disk", m);
-                }
-                Fault::DiskFaults {
-                    node: self.target(e, &raw.node, "node")?,
-                    disk: d.get_ref().clone(),
-                }
-            }
-            FaultKind::Snapshot => Fault::Snapshot {
-                node: self.target(e, &raw.node, "node")?,
-            },
-            FaultKind::AddReplica => match self.target(e, &raw.node, "node")? {
-                Target::Node(n) => {
-                    if !self.members.insert(n) {
-                        return refuse(
-                            Self::node_span(e),
-                            "node",
-                            format!("node {n} is already a replica"),
-                        );
-                    }
-                    Fault::AddReplica {
-                        node: Target::Node(n),
-                    }
-                }
-                _ => {
-                    return refuse(
-                        Self::node_span(e),
-                        "node",
-                        "add_replica takes a node id".into(),
-                    )
-                }
-            },
-            FaultKind::RemoveReplica => {
-                let node = self.target(e, &raw.node, "node")?;
-                if node == Target::All {
-                    return refuse(
-                        Self::node_span(e),
-                        "node",
-                        "remove_replica takes one node".into(),
-                    );
-                }
-                if let Target::Node(n) = node {
-                    if !self.members.remove(&n) {
-                        return refuse(
-                            Self::node_span(e),
-                            "node",
-                            format!("node {n} is not a replica"),
-                        );
-                    }
-                }
-                if self.members.len() <= 1 {
-                    return refuse(
-                        Self::node_span(e),
-                        "node",
-                        "would leave no replica to remove to".into(),
-                    );
-                }
-                Fault::RemoveReplica { node }
-            }
-        })
-    }
-
-    /// A partition's groups: node ids in range, each in one group, at least two sides.
-    fn groups(&self, e: &Entry<'_>) -> Result<Vec<Vec<u64>>> {
-        let g = e.raw.groups.as_ref().expect("fields() checked it is given");
-        let total = self.total();
-        let mut seen = BTreeSet::new();
-        for group in g.get_ref() {
-            for &n in group {
-                if n == 0 || n > total {
-                    return Err(self.ctx.err(
-                        g.span(),
-                        &e.field("groups"),
-                        format!("node {n} is out of range 1..={total}"),
-                    ));
-                }
-                if !seen.insert(n) {
-                    return Err(self.ctx.err(
-                        g.span(),
-                        &e.field("groups"),
-                        format!("node {n} is in two groups"),
-                    ));
-                }
-            }
-        }
-        if g.get_ref().iter().filter(|g| !g.is_empty()).count()
-            + usize::from(seen.len() < total as usize)
-            < 2
-        {
-            return Err(self.ctx.err(
-                g.span(),
-                &e.field("groups"),
-                "a partition needs at least two non-empty groups".into(),
-            ));
-        }
-        Ok(g.get_ref().clone())
-    }
-}
-
 fn nemesis(ctx: &Ctx<'_>, cluster: &ClusterConfig, raw: Spanned<RawNemesis>) -> Result<Nemesis> {
     let span = raw.span();
     let n = raw.into_inner();
@@ -791,17 +377,4 @@ fn bugs(ctx: &Ctx<'_>, raw: Vec<Spanned<String>>) -> Result<Vec<Bug>> {
                 .map_err(|e| ctx.err(b.span(), &format!("bugs[{i}]"), e))
         })
         .collect()
-}
-
-fn parse_target(v: &toml::Value, total: u64) -> std::result::Result<Target, String> {
-    match v {
-        toml::Value::Integer(n) if *n >= 1 && (*n as u64) <= total => Ok(Target::Node(*n as u64)),
-        toml::Value::Integer(n) => Err(format!("node {n} is out of range 1..={total}")),
-        toml::Value::String(s) => Target::named(s).ok_or_else(|| {
-            format!(
-                "{s:?} is not a node (expected an id, \"leader\", \"follower\", \"random\" or \"all\")"
-            )
-        }),
-        other => Err(format!("{other} is not a node id or a name")),
-    }
 }

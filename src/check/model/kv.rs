@@ -1,0 +1,429 @@
+//! A key-value map with get, put, append, delete and compare-and-set per key.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Model, Step};
+
+/// Input of the key-value model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "lowercase")]
+pub enum KvInput {
+    /// Read a key.
+    Get {
+        /// Key.
+        key: String,
+    },
+    /// Overwrite a key.
+    Put {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Append to a key's value.
+    Append {
+        /// Key.
+        key: String,
+        /// Suffix.
+        value: String,
+    },
+    /// Remove a key.
+    Delete {
+        /// Key.
+        key: String,
+    },
+    /// Compare-and-set a key (`from: None`: the key must be absent).
+    Cas {
+        /// Key.
+        key: String,
+        /// Expected value.
+        from: Option<String>,
+        /// New value.
+        to: String,
+    },
+}
+
+impl KvInput {
+    /// The key the operation touches.
+    pub fn key(&self) -> &str {
+        match self {
+            KvInput::Get { key }
+            | KvInput::Put { key, .. }
+            | KvInput::Append { key, .. }
+            | KvInput::Delete { key }
+            | KvInput::Cas { key, .. } => key,
+        }
+    }
+}
+
+/// Output of the key-value model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "lowercase")]
+pub enum KvOutput {
+    /// A get's value (`None`: absent).
+    Get {
+        /// The value.
+        value: Option<String>,
+    },
+    /// A write (put, append, delete) was acknowledged.
+    Ok,
+    /// A cas result.
+    Cas {
+        /// Swapped or not.
+        ok: bool,
+    },
+}
+
+/// A string value built by puts and appends, kept as a persistent rope: an append adds one
+/// node that shares everything before it, so the search's many orderings of concurrent
+/// appends cost a node each, not a copy of the whole value. Hash and length are kept
+/// incrementally; equality is exact (content, compared from the end).
+#[derive(Debug)]
+pub struct Rope {
+    prev: Option<Arc<Rope>>,
+    piece: Arc<str>,
+    len: usize,
+    hash: u64,
+}
+
+const ROPE_BASE: u64 = 0x100_0000_01B3;
+
+fn rope_hash(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = h.wrapping_mul(ROPE_BASE).wrapping_add(u64::from(b) + 1);
+    }
+    h
+}
+
+impl Rope {
+    fn leaf(s: &str) -> Arc<Rope> {
+        Arc::new(Rope {
+            prev: None,
+            piece: Arc::from(s),
+            len: s.len(),
+            hash: rope_hash(0, s.as_bytes()),
+        })
+    }
+
+    fn append(this: &Arc<Rope>, s: &str) -> Arc<Rope> {
+        Arc::new(Rope {
+            prev: Some(this.clone()),
+            piece: Arc::from(s),
+            len: this.len + s.len(),
+            hash: rope_hash(this.hash, s.as_bytes()),
+        })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the value is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the value equals `s`, comparing pieces from the end (where two orderings of
+    /// the same appends first differ).
+    pub fn eq_str(&self, s: &str) -> bool {
+        if self.len != s.len() {
+            return false;
+        }
+        let bytes = s.as_bytes();
+        let mut end = bytes.len();
+        let mut node = Some(self);
+        while let Some(n) = node {
+            let start = end - n.piece.len();
+            if bytes[start..end] != *n.piece.as_bytes() {
+                return false;
+            }
+            end = start;
+            node = n.prev.as_deref();
+        }
+        true
+    }
+
+    /// Whether the value is a prefix of `s` (or equal to it), comparing pieces from the end.
+    pub fn is_prefix_of(&self, s: &str) -> bool {
+        self.len <= s.len() && s.is_char_boundary(self.len) && self.eq_str(&s[..self.len])
+    }
+
+    /// The value as one string.
+    pub fn to_string_value(&self) -> String {
+        let mut pieces = Vec::new();
+        let mut node = Some(self);
+        while let Some(n) = node {
+            pieces.push(&*n.piece);
+            node = n.prev.as_deref();
+        }
+        pieces.iter().rev().copied().collect()
+    }
+}
+
+impl PartialEq for Rope {
+    fn eq(&self, other: &Rope) -> bool {
+        self.len == other.len
+            && self.hash == other.hash
+            && (std::ptr::eq(self, other) || self.eq_str(&other.to_string_value()))
+    }
+}
+
+impl Eq for Rope {}
+
+impl Hash for Rope {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.len.hash(h);
+        self.hash.hash(h);
+    }
+}
+
+/// The state of [`KvModel`]: pairs sorted by key, values as [`Rope`]s. Copying a state for the
+/// search costs one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct KvState(Vec<(Arc<str>, Arc<Rope>)>);
+
+impl KvState {
+    /// The value of a key.
+    pub fn get(&self, key: &str) -> Option<&Rope> {
+        self.find(key).ok().map(|i| &*self.0[i].1)
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    fn set(&mut self, key: &str, value: Arc<Rope>) {
+        match self.find(key) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (Arc::from(key), value)),
+        }
+    }
+
+    pub(super) fn append(&mut self, key: &str, suffix: &str) {
+        match self.find(key) {
+            Ok(i) => self.0[i].1 = Rope::append(&self.0[i].1, suffix),
+            Err(i) => self.0.insert(i, (Arc::from(key), Rope::leaf(suffix))),
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Ok(i) = self.find(key) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A map from string keys to string values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvModel {
+    /// Porcupine's convention: an absent key reads as `""`.
+    pub absent_reads_empty: bool,
+    /// A `fail` cas is evidence that the value differed (etcd's convention); otherwise a
+    /// `fail` cas did not happen and is dropped (odgm-sim's recording: a cas that found a
+    /// different value is an `ok` with `ok: false`).
+    pub failed_cas_is_evidence: bool,
+}
+
+impl KvModel {
+    /// Whether two values are the same value (an absent key and `""` are the same when
+    /// absent keys read as empty).
+    fn same(&self, a: Option<&str>, b: Option<&str>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => true,
+            (Some(v), None) | (None, Some(v)) => self.absent_reads_empty && v.is_empty(),
+        }
+    }
+
+    fn matches(&self, actual: Option<&Rope>, seen: Option<&str>) -> bool {
+        match (actual, seen) {
+            (Some(a), Some(s)) => a.eq_str(s),
+            (None, None) => true,
+            (Some(a), None) => self.absent_reads_empty && a.is_empty(),
+            (None, Some(s)) => self.absent_reads_empty && s.is_empty(),
+        }
+    }
+}
+
+impl Model for KvModel {
+    type State = KvState;
+    type Input = KvInput;
+    type Output = KvOutput;
+
+    fn name(&self) -> &'static str {
+        "kv"
+    }
+
+    fn init(&self) -> Self::State {
+        KvState::default()
+    }
+
+    fn step(&self, s: &Self::State, i: &KvInput, o: Option<&KvOutput>) -> Step<Self::State> {
+        let with = |f: &dyn Fn(&mut Self::State)| {
+            let mut n = s.clone();
+            f(&mut n);
+            Step::To(n)
+        };
+        match (i, o) {
+            (KvInput::Get { .. }, None) => Step::Unchanged,
+            (KvInput::Get { key }, Some(KvOutput::Get { value })) => {
+                if self.matches(s.get(key), value.as_deref()) {
+                    Step::Unchanged
+                } else {
+                    Step::Illegal
+                }
+            }
+            (KvInput::Put { key, value }, None | Some(KvOutput::Ok)) => {
+                with(&|n| n.set(key, Rope::leaf(value)))
+            }
+            (KvInput::Append { key, value }, None | Some(KvOutput::Ok)) => {
+                with(&|n| n.append(key, value))
+            }
+            (KvInput::Delete { key }, None | Some(KvOutput::Ok)) => with(&|n| n.remove(key)),
+            (KvInput::Cas { key, from, to }, out) => {
+                let hit = self.matches(s.get(key), from.as_deref());
+                let apply = || with(&|n| n.set(key, Rope::leaf(to)));
+                match out {
+                    None if hit => apply(),
+                    None => Step::Unchanged,
+                    Some(KvOutput::Cas { ok: true }) if hit => apply(),
+                    Some(KvOutput::Cas { ok: false }) if !hit => Step::Unchanged,
+                    Some(_) => Step::Illegal,
+                }
+            }
+            _ => Step::Illegal,
+        }
+    }
+
+    fn lookahead(&self) -> bool {
+        true
+    }
+
+    /// Appends, reads, and cas known to have failed: they never reset a value.
+    fn lookahead_passes(&self, input: &KvInput, output: Option<&KvOutput>) -> bool {
+        matches!(
+            (input, output),
+            (KvInput::Append { .. } | KvInput::Get { .. }, _)
+                | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
+        )
+    }
+
+    /// A read that returned `v` can follow `state` through appends only if the key's value
+    /// in `state` is a prefix of `v` (appends never shorten a value or change what it
+    /// starts with), or absent when `v` is absent. (The walk stops before anything else,
+    /// so `between` holds appends and reads only.)
+    fn may_precede<'a>(
+        &self,
+        state: &KvState,
+        input: &KvInput,
+        output: Option<&KvOutput>,
+        _between: &mut dyn Iterator<Item = (&'a KvInput, Option<&'a KvOutput>)>,
+    ) -> bool {
+        let (KvInput::Get { key }, Some(KvOutput::Get { value: seen })) = (input, output) else {
+            return true;
+        };
+        match (state.get(key), seen.as_deref()) {
+            (None, _) => true,
+            (Some(a), Some(s)) => a.is_prefix_of(s),
+            (Some(a), None) => self.absent_reads_empty && a.is_empty(),
+        }
+    }
+
+    fn on_fail(&self, i: &KvInput, _o: Option<&KvOutput>) -> Option<KvOutput> {
+        match i {
+            KvInput::Cas { .. } if self.failed_cas_is_evidence => Some(KvOutput::Cas { ok: false }),
+            _ => None,
+        }
+    }
+
+    /// A put or delete with an unknown result is unobservable when no later-or-concurrent
+    /// operation on its key could see the value it leaves: no read returned that value, no
+    /// cas (successful or of unknown result) expected it, and no failed cas or append
+    /// touches the key (they depend on the value under them, whatever it is).
+    ///
+    /// Removing such a write from a linearization leaves one: between it and the next write
+    /// stand only reads of other values (impossible there, so none), successful cas of
+    /// other values (likewise none), and cas of unknown result that did nothing there; those
+    /// move to the very end, where they may do anything. After the next write the states
+    /// are the same as before.
+    fn unobservable<'a>(
+        &self,
+        input: &KvInput,
+        others: &mut dyn Iterator<Item = (&'a KvInput, Option<&'a KvOutput>)>,
+    ) -> bool {
+        let (key, leaves) = match input {
+            KvInput::Put { key, value } => (key, Some(value.as_str())),
+            KvInput::Delete { key } => (key, None),
+            _ => return false,
+        };
+        others
+            .filter(|(i, _)| i.key() == key)
+            .all(|(i, o)| match (i, o) {
+                (KvInput::Get { .. }, Some(KvOutput::Get { value })) => {
+                    !self.same(value.as_deref(), leaves)
+                }
+                (KvInput::Get { .. }, _)
+                | (KvInput::Put { .. }, _)
+                | (KvInput::Delete { .. }, _) => true,
+                // A cas that expected another value did nothing where the write left its value;
+                // one whose result is unknown can move to the very end instead, where it may
+                // do anything.
+                (KvInput::Cas { from, .. }, Some(KvOutput::Cas { ok: true }) | None) => {
+                    !self.same(from.as_deref(), leaves)
+                }
+                _ => false,
+            })
+    }
+
+    fn partition_key(&self, i: &KvInput) -> Option<String> {
+        Some(i.key().to_string())
+    }
+
+    fn is_read_only(&self, i: &KvInput) -> bool {
+        matches!(i, KvInput::Get { .. })
+    }
+
+    fn state_bytes(&self, s: &Self::State) -> usize {
+        // A new state adds at most one rope node to what earlier states share.
+        s.0.len() * 16 + 96 + 24
+    }
+
+    fn never_changes_state(&self, i: &KvInput, o: Option<&KvOutput>) -> bool {
+        matches!(
+            (i, o),
+            (KvInput::Get { .. }, Some(_))
+                | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
+        )
+    }
+
+    fn describe(&self, i: &KvInput, o: Option<&KvOutput>) -> String {
+        let out = match o {
+            None => "?".to_string(),
+            Some(KvOutput::Ok) => "ok".into(),
+            Some(KvOutput::Get { value }) => format!("{value:?}"),
+            Some(KvOutput::Cas { ok }) => if *ok { "ok" } else { "fail" }.into(),
+        };
+        match i {
+            KvInput::Get { key } => format!("get {key} -> {out}"),
+            KvInput::Put { key, value } => format!("put {key}={value:?} {out}"),
+            KvInput::Append { key, value } => format!("append {key}+={value:?} {out}"),
+            KvInput::Delete { key } => format!("delete {key} {out}"),
+            KvInput::Cas { key, from, to } => format!("cas {key} {from:?}->{to:?} {out}"),
+        }
+    }
+}
