@@ -8,30 +8,36 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use odgm_sim::net::Transport;
 use odgm_sim::raft::network::{ClientError, ClientReply, ClientRequest, RaftReply, RaftRpc};
 use odgm_sim::raft::{NodeId, RaftNode, RaftOptions, ShardCommand, ShardOp};
-use odgm_sim::storage::{DiskFaults, DynStorage, PowerLossMode, RedbStorage, SimDisk};
-
-type Nodes = Arc<Mutex<BTreeMap<NodeId, Arc<RaftNode>>>>;
+use odgm_sim::shard::{ShardKind, ShardOptions};
+use odgm_sim::sim;
+use odgm_sim::sim::cluster::{node_addr, ClusterSpec};
+use odgm_sim::storage::{EngineKind, PowerLossMode};
 
 fn addr(id: NodeId) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), 7000)
+    node_addr(id)
 }
 
+/// A Raft cluster (redb on simulated disks) built by the harness's [`sim::cluster::Cluster`],
+/// with a raw Raft client on the client host.
 struct Cluster {
-    handle: madsim::runtime::Handle,
-    nodes: Nodes,
-    hosts: BTreeMap<NodeId, madsim::runtime::NodeHandle>,
-    /// (log disk, app disk) per node; they outlive the node's incarnations.
-    disks: BTreeMap<NodeId, (SimDisk, SimDisk)>,
+    inner: sim::cluster::Cluster,
     client: Transport,
-    client_host: madsim::runtime::NodeHandle,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = sim::cluster::Cluster;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
 }
 
 impl Cluster {
@@ -41,77 +47,54 @@ impl Cluster {
 
     /// `n` members plus `spares` nodes that run but belong to no membership yet.
     async fn start_with_spares(n: u64, spares: u64, options: RaftOptions) -> Cluster {
-        let handle = madsim::runtime::Handle::current();
-        let nodes: Nodes = Arc::default();
-        let members: BTreeMap<NodeId, SocketAddr> = (1..=n).map(|i| (i, addr(i))).collect();
-        let mut hosts = BTreeMap::new();
-        let mut disks = BTreeMap::new();
-        for id in 1..=n + spares {
-            // The disks outlive the node's incarnations.
-            let log_disk = SimDisk::new(odgm_sim::rt::random_u64(), DiskFaults::none());
-            let app_disk = SimDisk::new(odgm_sim::rt::random_u64(), DiskFaults::none());
-            disks.insert(id, (log_disk.clone(), app_disk.clone()));
-            let (nodes, members, options) = (nodes.clone(), members.clone(), options.clone());
-            let host = handle
-                .create_node()
-                .name(format!("node-{id}"))
-                .ip(addr(id).ip())
-                .init(move || {
-                    let (log_disk, app_disk) = (log_disk.clone(), app_disk.clone());
-                    let (nodes, members, options) =
-                        (nodes.clone(), members.clone(), options.clone());
-                    async move {
-                        let log: DynStorage =
-                            Arc::new(RedbStorage::open_on_disk(log_disk).expect("log"));
-                        let app: DynStorage =
-                            Arc::new(RedbStorage::open_on_disk(app_disk).expect("app"));
-                        let options = options.ranked(id - 1, n + spares);
-                        let node = RaftNode::start(id, addr(id), options, log, app)
-                            .await
-                            .expect("start");
-                        if id == 1 {
-                            // Refused after the first boot (already initialized): that is fine.
-                            let _ = node.initialize(&members).await;
-                        }
-                        nodes.lock().unwrap().insert(id, node);
-                        std::future::pending::<()>().await;
-                    }
-                })
-                .build();
-            hosts.insert(id, host);
-        }
-        let client_host = handle
-            .create_node()
-            .name("client")
-            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)))
-            .build();
-        let client = client_host
+        let inner = sim::cluster::Cluster::start(ClusterSpec {
+            kind: ShardKind::Raft,
+            engine: EngineKind::Redb,
+            nodes: n,
+            spares,
+            options: ShardOptions {
+                raft: options,
+                ..ShardOptions::default()
+            },
+            client_timeout: Duration::from_secs(2),
+            open: None,
+        })
+        .await;
+        let client = inner
+            .client_host()
             .spawn(async {
-                Transport::bind("10.0.1.1:7000".parse().unwrap())
+                Transport::bind("10.0.1.1:7100".parse().unwrap())
                     .await
                     .unwrap()
             })
             .await
             .unwrap();
-        Cluster {
-            handle,
-            nodes,
-            hosts,
-            disks,
-            client,
-            client_host,
-        }
+        Cluster { inner, client }
+    }
+
+    /// Cuts every link between `id` and the other nodes (clients still reach it).
+    fn cut_off(&self, id: NodeId) {
+        let others: Vec<u64> = self.node_ids().into_iter().filter(|n| *n != id).collect();
+        self.partition(&[vec![id], others]);
+    }
+
+    /// The Raft nodes that are up.
+    fn up(&self) -> Vec<Arc<RaftNode>> {
+        self.node_ids()
+            .into_iter()
+            .filter_map(|id| self.raft(id))
+            .collect()
     }
 
     fn node(&self, id: NodeId) -> Option<Arc<RaftNode>> {
-        self.nodes.lock().unwrap().get(&id).cloned()
+        self.raft(id)
     }
 
     /// The leader all live nodes agree on, waiting up to `bound`.
     async fn leader(&self, bound: Duration) -> Option<NodeId> {
         let deadline = tokio::time::Instant::now() + bound;
         while tokio::time::Instant::now() < deadline {
-            let nodes: Vec<_> = self.nodes.lock().unwrap().values().cloned().collect();
+            let nodes = self.up();
             let leaders: Vec<_> = nodes
                 .iter()
                 .filter(|n| {
@@ -134,50 +117,6 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         None
-    }
-
-    fn kill(&self, id: NodeId) {
-        self.nodes.lock().unwrap().remove(&id);
-        self.handle.kill(self.hosts[&id].id());
-        // The dead process's storage may be dropped later (redb commits on close); it must
-        // not write then.
-        let (log, app) = &self.disks[&id];
-        log.fence();
-        app.fence();
-    }
-
-    /// Cuts the power of a killed node: unsynced writes on its disks are lost.
-    fn power_loss(&self, id: NodeId, mode: PowerLossMode) {
-        let (log, app) = &self.disks[&id];
-        log.power_loss(mode);
-        app.power_loss(mode);
-    }
-
-    /// Cuts every link between the two sides (both directions), clients stay connected.
-    fn partition(&self, minority: &[NodeId]) {
-        let net = madsim::net::NetSim::current();
-        for a in minority {
-            for b in self.hosts.keys().filter(|b| !minority.contains(b)) {
-                net.clog_link(self.hosts[a].id(), self.hosts[b].id());
-                net.clog_link(self.hosts[b].id(), self.hosts[a].id());
-            }
-        }
-    }
-
-    fn heal(&self) {
-        let net = madsim::net::NetSim::current();
-        for a in self.hosts.values() {
-            for b in self.hosts.values() {
-                if a.id() != b.id() {
-                    net.unclog_link(a.id(), b.id());
-                }
-            }
-        }
-    }
-
-    fn restart(&self, id: NodeId) {
-        self.nodes.lock().unwrap().remove(&id);
-        self.handle.restart(self.hosts[&id].id());
     }
 
     /// A client request through the network, following leader hints, with retries.
@@ -236,7 +175,7 @@ impl Cluster {
     async fn converged_state(&self, bound: Duration) -> BTreeMap<NodeId, Vec<(Vec<u8>, Vec<u8>)>> {
         let deadline = tokio::time::Instant::now() + bound;
         loop {
-            let nodes: Vec<_> = self.nodes.lock().unwrap().values().cloned().collect();
+            let nodes = self.up();
             let applied: Vec<_> = nodes
                 .iter()
                 .map(|n| n.raft.metrics().borrow().last_applied.map(|l| l.index))
@@ -330,7 +269,7 @@ async fn restarted_leader_reads_what_it_acknowledged() {
     }
     // Cut off, so the restarted node cannot learn the commit index from the others before
     // the read arrives; the cut heals while the read confirms leadership.
-    cluster.partition(&[leader]);
+    cluster.cut_off(leader);
     cluster.kill(leader);
     cluster.restart(leader);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -361,7 +300,7 @@ async fn minority_cannot_commit(n: u64) {
     for i in 0..50u64 {
         cluster.put(i, i).await;
     }
-    cluster.partition(&[old]);
+    cluster.cut_off(old);
     // A write sent straight to the isolated leader must not commit.
     let lost = ShardCommand {
         ops: vec![ShardOp::Put {
@@ -385,10 +324,8 @@ async fn minority_cannot_commit(n: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let new = loop {
         let others: Vec<_> = cluster
-            .nodes
-            .lock()
-            .unwrap()
-            .values()
+            .up()
+            .into_iter()
             .filter(|n| n.id != old)
             .map(|n| n.leader())
             .collect();
@@ -435,7 +372,6 @@ async fn minority_cannot_commit(n: u64) {
     for (id, s) in &states {
         assert_eq!(s, reference, "node {id} differs after heal");
     }
-    let _ = &cluster.client_host;
 }
 
 /// A fresh node joins after the leader snapshotted and purged its log, so it can only catch
@@ -466,7 +402,7 @@ async fn membership_change_under_load() {
     // A writer keeps going during the changes.
     let writer = {
         let cluster = cluster.clone();
-        let host = cluster.client_host.clone();
+        let host = cluster.client_host().clone();
         host.spawn(async move {
             for i in 300..400u64 {
                 cluster.put(i % 50, i).await;
@@ -511,65 +447,52 @@ async fn membership_change_under_load() {
     }
 }
 
-fn sweep(name: &str, f: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
-    for seed in common::seeds(3) {
-        let r = std::panic::catch_unwind(|| {
-            let rt =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            rt.block_on(f());
-        });
-        if r.is_err() {
-            panic!("seed {seed} failed; replay with: ODGM_SIM_SEED={seed} cargo test --test raft_sim {name}");
-        }
-    }
-}
-
 #[test]
 fn three_nodes_crash_and_catch_up() {
-    sweep("three_nodes_crash_and_catch_up", || {
-        Box::pin(crash_and_catch_up(3, None))
+    common::sweep("three_nodes_crash_and_catch_up", 3, |_| {
+        crash_and_catch_up(3, None)
     });
 }
 
 #[test]
 fn five_nodes_crash_and_catch_up() {
-    sweep("five_nodes_crash_and_catch_up", || {
-        Box::pin(crash_and_catch_up(5, None))
+    common::sweep("five_nodes_crash_and_catch_up", 3, |_| {
+        crash_and_catch_up(5, None)
     });
 }
 
 #[test]
 fn power_loss_loses_no_acknowledged_write() {
-    sweep("power_loss_loses_no_acknowledged_write", || {
-        Box::pin(crash_and_catch_up(3, Some(PowerLossMode::TornSectors)))
+    common::sweep("power_loss_loses_no_acknowledged_write", 3, |_| {
+        crash_and_catch_up(3, Some(PowerLossMode::TornSectors))
     });
 }
 
 #[test]
 fn restarted_leader_serves_no_stale_read() {
-    sweep("restarted_leader_serves_no_stale_read", || {
-        Box::pin(restarted_leader_reads_what_it_acknowledged())
+    common::sweep("restarted_leader_serves_no_stale_read", 3, |_| {
+        restarted_leader_reads_what_it_acknowledged()
     });
 }
 
 #[test]
 fn three_nodes_minority_partition() {
-    sweep("three_nodes_minority_partition", || {
-        Box::pin(minority_cannot_commit(3))
+    common::sweep("three_nodes_minority_partition", 3, |_| {
+        minority_cannot_commit(3)
     });
 }
 
 #[test]
 fn five_nodes_minority_partition() {
-    sweep("five_nodes_minority_partition", || {
-        Box::pin(minority_cannot_commit(5))
+    common::sweep("five_nodes_minority_partition", 3, |_| {
+        minority_cannot_commit(5)
     });
 }
 
 #[test]
 fn new_node_snapshot_and_membership_change() {
-    sweep("new_node_snapshot_and_membership_change", || {
-        Box::pin(membership_change_under_load())
+    common::sweep("new_node_snapshot_and_membership_change", 3, |_| {
+        membership_change_under_load()
     });
 }
 
@@ -630,7 +553,7 @@ async fn silent_snapshot_sender() {
 
 #[test]
 fn silent_snapshot_sender_is_dropped() {
-    sweep("silent_snapshot_sender_is_dropped", || {
-        Box::pin(silent_snapshot_sender())
+    common::sweep("silent_snapshot_sender_is_dropped", 3, |_| {
+        silent_snapshot_sender()
     });
 }

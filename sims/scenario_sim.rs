@@ -10,8 +10,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use odgm_sim::check::CheckKind;
 use odgm_sim::cmd::process::{sweep_processes, SweepOptions, SweepRun};
 use odgm_sim::cmd::sweep::scenario_files;
+use odgm_sim::sim::report::RunReport;
 
 const DEFAULT_SEEDS: u64 = 3;
 
@@ -126,7 +128,7 @@ fn failing_run(
     run
 }
 
-fn run_json(args: &[&str]) -> odgm_sim::sim::report::RunReport {
+fn run_json(args: &[&str]) -> RunReport {
     let out = Command::new(exe())
         .arg("run")
         .args(args)
@@ -357,4 +359,51 @@ fn shrink_turns_the_random_nemesis_into_the_schedule_that_ran() {
     let small = odgm_sim::scenario::Scenario::load(&dir.join("minimal.toml")).unwrap();
     assert!(small.nemesis.is_none(), "{text}");
     assert_eq!(small.schedule, explicit.schedule);
+}
+
+/// A scan failure shrinks: with the planted bug that pairs each scanned key with the next
+/// key's value, a run fails the scan check, and `shrink` keeps a smaller scenario that fails
+/// the same check. (The check kind is what shrink matches, not the failure's text, which
+/// names a time and a value that change with every candidate.)
+#[test]
+fn a_scan_failure_shrinks_to_a_smaller_scenario_failing_the_same_check() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-scan-runs");
+    let run = failing_run("none-baseline", 0, "scan-values-shifted", &out, &["--json"]);
+    let report: RunReport = serde_json::from_str(
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .last()
+            .expect("a report line"),
+    )
+    .expect("a report");
+    let kinds: Vec<CheckKind> = report.failures.iter().map(|f| f.kind()).collect();
+    assert_eq!(kinds, vec![CheckKind::ScanValue], "{:?}", report.failures);
+    let dir = out.join("none-baseline-seed-0");
+    let shrink = odgm(&["shrink", dir.to_str().unwrap(), "--max-runs", "40"]);
+    let text = String::from_utf8_lossy(&shrink.stdout);
+    assert_eq!(shrink.status.code(), Some(0), "{text}");
+    let minimal = dir.join("minimal.toml");
+    let small = odgm_sim::scenario::Scenario::load(&minimal).expect("minimal scenario loads");
+    let big = odgm_sim::scenario::Scenario::load(&scenario("none-baseline")).unwrap();
+    assert!(
+        small.schedule.len() < big.schedule.len()
+            && (small.duration_ms < big.duration_ms
+                || small.workload.clients < big.workload.clients),
+        "nothing shrank: {text}"
+    );
+    let replay = run_json(&[
+        minimal.to_str().unwrap(),
+        "--seed",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        replay
+            .failures
+            .iter()
+            .any(|f| f.kind() == CheckKind::ScanValue),
+        "the minimal scenario must fail the scan check: {:?}",
+        replay.failures
+    );
 }

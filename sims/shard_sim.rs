@@ -25,12 +25,8 @@ fn spec(kind: ShardKind, options: ShardOptions) -> ClusterSpec {
         spares: 0,
         options,
         client_timeout: Duration::from_millis(500),
+        open: None,
     }
-}
-
-fn run<F: std::future::Future<Output = ()> + 'static>(seed: u64, f: impl FnOnce() -> F) {
-    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    rt.block_on(f());
 }
 
 fn obj(v: String) -> ObjectEntry {
@@ -79,16 +75,18 @@ async fn writers(cluster: &Cluster, acked: &AckLog, stop: Duration) {
 fn assert_converged(what: &str, seed: u64, report: &ConvergenceReport) {
     assert!(
         report.is_ok(),
-        "{what} did not converge (replay: ODGM_SIM_SEED={seed} cargo test --test shard_sim): {:#?}",
+        "{what} did not converge (seed {seed}): {:#?}",
         report.violations
     );
 }
 
 #[test]
 fn mst_and_eventual_converge_after_partition_crash_and_skew() {
-    for seed in common::seeds(3) {
-        for kind in [ShardKind::Mst, ShardKind::Eventual] {
-            run(seed, || async move {
+    for kind in [ShardKind::Mst, ShardKind::Eventual] {
+        common::sweep(
+            "mst_and_eventual_converge_after_partition_crash_and_skew",
+            3,
+            move |seed| async move {
                 let cluster = Cluster::start(spec(kind, ShardOptions::default())).await;
                 cluster.clock(2).set_offset_ms(3_000);
                 cluster.clock(3).set_drift_ppm(-50_000);
@@ -113,16 +111,18 @@ fn mst_and_eventual_converge_after_partition_crash_and_skew() {
                 let report = check_convergence(&input);
                 assert!(report.acked_checked > 50, "the workload ran: {report:?}");
                 assert_converged(kind.name(), seed, &report);
-            });
-        }
+            },
+        );
     }
 }
 
 #[test]
 fn concurrent_writes_pick_one_winner_and_deletes_stay_deleted() {
-    for seed in common::seeds(3) {
-        for kind in [ShardKind::Mst, ShardKind::Eventual] {
-            run(seed, || async move {
+    for kind in [ShardKind::Mst, ShardKind::Eventual] {
+        common::sweep(
+            "concurrent_writes_pick_one_winner_and_deletes_stay_deleted",
+            3,
+            move |seed| async move {
                 let cluster = Cluster::start(spec(kind, ShardOptions::default())).await;
                 // Node 3 runs 10 s behind: its writes during the partition carry older wall
                 // times than node 1's.
@@ -167,8 +167,8 @@ fn concurrent_writes_pick_one_winner_and_deletes_stay_deleted() {
                         s.node
                     );
                 }
-            });
-        }
+            },
+        );
     }
 }
 
@@ -176,36 +176,34 @@ fn concurrent_writes_pick_one_winner_and_deletes_stay_deleted() {
 /// convergence checker must say so.
 #[test]
 fn fire_and_forget_is_caught_diverging() {
-    for seed in common::seeds(3) {
-        run(seed, || async move {
-            let mut options = ShardOptions::default();
-            options.eventual.repair = false;
-            let cluster = Cluster::start(spec(ShardKind::Eventual, options)).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            cluster.partition(&[vec![1, 2], vec![3]]);
-            let acked = AckLog::default();
-            let e = obj("lost on node 3".into());
-            let v = cluster
-                .client
-                .set(cluster.client_addr(1), 5, e.clone())
-                .await
-                .unwrap();
-            acked.record(5, Some(&e), v);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            cluster.heal();
-            let input = cluster
-                .await_convergence(&acked, Duration::from_secs(3), Duration::from_millis(50))
-                .await;
-            let report = check_convergence(&input);
-            assert!(
-                report
-                    .violations
-                    .iter()
-                    .any(|v| matches!(v, Violation::Diverged { key: 5, .. })),
-                "divergence must be reported: {report:?}"
-            );
-        });
-    }
+    common::sweep("fire_and_forget_is_caught_diverging", 3, |_| async move {
+        let mut options = ShardOptions::default();
+        options.eventual.repair = false;
+        let cluster = Cluster::start(spec(ShardKind::Eventual, options)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cluster.partition(&[vec![1, 2], vec![3]]);
+        let acked = AckLog::default();
+        let e = obj("lost on node 3".into());
+        let v = cluster
+            .client
+            .set(cluster.client_addr(1), 5, e.clone())
+            .await
+            .unwrap();
+        acked.record(5, Some(&e), v);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.heal();
+        let input = cluster
+            .await_convergence(&acked, Duration::from_secs(3), Duration::from_millis(50))
+            .await;
+        let report = check_convergence(&input);
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::Diverged { key: 5, .. })),
+            "divergence must be reported: {report:?}"
+        );
+    });
 }
 
 /// A Raft shard cluster through the `ShardState` interface: clients write to any node
@@ -214,8 +212,10 @@ fn fire_and_forget_is_caught_diverging() {
 #[test]
 fn raft_shard_serves_clients_and_changes_membership() {
     use odgm_sim::shard::RaftShard;
-    for seed in common::seeds(3) {
-        run(seed, || async move {
+    common::sweep(
+        "raft_shard_serves_clients_and_changes_membership",
+        3,
+        |seed| async move {
             let mut s = spec(ShardKind::Raft, ShardOptions::default());
             s.spares = 1;
             s.client_timeout = Duration::from_secs(3);
@@ -276,8 +276,8 @@ fn raft_shard_serves_clients_and_changes_membership() {
                 voters.contains(&4) && !voters.contains(&follower),
                 "{voters:?}"
             );
-        });
-    }
+        },
+    );
 }
 
 /// Bytes that are not a request (too short, random, a length prefix claiming exabytes) and
@@ -287,41 +287,39 @@ fn raft_shard_serves_clients_and_changes_membership() {
 fn object_shard_survives_bad_requests() {
     use odgm_sim::shard::server::{ShardRequest, ShardResponse};
     use odgm_sim::shard::ShardError;
-    for seed in common::seeds(3) {
-        run(seed, || async move {
-            let cluster = Cluster::start(spec(ShardKind::Mst, ShardOptions::default())).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let addr = cluster.client_addr(1);
-            let raw = madsim::net::Endpoint::bind("10.0.1.1:7100").await.unwrap();
-            let mut huge = 5u64.to_le_bytes().to_vec();
-            huge.extend_from_slice(&4u32.to_le_bytes()); // variant: Scan
-            huge.extend_from_slice(&(1u64 << 60).to_le_bytes()); // prefix length
-            let mut random = vec![0u8; 300];
-            rand::Rng::fill(&mut odgm_sim::rt::thread_rng(), &mut random[..]);
-            for frame in [vec![], vec![1, 2, 3], random, huge] {
-                // Tag 1 is the transport's request tag.
-                raw.send_to(addr, 1, &frame).await.unwrap();
-            }
-            let c = &cluster.client;
-            let long_prefix = ShardRequest::Scan {
-                prefix: vec![0; 20],
-                limit: 10,
-            };
-            match c.call(addr, &long_prefix).await {
-                Err(ShardError::Invalid(msg)) => assert!(msg.contains("prefix"), "{msg}"),
-                other => panic!("a 20-byte prefix was not refused: {other:?} (seed {seed})"),
-            }
-            let unbounded = ShardRequest::Scan {
-                prefix: vec![],
-                limit: usize::MAX,
-            };
-            assert_eq!(
-                c.call(addr, &unbounded).await.unwrap(),
-                ShardResponse::Entries(vec![])
-            );
-            c.set(addr, 9, obj("after".into())).await.unwrap();
-            let got = c.get(addr, 9).await.unwrap().unwrap();
-            assert_eq!(got.fields["v"], b"after".to_vec(), "seed {seed}");
-        });
-    }
+    common::sweep("object_shard_survives_bad_requests", 3, |seed| async move {
+        let cluster = Cluster::start(spec(ShardKind::Mst, ShardOptions::default())).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let addr = cluster.client_addr(1);
+        let raw = madsim::net::Endpoint::bind("10.0.1.1:7100").await.unwrap();
+        let mut huge = 5u64.to_le_bytes().to_vec();
+        huge.extend_from_slice(&4u32.to_le_bytes()); // variant: Scan
+        huge.extend_from_slice(&(1u64 << 60).to_le_bytes()); // prefix length
+        let mut random = vec![0u8; 300];
+        rand::Rng::fill(&mut odgm_sim::rt::thread_rng(), &mut random[..]);
+        for frame in [vec![], vec![1, 2, 3], random, huge] {
+            // Tag 1 is the transport's request tag.
+            raw.send_to(addr, 1, &frame).await.unwrap();
+        }
+        let c = &cluster.client;
+        let long_prefix = ShardRequest::Scan {
+            prefix: vec![0; 20],
+            limit: 10,
+        };
+        match c.call(addr, &long_prefix).await {
+            Err(ShardError::Invalid(msg)) => assert!(msg.contains("prefix"), "{msg}"),
+            other => panic!("a 20-byte prefix was not refused: {other:?} (seed {seed})"),
+        }
+        let unbounded = ShardRequest::Scan {
+            prefix: vec![],
+            limit: usize::MAX,
+        };
+        assert_eq!(
+            c.call(addr, &unbounded).await.unwrap(),
+            ShardResponse::Entries(vec![])
+        );
+        c.set(addr, 9, obj("after".into())).await.unwrap();
+        let got = c.get(addr, 9).await.unwrap().unwrap();
+        assert_eq!(got.fields["v"], b"after".to_vec(), "seed {seed}");
+    });
 }

@@ -86,18 +86,11 @@ fn run(seed: u64) -> Outcome {
 
 #[test]
 fn storage_sweep() {
-    for seed in common::seeds(16) {
-        let result = std::panic::catch_unwind(|| run(seed));
-        match result {
-            Ok(o) => {
-                assert_eq!(o.fjall_count, 100, "seed {seed}: {o:?}");
-                assert_eq!(o.keys_after_crash, 100, "seed {seed}: {o:?}");
-            }
-            Err(_) => panic!(
-                "seed {seed} failed; replay with: ODGM_SIM_SEED={seed} cargo test --test storage_sim storage_sweep"
-            ),
-        }
-    }
+    common::sweep("storage_sweep", 16, |seed| async move {
+        let o = workload().await;
+        assert_eq!(o.fjall_count, 100, "seed {seed}: {o:?}");
+        assert_eq!(o.keys_after_crash, 100, "seed {seed}: {o:?}");
+    });
 }
 
 #[test]

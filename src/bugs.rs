@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A planted bug.
+/// A planted bug. Each variant's doc comment says what goes wrong (`--help` lists them).
 #[derive(
     Debug,
     Clone,
@@ -70,33 +70,6 @@ impl Bug {
         }
     }
 
-    /// What goes wrong.
-    pub fn what(self) -> &'static str {
-        match self {
-            Bug::LwwRemoteWins => {
-                "MST and eventual merges take the incoming version whatever its timestamp"
-            }
-            Bug::EventualNoRepair => {
-                "eventual consistency pushes once and forgets (no outbox, no retry)"
-            }
-            Bug::DiskSyncLies => "the simulated disk reports a sync as done but persists nothing",
-            Bug::RaftFollowerLocalReads => {
-                "Raft followers answer reads from their own state instead of the leader's"
-            }
-            Bug::RaftAckBeforeSync => {
-                "the Raft log acknowledges appended entries before they are synced to disk"
-            }
-            Bug::RaftAppliedNotPersisted => {
-                "the Raft state machine saves its applied index apart from the data it applied"
-            }
-            Bug::RaftSnapshotNonAtomic => {
-                "a Raft follower installs a snapshot in place, pair by pair, after clearing its data"
-            }
-            Bug::MstNoTombstones => "MST deletes remove the object instead of writing a tombstone",
-            Bug::ScanValuesShifted => "a shard's scan pairs each key with the value of the key after it",
-        }
-    }
-
     /// The shipped scenarios (file stems under `scenarios/`) that should catch it, cheapest
     /// first; `odgm-sim bugs` runs them.
     pub fn caught_by(self) -> &'static [&'static str] {
@@ -129,7 +102,7 @@ impl Bug {
 
 impl fmt::Display for Bug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn corpus() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/porcupine")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/porcupine")
 }
 
 fn odgm(args: &[&str]) -> (i32, String) {

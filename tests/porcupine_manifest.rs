@@ -1,5 +1,5 @@
 //! The checkers against histories nobody here wrote: every file of the Porcupine corpus in
-//! `../shared/data/porcupine/` must get its known verdict, partitioned and (for the smaller
+//! `tests/data/porcupine/` (Porcupine's corpus, copied with its license) must get its known verdict, partitioned and (for the smaller
 //! kv histories) as one map.
 
 use std::path::{Path, PathBuf};
@@ -8,12 +8,12 @@ use odgm_sim::check::formats::{load_porcupine_etcd, load_porcupine_kv};
 use odgm_sim::check::{check, CheckOptions, KvModel, RegisterModel, Verdict};
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/porcupine")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/porcupine")
 }
 
 fn manifest() -> Vec<(String, String, bool)> {
     let text = std::fs::read_to_string(corpus().join("MANIFEST.tsv"))
-        .expect("the Porcupine corpus is expected at ../shared/data/porcupine");
+        .expect("the Porcupine corpus is in tests/data/porcupine");
     text.lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())

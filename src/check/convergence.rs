@@ -111,13 +111,13 @@ pub enum Violation {
     Diverged {
         /// The key.
         key: u64,
-        /// Each live replica's entry.
-        entries: BTreeMap<u64, Option<Entry>>,
+        /// Each live replica's entry, as (node, entry), in node order.
+        entries: Vec<(u64, Option<Entry>)>,
     },
     /// Live replicas report different MST root hashes.
     RootHashMismatch {
-        /// Each replica's root hash (hex).
-        hashes: BTreeMap<u64, String>,
+        /// Each replica's root hash (hex), as (node, hash), in node order.
+        hashes: Vec<(u64, String)>,
     },
     /// An acknowledged write is neither present nor superseded.
     LostWrite {
@@ -252,12 +252,13 @@ pub fn check_convergence(input: &ConvergenceInput) -> ConvergenceReport {
         }
     }
 
-    let hashes: BTreeMap<u64, String> = live
+    let hashes: Vec<(u64, String)> = live
         .iter()
         .filter_map(|r| r.root_hash.as_ref().map(|h| (r.node, hex(h))))
         .collect();
     if hashes
-        .values()
+        .iter()
+        .map(|(_, h)| h)
         .collect::<std::collections::BTreeSet<_>>()
         .len()
         > 1

@@ -63,7 +63,7 @@ impl CheckKind {
 
 impl fmt::Display for CheckKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -230,6 +230,16 @@ mod tests {
             "{f}"
         );
         assert!(!CheckKind::CheckerBudget.is_violation());
+        // A failure nested in a failure (a convergence violation with per-node maps) comes
+        // back from JSON too: reports are read back by sweeps and `shrink`.
+        let diverged = Failure::Convergence {
+            violation: Violation::Diverged {
+                key: 5,
+                entries: vec![(1, None), (2, None)],
+            },
+        };
+        let text = serde_json::to_string(&diverged).unwrap();
+        assert_eq!(serde_json::from_str::<Failure>(&text).unwrap(), diverged);
         assert!(CheckKind::Linearizability.is_violation());
     }
 }

@@ -158,7 +158,7 @@ fn parse_pair(path: &Path, line: usize, s: &str) -> Result<(i64, i64), LoadError
     }
 }
 
-/// Reads a Porcupine etcd log (see `shared/data/porcupine/README.md`).
+/// Reads a Porcupine etcd log (see `tests/data/porcupine/README.md`).
 pub fn load_porcupine_etcd(path: &Path) -> Result<History<RegInput, RegOutput>, LoadError> {
     let text = read(path)?;
     let mut rec = Recorder::new();

@@ -114,7 +114,7 @@ impl ShardKind {
 
 impl std::fmt::Display for ShardKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

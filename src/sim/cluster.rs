@@ -68,6 +68,42 @@ pub struct ClusterSpec {
     pub options: ShardOptions,
     /// How long a client request may take.
     pub client_timeout: Duration,
+    /// Opens each node's stores instead of the engine on simulated disks (`None`, what runs
+    /// use): benchmarks put the engines on real files this way.
+    pub open: Option<StoreOpener>,
+}
+
+/// Which of a node's two stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Application data (the state machine's, for Raft).
+    App,
+    /// The Raft log.
+    Log,
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Store::App => "app",
+            Store::Log => "log",
+        })
+    }
+}
+
+/// Opens node `id`'s store; called by every incarnation of the node.
+type OpenFn = dyn Fn(u64, Store) -> futures::future::BoxFuture<'static, Result<DynStorage, String>>
+    + Send
+    + Sync;
+
+/// A [`ClusterSpec::open`] function.
+#[derive(Clone)]
+pub struct StoreOpener(pub Arc<OpenFn>);
+
+impl std::fmt::Debug for StoreOpener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreOpener")
+    }
 }
 
 /// A node's durable resources, which outlive its incarnations.
@@ -99,7 +135,7 @@ pub struct Cluster {
     addresses: AddressBook,
     /// The client endpoint.
     pub client: ShardClient,
-    _client_host: madsim::runtime::NodeHandle,
+    client_host: madsim::runtime::NodeHandle,
 }
 
 /// Node `id`'s base address.
@@ -107,21 +143,28 @@ pub fn node_addr(id: u64) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), 7000)
 }
 
+/// Opens a node's store on the cluster's engine: redb on the node's simulated disk, fjall in
+/// its folder, or in memory.
 fn open_storage(
     engine: EngineKind,
     disk: Option<&SimDisk>,
     dir: Option<&PathBuf>,
-) -> crate::storage::Result<DynStorage> {
-    Ok(match engine {
-        EngineKind::Memory => Arc::new(MemoryStorage::new()),
-        EngineKind::Redb => Arc::new(RedbStorage::open_on_disk(
-            disk.expect("redb nodes have a disk").clone(),
-        )?),
-        EngineKind::Fjall => Arc::new(FjallStorage::open(
-            dir.expect("fjall nodes have a folder"),
+    store: Store,
+) -> Result<DynStorage, String> {
+    let opened: crate::storage::Result<DynStorage> = match engine {
+        EngineKind::Memory => Ok(Arc::new(MemoryStorage::new())),
+        EngineKind::Redb => {
+            RedbStorage::open_on_disk(disk.expect("redb nodes have a disk").clone())
+                .map(|s| Arc::new(s) as DynStorage)
+        }
+        EngineKind::Fjall => FjallStorage::open(
+            &dir.expect("fjall nodes have a folder")
+                .join(store.to_string()),
             FjallOptions::default(),
-        )?),
-    })
+        )
+        .map(|s| Arc::new(s) as DynStorage),
+    };
+    opened.map_err(|e| e.to_string())
 }
 
 impl Cluster {
@@ -140,14 +183,15 @@ impl Cluster {
             ..DiskFaults::none()
         };
         let election_slots = ElectionSlots::new(total);
+        // Simulated disks (redb) or a temporary folder (fjall), unless the spec opens stores.
+        let own = |engine| spec.open.is_none() && spec.engine == engine;
         for id in 1..=total {
             let d = NodeDisks {
-                app: (spec.engine == EngineKind::Redb)
+                app: own(EngineKind::Redb)
                     .then(|| SimDisk::new(crate::rt::random_u64(), faults.clone())),
-                log: (spec.engine == EngineKind::Redb)
+                log: own(EngineKind::Redb)
                     .then(|| SimDisk::new(crate::rt::random_u64(), faults.clone())),
-                dir: (spec.engine == EngineKind::Fjall)
-                    .then(crate::storage::fjall_engine::temp_path),
+                dir: own(EngineKind::Fjall).then(crate::storage::fjall_engine::temp_path),
             };
             let clock = NodeClock::new();
             disks.insert(id, d.clone());
@@ -168,6 +212,7 @@ impl Cluster {
             };
             let election_slots = election_slots.clone();
             let (engine, addresses, shards) = (spec.engine, addresses.clone(), shards.clone());
+            let opener = spec.open.clone();
             let host = handle
                 .create_node()
                 .name(format!("node-{id}"))
@@ -178,18 +223,16 @@ impl Cluster {
                         let (rank, of) = election_slots.draw(id);
                         meta.options.raft = meta.options.raft.ranked(rank, of);
                     }
-                    let (addresses, shards) = (addresses.clone(), shards.clone());
+                    let (addresses, shards, opener) =
+                        (addresses.clone(), shards.clone(), opener.clone());
                     async move {
-                        let app = open_storage(
-                            engine,
-                            d.app.as_ref(),
-                            d.dir.as_ref().map(|p| p.join("app")).as_ref(),
-                        );
-                        let log = open_storage(
-                            engine,
-                            d.log.as_ref(),
-                            d.dir.as_ref().map(|p| p.join("log")).as_ref(),
-                        );
+                        let (app, log) = match opener {
+                            Some(o) => (o.0(id, Store::App).await, o.0(id, Store::Log).await),
+                            None => (
+                                open_storage(engine, d.app.as_ref(), d.dir.as_ref(), Store::App),
+                                open_storage(engine, d.log.as_ref(), d.dir.as_ref(), Store::Log),
+                            ),
+                        };
                         let (app, log) = match (app, log) {
                             (Ok(a), Ok(l)) => (a, l),
                             (Err(e), _) | (_, Err(e)) => {
@@ -259,8 +302,13 @@ impl Cluster {
             shards,
             addresses,
             client,
-            _client_host: client_host,
+            client_host,
         }
+    }
+
+    /// The client host (`10.0.1.1`), to run more clients on.
+    pub fn client_host(&self) -> &madsim::runtime::NodeHandle {
+        &self.client_host
     }
 
     /// Node ids (replicas and spares).

@@ -149,6 +149,7 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
             spares: c.spares,
             options: c.options.clone(),
             client_timeout: Duration::from_millis(c.client_timeout_ms),
+            open: None,
         })
         .await,
     );

@@ -2,8 +2,6 @@
 //! repair after a partition in the MST and eventual modes. They print figures; nothing here
 //! is asserted.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +14,8 @@ use crate::raft::snapshot::held;
 use crate::raft::{RaftNode, RaftOptions, ShardCommand, ShardOp};
 use crate::rt::Stopwatch;
 use crate::shard::{ObjectEntry, ShardKind, ShardOptions};
-use crate::sim::cluster::{node_addr, AckLog, Cluster, ClusterSpec};
+use crate::sim::cluster::{node_addr, AckLog, Cluster, ClusterSpec, Store, StoreOpener};
+use crate::storage::DynStorage;
 use crate::storage::EngineKind;
 
 /// Arguments of `bench raft-snapshot`.
@@ -67,54 +66,64 @@ fn runtime(seed: u64) -> madsim::runtime::Runtime {
     madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default())
 }
 
-/// Starts Raft node `id` on its own simulated host with engines on real files, the app
-/// storage bulk-loaded with `preload` keys.
-async fn start_bench_node(
-    id: u64,
-    preload: u64,
-    args: &RaftSnapshotArgs,
-    dir: &Arc<Scratch>,
-) -> Result<(madsim::runtime::NodeHandle, Arc<RaftNode>), String> {
-    let options = RaftOptions {
-        snapshot_every: u64::MAX / 4,
-        keep_after_snapshot: 0,
-        client_timeout_ms: 60_000,
-        ..RaftOptions::default()
-    };
+/// A cluster of two Raft nodes, the second a spare outside the membership, with engines on
+/// real files under `dir`; node 1's application store is bulk-loaded with `preload` keys
+/// before its state machine opens it.
+fn bench_cluster(args: &RaftSnapshotArgs, dir: &Arc<Scratch>, preload: u64) -> ClusterSpec {
     let (engine, value_bytes, dir) = (args.engine, args.value_bytes, dir.clone());
     let cache = args.cache_mib * 1024 * 1024;
-    let host = madsim::runtime::Handle::current()
-        .create_node()
-        .ip(node_addr(id).ip())
-        .build();
-    let node = host
-        .spawn(async move {
-            let log = open_bench_engine_with(engine, &dir, &format!("log{id}"), cache, 0)?;
-            let app = open_bench_engine_with(engine, &dir, &format!("app{id}"), cache, 0)?;
-            if preload > 0 {
-                // The engine's bulk path, generated as it is written.
-                let pairs = futures::stream::iter(
-                    (0..preload)
-                        .map(move |k| Ok((crate::shard::object_key(k), vec![0xAB; value_bytes]))),
-                );
-                app.install_kv_snapshot_from_stream(Box::pin(pairs), Vec::new())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            RaftNode::start(id, node_addr(id), options.ranked(id - 1, 2), log, app)
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-    Ok((host, node))
+    let open = move |id: u64, store: Store| {
+        let dir = dir.clone();
+        let open: futures::future::BoxFuture<'static, Result<DynStorage, String>> =
+            Box::pin(async move {
+                let s = open_bench_engine_with(engine, &dir, &format!("{store}{id}"), cache, 0)?;
+                if id == 1 && store == Store::App && preload > 0 {
+                    // The engine's bulk path, generated as it is written.
+                    let pairs =
+                        futures::stream::iter((0..preload).map(move |k| {
+                            Ok((crate::shard::object_key(k), vec![0xAB; value_bytes]))
+                        }));
+                    s.install_kv_snapshot_from_stream(Box::pin(pairs), Vec::new())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(s)
+            });
+        open
+    };
+    ClusterSpec {
+        kind: ShardKind::Raft,
+        engine,
+        nodes: 1,
+        spares: 1,
+        options: ShardOptions {
+            raft: RaftOptions {
+                snapshot_every: u64::MAX / 4,
+                keep_after_snapshot: 0,
+                client_timeout_ms: 60_000,
+                ..RaftOptions::default()
+            },
+            ..ShardOptions::default()
+        },
+        client_timeout: Duration::from_secs(60),
+        open: Some(StoreOpener(Arc::new(open))),
+    }
+}
+
+/// The Raft node on `id` once it is up.
+async fn raft_node(cluster: &Cluster, id: u64) -> Result<Arc<RaftNode>, String> {
+    for _ in 0..600 {
+        if let Some(n) = cluster.raft(id) {
+            return Ok(n);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("node {id} did not start within 60 s"))
 }
 
 /// Loads the leader: in bulk (then a few hundred entries through Raft, so the log reaches
 /// openraft's purge batch and the snapshot replaces it), or all through Raft commands.
 async fn load_leader(leader: &RaftNode, args: &RaftSnapshotArgs, bulk: u64) -> Result<(), String> {
-    let members: BTreeMap<u64, SocketAddr> = [(1, node_addr(1))].into();
-    leader.initialize(&members).await?;
     leader
         .raft
         .wait(Some(Duration::from_secs(10)))
@@ -166,10 +175,11 @@ pub fn raft_snapshot(args: &RaftSnapshotArgs) -> Result<ExitCode, String> {
     let bulk = if args.load_through_raft { 0 } else { keys };
     let rt = runtime(args.seed);
     let load = Stopwatch::start();
-    let (_h1, leader) = rt.block_on(async {
-        let (host, leader) = start_bench_node(1, bulk, args, &dir).await?;
+    let (cluster, leader) = rt.block_on(async {
+        let cluster = Cluster::start(bench_cluster(args, &dir, bulk)).await;
+        let leader = raft_node(&cluster, 1).await?;
         load_leader(&leader, args, bulk).await?;
-        Ok::<_, String>((host, leader))
+        Ok::<_, String>((cluster, leader))
     })?;
     let loaded_in = load.elapsed_secs();
     let target = leader.applied_index().unwrap_or(0);
@@ -178,8 +188,8 @@ pub fn raft_snapshot(args: &RaftSnapshotArgs) -> Result<ExitCode, String> {
     let phase_peak = reset_peak_rss();
     held::reset();
     let wall = Stopwatch::start();
-    let (_h2, follower, sim) = rt.block_on(async {
-        let (host, follower) = start_bench_node(2, 0, args, &dir).await?;
+    let (follower, sim) = rt.block_on(async {
+        let follower = raft_node(&cluster, 2).await?;
         let sim = tokio::time::Instant::now();
         leader
             .raft
@@ -192,7 +202,7 @@ pub fn raft_snapshot(args: &RaftSnapshotArgs) -> Result<ExitCode, String> {
             .applied_index_at_least(Some(target), "follower caught up")
             .await
             .map_err(|e| e.to_string())?;
-        Ok::<_, String>((host, follower, sim.elapsed()))
+        Ok::<_, String>((follower, sim.elapsed()))
     })?;
     let wall = wall.elapsed_secs();
     let count = rt
@@ -266,6 +276,7 @@ pub fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
             spares: 0,
             options: ShardOptions::default(),
             client_timeout: Duration::from_millis(500),
+            open: None,
         })
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
