@@ -9,9 +9,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::folder::DEFAULT_OUT;
-use super::process::{exe, sweep_processes, SweepOptions, SweepRun};
+use super::process::{exe, sweep_processes, Findings, SweepOptions, SweepRun};
 use crate::bugs::Bug;
-use crate::check::failure::Failure;
 use crate::rt::Stopwatch;
 use crate::scenario::Scenario;
 
@@ -66,11 +65,9 @@ pub struct Caught {
     pub scenario: String,
     /// Seed.
     pub seed: u64,
-    /// The checks that failed.
-    pub failures: Vec<Failure>,
-    /// Why the run gave no report (it crashed), if it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// What it found.
+    #[serde(flatten)]
+    pub found: Findings,
     /// The command that replays it.
     pub replay: String,
     /// One line saying what failed.
@@ -128,12 +125,7 @@ pub fn hunt(
         by: caught.map(|r| Caught {
             scenario: r.scenario.display().to_string(),
             seed: r.seed,
-            failures: r
-                .report
-                .as_ref()
-                .map(|rep| rep.failures.clone())
-                .unwrap_or_default(),
-            error: r.report.as_ref().err().map(|e| e.to_string()),
+            found: r.findings(),
             replay: r.replay(&[bug]),
             what: r.what_failed(),
         }),

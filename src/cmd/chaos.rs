@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use super::process::{exe, sweep_processes, SweepOptions};
+use super::process::{exe, sweep_processes, Findings, SweepOptions};
 use crate::check::failure::{CheckKind, Failure};
 use crate::rt::Stopwatch;
 use crate::scenario::{generate, Scenario};
@@ -89,11 +89,9 @@ pub struct ChaosRun {
     pub cluster: String,
     /// Whether every check passed.
     pub passed: bool,
-    /// What failed.
-    pub failures: Vec<Failure>,
-    /// Why the run gave no report (it crashed), if it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// What it found.
+    #[serde(flatten)]
+    pub found: Findings,
     /// Trace hash.
     pub trace_hash: String,
     /// Real time of the run, ms.
@@ -173,12 +171,7 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
                 seed: r.seed,
                 cluster,
                 passed,
-                failures: r
-                    .report
-                    .as_ref()
-                    .map(|rep| rep.failures.clone())
-                    .unwrap_or_default(),
-                error: r.report.as_ref().err().map(|e| e.to_string()),
+                found: r.findings(),
                 trace_hash: r
                     .report
                     .as_ref()
@@ -207,7 +200,7 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
     let mut failed_by_check: BTreeMap<CheckKind, usize> = BTreeMap::new();
     for r in &results {
         let kinds: std::collections::BTreeSet<CheckKind> =
-            r.failures.iter().map(Failure::kind).collect();
+            r.found.failures.iter().map(Failure::kind).collect();
         for k in kinds {
             *failed_by_check.entry(k).or_default() += 1;
         }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use super::folder;
 use crate::bugs::Bug;
-use crate::check::failure::CheckKind;
+use crate::check::failure::{CheckKind, Failure};
 use crate::sim::report::RunReport;
 
 /// This program, to start children of.
@@ -113,6 +113,16 @@ pub fn child_report(mut cmd: Command) -> Result<RunReport, ChildError> {
     }
 }
 
+/// What a run found, as the summaries of `bugs` and `chaos` record it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Findings {
+    /// The checks that failed.
+    pub failures: Vec<Failure>,
+    /// Why the run gave no report (it crashed), if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// One run of a sweep.
 #[derive(Debug, Clone)]
 pub struct SweepRun {
@@ -128,6 +138,18 @@ impl SweepRun {
     /// Whether it passed.
     pub fn passed(&self) -> bool {
         self.report.as_ref().is_ok_and(|r| r.passed)
+    }
+
+    /// What it found.
+    pub fn findings(&self) -> Findings {
+        Findings {
+            failures: self
+                .report
+                .as_ref()
+                .map(|r| r.failures.clone())
+                .unwrap_or_default(),
+            error: self.report.as_ref().err().map(|e| e.to_string()),
+        }
     }
 
     /// The kinds of check it failed, in order, each once (empty if it passed or gave no

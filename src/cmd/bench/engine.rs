@@ -17,20 +17,20 @@ pub fn snapshot(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
 }
 
 async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
-    let scratch = Scratch::new(args.engine.name()).map_err(|e| e.to_string())?;
-    let cache = args.cache_mib * 1024 * 1024;
-    let source = open_bench_engine(args.engine, &scratch, "source", cache)?;
+    let scratch = Scratch::new(args.data.engine.name()).map_err(|e| e.to_string())?;
+    let cache = args.data.cache_bytes();
+    let source = open_bench_engine(args.data.engine, &scratch, "source", cache)?;
     println!(
         "bench snapshot: engine={} keys={} value_bytes={} cache_mib={}",
-        args.engine, args.keys, args.value_bytes, args.cache_mib
+        args.data.engine, args.data.keys, args.data.value_bytes, args.data.cache_mib
     );
     let rss_start = rss_bytes().unwrap_or(0);
 
     // Load through the engine's bulk path (what a snapshot install uses): sorted pairs,
     // generated as they are written, so the bench itself holds no copy of the data.
     let t = Stopwatch::start();
-    let value_bytes = args.value_bytes;
-    let generated = futures::stream::iter((0..args.keys).map(move |k| {
+    let value_bytes = args.data.value_bytes;
+    let generated = futures::stream::iter((0..args.data.keys).map(move |k| {
         let mut v = vec![0xA5u8; value_bytes];
         if let Some(first) = v.first_mut() {
             *first = k as u8;
@@ -43,7 +43,7 @@ async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     let load = t.elapsed();
-    let data_bytes = args.keys * (8 + args.value_bytes as u64);
+    let data_bytes = args.data.keys * (8 + args.data.value_bytes as u64);
     println!(
         "load (bulk):     {:>10.1} ms  ({:.1} MB/s, {:.1} MiB of pairs)",
         load.as_secs_f64() * 1e3,
@@ -119,7 +119,7 @@ async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
     drop(source);
 
     // Install: wire chunks read back from the spool -> decode -> a fresh storage.
-    let target = open_bench_engine(args.engine, &scratch, "target", cache)?;
+    let target = open_bench_engine(args.data.engine, &scratch, "target", cache)?;
     let t = Stopwatch::start();
     let file = std::fs::File::open(&spool_path).map_err(|e| e.to_string())?;
     let reader = std::io::BufReader::new(file);
@@ -148,7 +148,7 @@ async fn snapshot_async(args: &SnapshotBenchArgs) -> Result<ExitCode, String> {
         wire_bytes as f64 / 1e6 / install.as_secs_f64().max(1e-9),
         installed
     );
-    let expected = args.keys + 1; // the loaded keys plus the marker
+    let expected = args.data.keys + 1; // the loaded keys plus the marker
     if installed != expected {
         return Err(format!("installed {installed} pairs, expected {expected}"));
     }

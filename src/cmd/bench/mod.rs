@@ -32,10 +32,10 @@ pub enum BenchCommand {
     Repair(sim::RepairArgs),
 }
 
-/// Arguments of `bench snapshot`.
+/// The data a benchmark loads.
 #[derive(Debug, Args)]
-pub struct SnapshotBenchArgs {
-    /// Storage engine.
+pub struct DataArgs {
+    /// Storage engine (on real files).
     #[arg(long, default_value = "redb")]
     pub engine: EngineKind,
     /// Number of keys to load.
@@ -47,6 +47,21 @@ pub struct SnapshotBenchArgs {
     /// Engine cache size in MiB (redb page cache, fjall block cache).
     #[arg(long, default_value_t = 16)]
     pub cache_mib: u64,
+}
+
+impl DataArgs {
+    /// The cache size in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mib * 1024 * 1024
+    }
+}
+
+/// Arguments of `bench snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotBenchArgs {
+    /// What to load.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// How many zero-copy snapshots to time.
     #[arg(long, default_value_t = 50)]
     pub snapshot_samples: usize,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::{mib, open_bench_engine_with, peak_rss_bytes, reset_peak_rss, rss_bytes, Scratch};
+use super::{
+    mib, open_bench_engine_with, peak_rss_bytes, reset_peak_rss, rss_bytes, DataArgs, Scratch,
+};
 use crate::check::convergence::check_convergence;
 use crate::raft::snapshot::held;
 use crate::raft::{RaftNode, RaftOptions, ShardCommand, ShardOp};
@@ -21,18 +23,9 @@ use crate::storage::EngineKind;
 /// Arguments of `bench raft-snapshot`.
 #[derive(Debug, clap::Args)]
 pub struct RaftSnapshotArgs {
-    /// Storage engine (on real files).
-    #[arg(long, default_value = "redb")]
-    pub engine: EngineKind,
-    /// Keys in the snapshot.
-    #[arg(long, default_value_t = 100_000)]
-    pub keys: u64,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 100)]
-    pub value_bytes: usize,
-    /// Engine cache size in MiB.
-    #[arg(long, default_value_t = 16)]
-    pub cache_mib: u64,
+    /// What the leader holds (its snapshot).
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Simulation seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -70,8 +63,8 @@ fn runtime(seed: u64) -> madsim::runtime::Runtime {
 /// real files under `dir`; node 1's application store is bulk-loaded with `preload` keys
 /// before its state machine opens it.
 fn bench_cluster(args: &RaftSnapshotArgs, dir: &Arc<Scratch>, preload: u64) -> ClusterSpec {
-    let (engine, value_bytes, dir) = (args.engine, args.value_bytes, dir.clone());
-    let cache = args.cache_mib * 1024 * 1024;
+    let (engine, value_bytes, dir) = (args.data.engine, args.data.value_bytes, dir.clone());
+    let cache = args.data.cache_bytes();
     let open = move |id: u64, store: Store| {
         let dir = dir.clone();
         let open: futures::future::BoxFuture<'static, Result<DynStorage, String>> =
@@ -130,8 +123,8 @@ async fn load_leader(leader: &RaftNode, args: &RaftSnapshotArgs, bulk: u64) -> R
         .current_leader(1, "single node leads")
         .await
         .map_err(|e| e.to_string())?;
-    let value = vec![0xAB; args.value_bytes];
-    let mut rewrites = if bulk > 0 { args.keys.min(300) } else { 0 };
+    let value = vec![0xAB; args.data.value_bytes];
+    let mut rewrites = if bulk > 0 { args.data.keys.min(300) } else { 0 };
     while rewrites > 0 {
         rewrites -= 1;
         let ops = vec![ShardOp::Put {
@@ -144,8 +137,8 @@ async fn load_leader(leader: &RaftNode, args: &RaftSnapshotArgs, bulk: u64) -> R
             .map_err(|e| e.to_string())?;
     }
     let mut next = bulk;
-    while next < args.keys {
-        let ops = (next..args.keys.min(next + 100))
+    while next < args.data.keys {
+        let ops = (next..args.data.keys.min(next + 100))
             .map(|k| ShardOp::Put {
                 key: crate::shard::object_key(k),
                 value: value.clone(),
@@ -167,11 +160,11 @@ async fn load_leader(leader: &RaftNode, args: &RaftSnapshotArgs, bulk: u64) -> R
 /// `odgm-sim bench raft-snapshot`. The phases run one `block_on` each, so the real time of
 /// each is measured between them, outside the simulation.
 pub fn raft_snapshot(args: &RaftSnapshotArgs) -> Result<ExitCode, String> {
-    if args.engine == EngineKind::Memory {
+    if args.data.engine == EngineKind::Memory {
         return Err("raft-snapshot measures engines on files: use redb or fjall".into());
     }
     let dir = Arc::new(Scratch::new("raft-snapshot").map_err(|e| e.to_string())?);
-    let (engine, keys, value_bytes) = (args.engine, args.keys, args.value_bytes);
+    let (engine, keys, value_bytes) = (args.data.engine, args.data.keys, args.data.value_bytes);
     let bulk = if args.load_through_raft { 0 } else { keys };
     let rt = runtime(args.seed);
     let load = Stopwatch::start();
