@@ -340,13 +340,13 @@ fn shrink_writes_a_smaller_scenario_that_still_fails() {
 #[test]
 fn shrink_turns_the_random_nemesis_into_the_schedule_that_ran() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-nemesis-runs");
-    let run = failing_run("eventual-chaos", 6, "eventual-no-repair", &out, &["--json"]);
+    let run = failing_run("eventual-chaos", 1, "eventual-no-repair", &out, &["--json"]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     let report: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("a report line")).expect("json");
     let ran = report["faults_ran"].as_array().expect("faults_ran").len();
     assert!(ran > 0, "the nemesis applied no fault: {stdout}");
-    let dir = out.join("eventual-chaos-seed-6");
+    let dir = out.join("eventual-chaos-seed-1");
     let explicit = odgm_sim::scenario::Scenario::load(&dir.join("faults-ran.toml"))
         .expect("faults-ran.toml is a valid scenario");
     assert!(explicit.nemesis.is_none());
@@ -362,13 +362,20 @@ fn shrink_turns_the_random_nemesis_into_the_schedule_that_ran() {
 }
 
 /// A scan failure shrinks: with the planted bug that pairs each scanned key with the next
-/// key's value, a run fails the scan check, and `shrink` keeps a smaller scenario that fails
-/// the same check. (The check kind is what shrink matches, not the failure's text, which
-/// names a time and a value that change with every candidate.)
+/// key's value, an eventually consistent run (no linearizability check) fails the scan
+/// check alone, and `shrink` keeps a smaller scenario that fails the same check. (The check
+/// kind is what shrink matches, not the failure's text, which names a time and a value that
+/// change with every candidate.)
 #[test]
 fn a_scan_failure_shrinks_to_a_smaller_scenario_failing_the_same_check() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shrink-scan-runs");
-    let run = failing_run("none-baseline", 0, "scan-values-shifted", &out, &["--json"]);
+    let run = failing_run(
+        "eventual-partition",
+        0,
+        "scan-values-shifted",
+        &out,
+        &["--json"],
+    );
     let report: RunReport = serde_json::from_str(
         String::from_utf8_lossy(&run.stdout)
             .lines()
@@ -378,13 +385,13 @@ fn a_scan_failure_shrinks_to_a_smaller_scenario_failing_the_same_check() {
     .expect("a report");
     let kinds: Vec<CheckKind> = report.failures.iter().map(|f| f.kind()).collect();
     assert_eq!(kinds, vec![CheckKind::ScanValue], "{:?}", report.failures);
-    let dir = out.join("none-baseline-seed-0");
+    let dir = out.join("eventual-partition-seed-0");
     let shrink = odgm(&["shrink", dir.to_str().unwrap(), "--max-runs", "40"]);
     let text = String::from_utf8_lossy(&shrink.stdout);
     assert_eq!(shrink.status.code(), Some(0), "{text}");
     let minimal = dir.join("minimal.toml");
     let small = odgm_sim::scenario::Scenario::load(&minimal).expect("minimal scenario loads");
-    let big = odgm_sim::scenario::Scenario::load(&scenario("none-baseline")).unwrap();
+    let big = odgm_sim::scenario::Scenario::load(&scenario("eventual-partition")).unwrap();
     assert!(
         small.schedule.len() < big.schedule.len()
             && (small.duration_ms < big.duration_ms
@@ -396,7 +403,7 @@ fn a_scan_failure_shrinks_to_a_smaller_scenario_failing_the_same_check() {
         "--seed",
         "0",
         "--out",
-        out.to_str().unwrap(),
+        out.join("replay").to_str().unwrap(),
     ]);
     assert!(
         replay
@@ -405,5 +412,36 @@ fn a_scan_failure_shrinks_to_a_smaller_scenario_failing_the_same_check() {
             .any(|f| f.kind() == CheckKind::ScanValue),
         "the minimal scenario must fail the scan check: {:?}",
         replay.failures
+    );
+}
+
+/// A leader that answers scans and counts from its own state without confirming it still
+/// leads (the planted bug) serves stale ones while it is cut off: the check of scans and
+/// counts as reads of every key at one instant catches it, and nothing else does (its gets
+/// still confirm leadership, so the single-key operations are linearizable). The same
+/// seed passes without the bug (the scenario sweep runs it).
+#[test]
+fn stale_scans_on_a_deposed_leader_fail_the_multi_key_read_check_alone() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("stale-scan-runs");
+    let run = failing_run(
+        "raft-leader-partition",
+        0,
+        "raft-leader-local-scans",
+        &out,
+        &["--json"],
+    );
+    let report: RunReport = serde_json::from_str(
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .last()
+            .expect("a report line"),
+    )
+    .expect("a report");
+    let kinds: Vec<CheckKind> = report.failures.iter().map(|f| f.kind()).collect();
+    assert_eq!(
+        kinds,
+        vec![CheckKind::MultiKeyRead],
+        "{:?}",
+        report.failures
     );
 }

@@ -47,6 +47,9 @@ pub enum Bug {
     MstNoTombstones,
     /// A shard's scan pairs each key with the value of the key after it.
     ScanValuesShifted,
+    /// The Raft leader answers scans and counts from its own state without confirming it
+    /// still leads.
+    RaftLeaderLocalScans,
 }
 
 impl Bug {
@@ -67,6 +70,7 @@ impl Bug {
             Bug::RaftSnapshotNonAtomic => "raft-snapshot-non-atomic",
             Bug::MstNoTombstones => "mst-no-tombstones",
             Bug::ScanValuesShifted => "scan-values-shifted",
+            Bug::RaftLeaderLocalScans => "raft-leader-local-scans",
         }
     }
 
@@ -83,6 +87,7 @@ impl Bug {
             Bug::RaftSnapshotNonAtomic => &["raft-snapshot-crash"],
             Bug::MstNoTombstones => &["mst-partition-skew", "mst-concurrent-writes"],
             Bug::ScanValuesShifted => &["none-baseline", "raft-crash-restart"],
+            Bug::RaftLeaderLocalScans => &["raft-leader-partition"],
         }
     }
 

@@ -17,6 +17,9 @@ use super::convergence::Violation;
 pub enum CheckKind {
     /// The history is not linearizable.
     Linearizability,
+    /// Scans and counts are not linearizable with the operations on their keys (the
+    /// single-key operations alone are).
+    MultiKeyRead,
     /// The linearizability checker ran out of budget: no verdict either way.
     CheckerBudget,
     /// The history could not be checked (malformed).
@@ -42,6 +45,7 @@ impl CheckKind {
     pub fn name(self) -> &'static str {
         match self {
             CheckKind::Linearizability => "linearizability",
+            CheckKind::MultiKeyRead => "multi-key read",
             CheckKind::CheckerBudget => "checker budget",
             CheckKind::MalformedHistory => "history malformed",
             CheckKind::Convergence => "convergence",
@@ -75,6 +79,12 @@ pub enum Failure {
     Linearizability {
         /// The part (key) that cannot be linearized, when the history was checked per key.
         key: Option<String>,
+    },
+    /// Scans or counts read what no single instant held, where the single-key operations are
+    /// linearizable.
+    MultiKeyRead {
+        /// The keys of the part that cannot be linearized.
+        keys: Option<String>,
     },
     /// The linearizability checker's budget ran out.
     CheckerBudget {
@@ -126,7 +136,7 @@ pub enum Failure {
         /// When the scan completed, ms since the run started.
         at_ms: u64,
         /// The key.
-        key: u64,
+        key: String,
         /// The value it returned.
         value: String,
     },
@@ -144,6 +154,7 @@ impl Failure {
     pub fn kind(&self) -> CheckKind {
         match self {
             Failure::Linearizability { .. } => CheckKind::Linearizability,
+            Failure::MultiKeyRead { .. } => CheckKind::MultiKeyRead,
             Failure::CheckerBudget { .. } => CheckKind::CheckerBudget,
             Failure::MalformedHistory { .. } => CheckKind::MalformedHistory,
             Failure::Convergence { .. } => CheckKind::Convergence,
@@ -167,6 +178,13 @@ impl fmt::Display for Failure {
         write!(f, "{}: ", self.kind())?;
         match self {
             Failure::Linearizability { key: k } => write!(f, "illegal{}", key(k)),
+            Failure::MultiKeyRead { keys } => write!(
+                f,
+                "a scan or count is not linearizable{} (the single-key operations are)",
+                keys.as_ref()
+                    .map(|k| format!(" with keys {k}"))
+                    .unwrap_or_default()
+            ),
             Failure::CheckerBudget { key: k, steps } => write!(
                 f,
                 "unknown{}: the linearizability checker's budget ran out after {steps} steps",
@@ -216,13 +234,13 @@ mod tests {
     fn failures_are_structured_records_that_name_their_check() {
         let f = Failure::ScanValue {
             at_ms: 1200,
-            key: 3,
+            key: "3".into(),
             value: "1.7".into(),
         };
         assert_eq!(f.kind(), CheckKind::ScanValue);
         let json = serde_json::to_value(&f).unwrap();
         assert_eq!(json["check"], "scan_value");
-        assert_eq!(json["key"], 3);
+        assert_eq!(json["key"], "3");
         let back: Failure = serde_json::from_value(json).unwrap();
         assert_eq!(back, f);
         assert!(

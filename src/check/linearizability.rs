@@ -20,13 +20,19 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::history::{History, HistoryError, Outcome, Time};
-use super::model::{Model, Step};
+use super::model::{Model, Step, Touches};
 
 /// Options of the search.
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
-    /// Split the history by key (P-compositionality) when the model allows it.
+    /// Split the history into parts of keys that operations connect (P-compositionality,
+    /// exact by locality) when the model tells what each operation touches.
     pub partition: bool,
+    /// The reductions that use what operations of unknown result can and cannot do:
+    /// just-in-time linearization of blind writes, one of several identical ones, and
+    /// unobserved written values concealed as one. Off, the search is the plain one they
+    /// are tested against.
+    pub reduce: bool,
     /// Search steps allowed per part before giving up with `Unknown` (0: no limit).
     pub max_steps: u64,
     /// Approximate bytes of memo and model states allowed per part before giving up with
@@ -41,6 +47,7 @@ impl Default for CheckOptions {
     fn default() -> Self {
         Self {
             partition: true,
+            reduce: true,
             max_steps: 200_000_000,
             max_memory_bytes: 2 << 30,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -124,6 +131,23 @@ struct SearchOp<'h, M: Model> {
     read_only: bool,
     /// `Model::lookahead_passes` for this operation.
     passes: bool,
+    /// A blind write of unknown result, linearized just in time.
+    jit: bool,
+    /// Another operation of unknown result, linearized only right before an operation on
+    /// the same keys that it can matter to.
+    deferred: bool,
+    /// An earlier-invoked operation of unknown result with the same input, which is tried
+    /// first: this one only once that one is linearized.
+    twin: Option<usize>,
+    /// What part of the state it touches.
+    touches: Touches,
+}
+
+impl<M: Model> SearchOp<'_, M> {
+    /// Whether its result is unknown: it may take effect any time after its call, or never.
+    fn unknown(&self) -> bool {
+        self.output.is_none() && self.ret == Time::MAX
+    }
 }
 
 /// Checks `history` against `model`. The history is validated first.
@@ -133,7 +157,9 @@ pub fn check<M: Model>(
     options: &CheckOptions,
 ) -> Result<CheckResult, HistoryError> {
     history.validate()?;
-    let mut kept: Vec<SearchOp<'_, M>> = Vec::with_capacity(history.ops.len());
+    // What the search keeps of each operation: a failed one that did not happen and a read
+    // of unknown result say nothing.
+    let mut kept: Vec<(usize, Option<M::Output>, Time)> = Vec::with_capacity(history.ops.len());
     let mut dropped = 0;
     for (index, op) in history.ops.iter().enumerate() {
         let (output, ret) = match op.outcome {
@@ -153,37 +179,59 @@ pub fn check<M: Model>(
                 (None, Time::MAX)
             }
         };
-        let read_only = model.never_changes_state(&op.input, output.as_ref());
-        let passes = model.lookahead_passes(&op.input, output.as_ref());
-        kept.push(SearchOp {
-            index,
-            call: op.invoke,
-            ret,
-            input: &op.input,
-            output,
-            read_only,
-            passes,
-        });
+        kept.push((index, output, ret));
     }
-
-    let keys: Option<Vec<String>> = if options.partition {
-        kept.iter().map(|o| model.partition_key(o.input)).collect()
+    let groups: Vec<(Option<String>, Vec<usize>)> = if options.partition {
+        split(model, history, &kept)
     } else {
-        None
+        vec![(None, (0..kept.len()).collect())]
     };
-    let mut parts: Vec<(Option<String>, Vec<SearchOp<'_, M>>)> = match keys {
-        Some(keys) => {
-            let mut by_key: BTreeMap<String, Vec<SearchOp<'_, M>>> = BTreeMap::new();
-            for (op, key) in kept.into_iter().zip(keys) {
-                by_key.entry(key).or_default().push(op);
+    // Concealed inputs, per kept operation, owned here for the parts to borrow.
+    let mut concealed: Vec<Option<M::Input>> = vec![None; kept.len()];
+    if options.reduce {
+        for (_, members) in &groups {
+            let ops: Vec<(&M::Input, Option<&M::Output>)> = members
+                .iter()
+                .map(|&k| (&history.ops[kept[k].0].input, kept[k].1.as_ref()))
+                .collect();
+            for (&k, c) in members.iter().zip(model.conceal(&ops)) {
+                concealed[k] = c;
             }
-            by_key.into_iter().map(|(k, v)| (Some(k), v)).collect()
         }
-        None => vec![(None, kept)],
-    };
+    }
+    let mut parts: Vec<(Option<String>, Vec<SearchOp<'_, M>>)> = groups
+        .into_iter()
+        .map(|(key, members)| {
+            let ops = members
+                .into_iter()
+                .map(|k| {
+                    let (index, ref output, ret) = kept[k];
+                    let op = &history.ops[index];
+                    let input = concealed[k].as_ref().unwrap_or(&op.input);
+                    SearchOp {
+                        index,
+                        call: op.invoke,
+                        ret,
+                        input,
+                        output: output.clone(),
+                        read_only: model.never_changes_state(input, output.as_ref()),
+                        passes: model.lookahead_passes(input, output.as_ref()),
+                        jit: false,
+                        deferred: false,
+                        twin: None,
+                        touches: model.touches(input),
+                    }
+                })
+                .collect();
+            (key, ops)
+        })
+        .collect();
 
     for (_, ops) in parts.iter_mut() {
         dropped += drop_unobservable(model, ops);
+        if options.reduce {
+            mark_reductions(model, ops);
+        }
     }
     let results = run_parts(model, &mut parts, options);
     let verdict = if results.iter().any(|r| r.verdict == Verdict::Illegal) {
@@ -198,6 +246,114 @@ pub fn check<M: Model>(
         parts: results,
         dropped_ops: dropped,
     })
+}
+
+/// Splits the kept operations (indexes into `kept`) into parts of keys that operations
+/// connect: a single-key operation ties itself to its key, a scan or count ties every key
+/// in its range together. Parts are named by their keys (`a` or `a,b,c`) and come in key
+/// order; a model that cannot be split gives one part.
+fn split<M: Model>(
+    model: &M,
+    history: &History<M::Input, M::Output>,
+    kept: &[(usize, Option<M::Output>, Time)],
+) -> Vec<(Option<String>, Vec<usize>)> {
+    let touches: Vec<Touches> = kept
+        .iter()
+        .map(|(i, _, _)| model.touches(&history.ops[*i].input))
+        .collect();
+    if touches.contains(&Touches::Everything) {
+        return vec![(None, (0..kept.len()).collect())];
+    }
+    let keys: std::collections::BTreeSet<&str> = touches
+        .iter()
+        .filter_map(|t| match t {
+            Touches::Key(k) => Some(k.as_str()),
+            _ => None,
+        })
+        .collect();
+    let index: BTreeMap<&str, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    // Union-find over the keys; a range joins the consecutive keys it holds.
+    let mut parent: Vec<usize> = (0..keys.len()).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    let in_range = |k: &str, a: &Option<String>, b: &Option<String>| {
+        a.as_deref().is_none_or(|a| k >= a) && b.as_deref().is_none_or(|b| k < b)
+    };
+    for t in &touches {
+        if let Touches::Range(a, b) = t {
+            let held: Vec<usize> = keys
+                .iter()
+                .filter(|k| in_range(k, a, b))
+                .map(|k| index[k])
+                .collect();
+            for w in held.windows(2) {
+                let (x, y) = (root(&mut parent, w[0]), root(&mut parent, w[1]));
+                parent[x.max(y)] = x.min(y);
+            }
+        }
+    }
+    // Group operations by the root of their key (ranges: of their first key; a range that
+    // holds no key stands alone).
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut alone: Vec<usize> = Vec::new();
+    for (k, t) in touches.iter().enumerate() {
+        let first = match t {
+            Touches::Key(key) => Some(index[key.as_str()]),
+            Touches::Range(a, b) => keys.iter().find(|k| in_range(k, a, b)).map(|k| index[k]),
+            Touches::Everything => None,
+        };
+        match first {
+            Some(i) => by_root.entry(root(&mut parent, i)).or_default().push(k),
+            None => alone.push(k),
+        }
+    }
+    let names: Vec<&str> = keys.into_iter().collect();
+    let mut members: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        members.entry(root(&mut parent, i)).or_default().push(name);
+    }
+    let mut parts: Vec<(Option<String>, Vec<usize>)> = by_root
+        .into_iter()
+        .map(|(r, ops)| (Some(members[&r].join(",")), ops))
+        .collect();
+    if !alone.is_empty() {
+        parts.push((Some("(no key)".into()), alone));
+    }
+    parts
+}
+
+/// Marks the operations of unknown result that the search treats specially: blind writes
+/// linearized just in time (when the model says that is exact for every operation of the
+/// part), the others deferred to right before an operation on their keys, and for those,
+/// the earlier identical operation each waits for.
+fn mark_reductions<M: Model>(model: &M, ops: &mut [SearchOp<'_, M>]) {
+    let jit = ops
+        .iter()
+        .all(|o| model.allows_jit(o.input, o.output.as_ref()));
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| (ops[i].call, ops[i].index));
+    let mut last_unknown: Vec<usize> = Vec::new();
+    for &i in &order {
+        if !ops[i].unknown() {
+            continue;
+        }
+        if jit && model.blind_write(ops[i].input) {
+            ops[i].jit = true;
+            continue;
+        }
+        ops[i].deferred = true;
+        ops[i].twin = last_unknown
+            .iter()
+            .rev()
+            .copied()
+            .find(|&j| ops[j].input == ops[i].input);
+        last_unknown.push(i);
+    }
 }
 
 /// Leaves out the operations with unknown results that the model calls unobservable
@@ -223,6 +379,28 @@ fn drop_unobservable<M: Model>(model: &M, ops: &mut Vec<SearchOp<'_, M>>) -> usi
     let mut gone = gone.into_iter();
     ops.retain(|_| !gone.next().unwrap_or(false));
     before - ops.len()
+}
+
+/// Whether two operations touch a common key.
+fn overlap(a: &Touches, b: &Touches) -> bool {
+    let in_range = |k: &str, s: &Option<String>, e: &Option<String>| {
+        s.as_deref().is_none_or(|s| k >= s) && e.as_deref().is_none_or(|e| k < e)
+    };
+    match (a, b) {
+        (Touches::Everything, _) | (_, Touches::Everything) => true,
+        (Touches::Key(x), Touches::Key(y)) => x == y,
+        (Touches::Key(k), Touches::Range(s, e)) | (Touches::Range(s, e), Touches::Key(k)) => {
+            in_range(k, s, e)
+        }
+        (Touches::Range(s1, e1), Touches::Range(s2, e2)) => {
+            // [s1, e1) and [s2, e2) meet unless one ends before the other starts.
+            let before = |e: &Option<String>, s: &Option<String>| match (e, s) {
+                (Some(e), Some(s)) => e <= s,
+                _ => false,
+            };
+            !before(e1, s2) && !before(e2, s1)
+        }
+    }
 }
 
 /// Steps a part runs before the scheduler moves to the next part.
@@ -375,6 +553,21 @@ fn memo_hash(set_hash: u64, state: u32) -> u64 {
     set_hash ^ (u64::from(state) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// One step of the search's stack: the call node of the operation at the place, the state
+/// before the step, whether the step can never change a state, which alternative at its
+/// place it was (0: the operation alone; `k > 0`: the `k`-th blind write the operation
+/// needed, linearized just before it), that write, and whether the step is the write alone
+/// (the operation, a scan or count that needs writes to several keys, still waits).
+#[derive(Clone, Copy)]
+struct Frame {
+    call: usize,
+    before: u32,
+    read_only: bool,
+    alt: u32,
+    jit: Option<usize>,
+    solo: bool,
+}
+
 /// The resumable search over one part.
 struct Search<'m, 'h, M: Model> {
     model: &'m M,
@@ -387,6 +580,9 @@ struct Search<'m, 'h, M: Model> {
     op_of: Vec<usize>,
     is_call: Vec<bool>,
     ret_node: Vec<usize>,
+    /// The operations of unknown result linearized just in time or deferred, by call time:
+    /// they have no events.
+    eventless: Vec<usize>,
     zob: Vec<u64>,
     states: States<M::State>,
     state_bytes: usize,
@@ -397,12 +593,13 @@ struct Search<'m, 'h, M: Model> {
     linearized: Vec<u64>,
     set_hash: u64,
     memo: Memo,
-    /// (call node, state id before it, whether the operation never changes any state)
-    stack: Vec<(usize, u32, bool)>,
+    stack: Vec<Frame>,
     best: Vec<usize>,
     failed: Option<usize>,
     steps: u64,
     entry: usize,
+    /// The next alternative to try at `entry` (see [`Frame::alt`]).
+    alt: u32,
     /// Scratch for the lookahead.
     between: Vec<usize>,
 }
@@ -416,12 +613,19 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
     ) -> Self {
         let n = ops.len();
         // Events: calls before returns at equal times (overlapping is the permissive
-        // reading), then by operation for a deterministic order.
+        // reading), then by operation for a deterministic order. Blind writes linearized
+        // just in time have none.
         let mut events: Vec<(Time, bool, usize)> = Vec::with_capacity(2 * n);
+        let mut eventless = Vec::new();
         for (i, op) in ops.iter().enumerate() {
+            if op.jit || op.deferred {
+                eventless.push(i);
+                continue;
+            }
             events.push((op.call, false, i));
             events.push((op.ret, true, i));
         }
+        eventless.sort_by_key(|&i| (ops[i].call, i));
         events.sort_unstable();
         let len = events.len();
         let head = len;
@@ -460,6 +664,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             op_of,
             is_call,
             ret_node,
+            eventless,
             zob: (0..n).map(zobrist).collect(),
             states,
             state_bytes,
@@ -479,6 +684,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             failed: None,
             steps: 0,
             entry,
+            alt: 0,
             between: Vec::new(),
         }
     }
@@ -524,10 +730,145 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
         }
     }
 
+    fn is_linearized(&self, op: usize) -> bool {
+        self.linearized[op / 64] & (1u64 << (op % 64)) != 0
+    }
+
+    fn flip(&mut self, op: usize) {
+        self.linearized[op / 64] ^= 1u64 << (op % 64);
+        self.set_hash ^= self.zob[op];
+    }
+
+    /// The state after `op` from state `from` (`None`: illegal), memoised.
+    fn transition(&mut self, from: u32, op: usize) -> Option<u32> {
+        if let Some(&id) = self.transitions.get(&(from, op as u32)) {
+            return (id != NONE).then_some(id);
+        }
+        let o = &self.ops[op];
+        let current = &self.states.all[from as usize];
+        let next = match self.model.step(current, o.input, o.output.as_ref()) {
+            Step::Illegal => None,
+            Step::Unchanged => Some(from),
+            Step::To(s) => {
+                let before = self.states.all.len();
+                let bytes = self.model.state_bytes(&s);
+                let id = self.states.intern(s);
+                if self.states.all.len() > before {
+                    self.state_bytes += bytes;
+                }
+                Some(id)
+            }
+        };
+        self.transitions
+            .insert((from, op as u32), next.unwrap_or(NONE));
+        next
+    }
+
+    /// What may be linearized right before `op`, in the order tried: operations of unknown
+    /// result not yet linearized that were invoked before the first pending return (nothing
+    /// that must precede them is left), that change the state, one per distinct input
+    /// (identical ones are interchangeable):
+    /// - when `op` needs it (`illegal` here, or of unknown result and doing nothing here),
+    ///   blind writes the model says may enable `op`, or a deferred operation that may go
+    ///   before `op`: after the write `op` is legal (or, of unknown result, changes the
+    ///   state), or, when illegal, may still wait for more (a scan of several keys, or the
+    ///   deferred operation the write enables);
+    /// - when `illegal`, or when `op` may change the state in a way that depends on it (not
+    ///   a blind write, which would hide them), deferred operations on `op`'s keys (their
+    ///   identical earlier twin linearized first), alone: `op` waits.
+    ///
+    /// Returns (operation, state after it, state after `op` if `op` then follows).
+    fn candidates(
+        &mut self,
+        op: usize,
+        illegal: bool,
+        needs: bool,
+    ) -> Vec<(usize, u32, Option<u32>)> {
+        if self.eventless.is_empty() {
+            return Vec::new();
+        }
+        let mut node = self.next[self.head];
+        while node != NIL && self.is_call[node] {
+            node = self.next[node];
+        }
+        let bound = if node == NIL {
+            Time::MAX
+        } else {
+            self.ops[self.op_of[node]].ret
+        };
+        let ops = self.ops;
+        let x = &ops[op];
+        // Deferred operations that may go before `op`: a blind write that enables one of
+        // them, which then enables `op`, is wanted too (a chain).
+        let waiting: Vec<usize> = self
+            .eventless
+            .iter()
+            .copied()
+            .take_while(|&d| ops[d].call <= bound)
+            .filter(|&d| {
+                ops[d].deferred && !self.is_linearized(d) && overlap(&ops[d].touches, &x.touches)
+            })
+            .collect();
+        let mut jit: Vec<(usize, u32, Option<u32>)> = Vec::new();
+        let mut deferred: Vec<(usize, u32, Option<u32>)> = Vec::new();
+        let mut tried: Vec<usize> = Vec::new();
+        let now_id = self.state;
+        for k in 0..self.eventless.len() {
+            let w = self.eventless[k];
+            let o = &ops[w];
+            if o.call > bound {
+                break;
+            }
+            let now = &self.states.all[now_id as usize];
+            // Whether `o` may enable `op`, or a deferred operation waiting for `op`'s place.
+            let enables = || {
+                self.model
+                    .may_enable(now, o.input, x.input, x.output.as_ref())
+                    || waiting
+                        .iter()
+                        .any(|&d| d != w && self.model.may_enable(now, o.input, ops[d].input, None))
+            };
+            let wanted = if o.jit {
+                needs && enables()
+            } else {
+                overlap(&o.touches, &x.touches)
+                    && o.twin.is_none_or(|t| self.is_linearized(t))
+                    && if illegal {
+                        enables()
+                    } else {
+                        !(x.read_only || self.model.blind_write(x.input))
+                    }
+            };
+            if !wanted || self.is_linearized(w) || tried.iter().any(|&t| ops[t].input == o.input) {
+                continue;
+            }
+            tried.push(w);
+            let Some(after_w) = self.transition(self.state, w) else {
+                continue;
+            };
+            if after_w == self.state {
+                continue;
+            }
+            if !o.jit {
+                deferred.push((w, after_w, None));
+                continue;
+            }
+            match self.transition(after_w, op) {
+                None if illegal => jit.push((w, after_w, None)),
+                None => {}
+                Some(after_op) if x.unknown() && after_op == after_w => {}
+                Some(after_op) => jit.push((w, after_w, Some(after_op))),
+            }
+        }
+        jit.extend(deferred);
+        jit
+    }
+
     /// Lookahead pruning: a read that `state`, reached by linearizing `op`, can no longer
     /// precede. Walks the remaining events in time order, collecting the operations invoked
-    /// so far (those may still go before a read that returns later); at each read's return
-    /// it asks [`Model::may_precede`]. The walk stops at an operation that does not pass
+    /// so far (those may still go before a read that returns later, and so may the blind
+    /// writes of unknown result invoked by then); at each read's return it asks
+    /// [`Model::may_precede`]. The walk stops at an operation that does not pass
     /// ([`Model::lookahead_passes`]) or after [`LOOKAHEAD_EVENTS`] events (looking at fewer
     /// reads prunes less, never wrongly). A read found is certain, so no linearization is
     /// lost.
@@ -539,12 +880,33 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
         let ops = self.ops;
         let between = &mut self.between;
         between.clear();
+        let mut jit = self.eventless.iter().copied().peekable();
+        let linearized = &self.linearized;
         let mut node = self.next[self.head];
         for _ in 0..LOOKAHEAD_EVENTS {
             if node == NIL {
                 break;
             }
             let x = self.op_of[node];
+            let at = if self.is_call[node] {
+                ops[x].call
+            } else {
+                ops[x].ret
+            };
+            let mut stop = false;
+            while let Some(w) = jit.next_if(|&w| ops[w].call <= at) {
+                if linearized[w / 64] & (1u64 << (w % 64)) != 0 {
+                    continue;
+                }
+                if !ops[w].passes {
+                    stop = true;
+                    break;
+                }
+                between.push(w);
+            }
+            if stop {
+                break;
+            }
             if x != op {
                 let o = &ops[x];
                 if self.is_call[node] {
@@ -569,16 +931,136 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
         None
     }
 
+    /// The operations of the stack in order, a just-in-time write before the operation
+    /// that needed it.
+    fn stacked(&self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.stack.len() * 2);
+        for f in &self.stack {
+            out.extend(f.jit);
+            if !f.solo {
+                out.push(self.op_of[f.call]);
+            }
+        }
+        out
+    }
+
     /// Keeps the witness of an illegal history: the longest linearized prefix (the stack,
     /// then `then` if given) and the operation that could not follow it. A prefix as long
     /// as the one kept replaces it only if none was kept yet.
-    fn note_witness(&mut self, then: Option<usize>, failed: usize) {
-        let len = self.stack.len() + usize::from(then.is_some());
+    fn note_witness(&mut self, then: &[usize], failed: usize) {
+        let len = self
+            .stack
+            .iter()
+            .map(|f| usize::from(f.jit.is_some()) + usize::from(!f.solo))
+            .sum::<usize>()
+            + then.len();
         if len > self.best.len() || (len == self.best.len() && self.failed.is_none()) {
-            self.best = self.stack.iter().map(|&(c, _, _)| self.op_of[c]).collect();
-            self.best.extend(then);
+            self.best = self.stacked();
+            self.best.extend_from_slice(then);
             self.failed = Some(failed);
         }
+    }
+
+    /// Tries alternative `alt` of the operation at the current entry: 0 the operation alone,
+    /// `k > 0` the `k`-th just-in-time write, then the operation. `None` when there is no
+    /// such alternative; `Some(true)` when it was linearized (pushed), `Some(false)` when it
+    /// was tried and not taken.
+    fn try_alternative(&mut self, alt: u32) -> Option<bool> {
+        let entry = self.entry;
+        let op = self.op_of[entry];
+        let ops = self.ops;
+        let o = &ops[op];
+        let (jit, new_state) = if alt == 0 {
+            if o.jit {
+                return None;
+            }
+            match self.transition(self.state, op) {
+                Some(s) => (None, Some(s)),
+                None => return Some(false),
+            }
+        } else {
+            // An operation that is illegal here, or one of unknown result that would do
+            // nothing here, asks for a blind write; one that is illegal or may change the
+            // state, for a deferred operation on its keys.
+            let plain = self.transition(self.state, op);
+            let illegal = plain.is_none();
+            let needs = illegal || (o.unknown() && plain == Some(self.state));
+            if alt == 1 && !needs && o.read_only {
+                return None;
+            }
+            let cands = self.candidates(op, illegal, needs);
+            let (w, after_w, after_op) = *cands.get(alt as usize - 1)?;
+            if after_op.is_none() {
+                return Some(self.push_solo(w, after_w, alt));
+            }
+            (Some(w), after_op)
+        };
+        let new_state = new_state.expect("a legal step");
+        if let Some(w) = jit {
+            self.flip(w);
+        }
+        self.flip(op);
+        let fresh = self.memo.insert(
+            memo_hash(self.set_hash, new_state),
+            &self.linearized,
+            new_state,
+        );
+        let blocker = if fresh {
+            self.lookahead_blocker(op, new_state)
+        } else {
+            None
+        };
+        if let Some(read) = blocker {
+            // The witness: this prefix, then the read it cannot reach.
+            let then: Vec<usize> = jit.into_iter().chain([op]).collect();
+            self.note_witness(&then, read);
+        }
+        if fresh && blocker.is_none() {
+            self.stack.push(Frame {
+                call: entry,
+                before: self.state,
+                read_only: jit.is_none() && o.read_only,
+                alt,
+                jit,
+                solo: false,
+            });
+            self.state = new_state;
+            self.unlink(entry);
+            self.unlink(self.ret_node[op]);
+            self.entry = self.next[self.head];
+            self.alt = 0;
+            return Some(true);
+        }
+        self.flip(op);
+        if let Some(w) = jit {
+            self.flip(w);
+        }
+        Some(false)
+    }
+
+    /// Linearizes the blind write `w` alone before the operation at the current entry, which
+    /// stays there to be tried again (it needs more than one write); `false` if the search
+    /// was here before.
+    fn push_solo(&mut self, w: usize, after_w: u32, alt: u32) -> bool {
+        self.flip(w);
+        if !self
+            .memo
+            .insert(memo_hash(self.set_hash, after_w), &self.linearized, after_w)
+        {
+            self.flip(w);
+            return false;
+        }
+        self.stack.push(Frame {
+            call: self.entry,
+            before: self.state,
+            read_only: false,
+            alt,
+            jit: Some(w),
+            solo: true,
+        });
+        self.state = after_w;
+        self.alt = 0;
+        true
     }
 
     /// Runs up to `slice` more steps; `Some` once the part is decided or out of budget.
@@ -600,50 +1082,15 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             let entry = self.entry;
             if self.is_call[entry] {
                 let op = self.op_of[entry];
-                let ops = self.ops;
-                let o = &ops[op];
-                let new_state = match self.transitions.get(&(self.state, op as u32)) {
-                    Some(&NONE) => None,
-                    Some(&id) => Some(id),
-                    None => {
-                        let current = &self.states.all[self.state as usize];
-                        let next = match self.model.step(current, o.input, o.output.as_ref()) {
-                            Step::Illegal => None,
-                            Step::Unchanged => Some(self.state),
-                            Step::To(s) => {
-                                let before = self.states.all.len();
-                                let bytes = self.model.state_bytes(&s);
-                                let id = self.states.intern(s);
-                                if self.states.all.len() > before {
-                                    self.state_bytes += bytes;
-                                }
-                                Some(id)
-                            }
-                        };
-                        self.transitions
-                            .insert((self.state, op as u32), next.unwrap_or(NONE));
-                        next
-                    }
+                // An operation of unknown result waits for its identical earlier twin.
+                let waits = self.ops[op].twin.is_some_and(|t| !self.is_linearized(t));
+                let tried = if waits {
+                    None
+                } else {
+                    self.try_alternative(self.alt)
                 };
-                if let Some(new_state) = new_state {
-                    let (w, b) = (op / 64, 1u64 << (op % 64));
-                    self.linearized[w] |= b;
-                    let new_hash = self.set_hash ^ self.zob[op];
-                    let fresh = self.memo.insert(
-                        memo_hash(new_hash, new_state),
-                        &self.linearized,
-                        new_state,
-                    );
-                    let blocker = if fresh {
-                        self.lookahead_blocker(op, new_state)
-                    } else {
-                        None
-                    };
-                    if let Some(read) = blocker {
-                        // The witness: this prefix, then the read it cannot reach.
-                        self.note_witness(Some(op), read);
-                    }
-                    if fresh && blocker.is_none() {
+                match tried {
+                    Some(true) => {
                         if self.options.max_memory_bytes > 0
                             && self.memory_bytes() > self.options.max_memory_bytes
                         {
@@ -654,43 +1101,53 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                                 Some("memory budget exhausted"),
                             ));
                         }
-                        self.stack.push((entry, self.state, o.read_only));
-                        self.state = new_state;
-                        self.set_hash = new_hash;
-                        self.unlink(entry);
-                        self.unlink(self.ret_node[op]);
-                        self.entry = self.next[self.head];
-                        continue;
                     }
-                    self.linearized[w] &= !b;
+                    // Without blind writes to place, the operation has no other
+                    // alternative.
+                    Some(false) if self.eventless.is_empty() => {
+                        self.entry = self.next[entry];
+                        self.alt = 0;
+                    }
+                    Some(false) => self.alt += 1,
+                    None => {
+                        self.entry = self.next[entry];
+                        self.alt = 0;
+                    }
                 }
-                self.entry = self.next[entry];
             } else {
                 // A return whose call is not linearized: nothing more can go before it.
-                self.note_witness(None, self.op_of[entry]);
+                self.note_witness(&[], self.op_of[entry]);
                 // Pop to the last operation that can change state. An operation that never
                 // changes any state (a read, a cas known to have failed) was legal where it
                 // stood, and every op that must precede it is already linearized; any
                 // linearization of the rest stays one with it moved to that spot. So once
                 // its subtree is exhausted, so is every alternative at its level.
                 loop {
-                    let Some((call, before, read_only)) = self.stack.pop() else {
+                    let Some(f) = self.stack.pop() else {
                         return Some(self.result(Verdict::Illegal, &self.best, self.failed, None));
                     };
-                    let op = self.op_of[call];
-                    self.linearized[op / 64] &= !(1u64 << (op % 64));
-                    self.set_hash ^= self.zob[op];
-                    self.state = before;
-                    self.relink(self.ret_node[op]);
-                    self.relink(call);
-                    self.entry = self.next[call];
-                    if !read_only {
+                    let op = self.op_of[f.call];
+                    if let Some(w) = f.jit {
+                        self.flip(w);
+                    }
+                    self.state = f.before;
+                    if !f.solo {
+                        self.flip(op);
+                        self.relink(self.ret_node[op]);
+                        self.relink(f.call);
+                    }
+                    self.entry = f.call;
+                    self.alt = f.alt + 1;
+                    if !f.read_only {
                         break;
                     }
+                    // Its whole level is exhausted: move past it.
+                    self.entry = self.next[f.call];
+                    self.alt = 0;
                 }
             }
         }
-        let order: Vec<usize> = self.stack.iter().map(|&(c, _, _)| self.op_of[c]).collect();
+        let order = self.stacked();
         Some(self.result(Verdict::Ok, &order, None, None))
     }
 }

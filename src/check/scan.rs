@@ -1,24 +1,16 @@
 //! Scans: every (key, value) a scan returned must be a value some client wrote to that key.
-//! (Scans are not part of the linearizability check; this catches a scan that invents or
-//! mixes up values.)
+//! Where a run checks linearizability, scans and counts are checked as reads of every key at
+//! one instant; this check holds on every run, the conflict-free and eventually consistent
+//! ones too, and catches a scan that invents or mixes up values.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::failure::Failure;
-use super::history::{History, Time};
+use super::history::{History, Outcome};
 use super::model::{KvInput, KvOutput};
 
-/// One scan's result: when it completed and the (key, value) pairs it returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanResult {
-    /// When it completed (ns since the run started).
-    pub at: Time,
-    /// The pairs.
-    pub pairs: Vec<(u64, String)>,
-}
-
 /// The first scan pair whose value no client wrote to its key.
-pub fn check_scans(history: &History<KvInput, KvOutput>, scans: &[ScanResult]) -> Option<Failure> {
+pub fn check_scans(history: &History<KvInput, KvOutput>) -> Option<Failure> {
     let mut written: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for op in &history.ops {
         match &op.input {
@@ -31,14 +23,17 @@ pub fn check_scans(history: &History<KvInput, KvOutput>, scans: &[ScanResult]) -
             _ => {}
         }
     }
-    scans.iter().find_map(|scan| {
-        scan.pairs.iter().find_map(|(k, v)| {
+    history.ops.iter().find_map(|op| {
+        let (Outcome::Ok, Some(KvOutput::Scan { pairs })) = (op.outcome, &op.output) else {
+            return None;
+        };
+        pairs.iter().find_map(|(k, v)| {
             let known = written
-                .get(k.to_string().as_str())
+                .get(k.as_str())
                 .is_some_and(|vs| vs.contains(v.as_str()));
             (!known).then(|| Failure::ScanValue {
-                at_ms: scan.at / 1_000_000,
-                key: *k,
+                at_ms: op.complete.unwrap_or(op.invoke) / 1_000_000,
+                key: k.clone(),
                 value: v.clone(),
             })
         })
@@ -49,10 +44,9 @@ pub fn check_scans(history: &History<KvInput, KvOutput>, scans: &[ScanResult]) -
 mod tests {
     use super::*;
     use crate::check::history::Recorder;
-    use crate::check::Outcome;
 
-    #[test]
-    fn a_value_written_to_another_key_is_caught() {
+    /// Puts `1 = a` and `2 = b`, then a scan that returned `pairs`.
+    fn history(pairs: &[(&str, &str)]) -> History<KvInput, KvOutput> {
         let mut r: Recorder<KvInput, KvOutput> = Recorder::default();
         for (client, key, value) in [(1, "1", "a"), (2, "2", "b")] {
             let input = KvInput::Put {
@@ -63,17 +57,28 @@ mod tests {
             r.complete(client, Outcome::Ok, Some(KvOutput::Ok), 1)
                 .unwrap();
         }
-        let h = r.finish();
-        let scan = |pairs: &[(u64, &str)]| ScanResult {
-            at: 5_000_000,
-            pairs: pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        let all = KvInput::Scan {
+            start: None,
+            end: None,
         };
-        assert_eq!(check_scans(&h, &[scan(&[(1, "a"), (2, "b")])]), None);
+        r.invoke(3, all, 2_000_000).unwrap();
+        let pairs = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        r.complete(3, Outcome::Ok, Some(KvOutput::Scan { pairs }), 5_000_000)
+            .unwrap();
+        r.finish()
+    }
+
+    #[test]
+    fn a_value_written_to_another_key_is_caught() {
+        assert_eq!(check_scans(&history(&[("1", "a"), ("2", "b")])), None);
         assert_eq!(
-            check_scans(&h, &[scan(&[(1, "b"), (2, "b")])]),
+            check_scans(&history(&[("1", "b"), ("2", "b")])),
             Some(Failure::ScanValue {
                 at_ms: 5,
-                key: 1,
+                key: "1".into(),
                 value: "b".into()
             })
         );

@@ -96,6 +96,8 @@ pub struct ChaosRun {
     pub trace_hash: String,
     /// Real time of the run, ms.
     pub wall_ms: u64,
+    /// Real time of its linearizability check, ms.
+    pub check_ms: u64,
     /// The run folder (failing runs).
     pub folder: Option<String>,
     /// The command that replays it.
@@ -119,6 +121,12 @@ pub struct ChaosSummary {
     pub failed: usize,
     /// Failing runs by the checks they failed (a run counts once per kind).
     pub failed_by_check: BTreeMap<CheckKind, usize>,
+    /// The linearizability check's real time over the runs: 99th percentile and slowest, ms.
+    pub check_ms_p99: u64,
+    /// The slowest linearizability check, ms.
+    pub check_ms_max: u64,
+    /// The seed of the slowest check.
+    pub slowest_check_seed: Option<u64>,
     /// Each run.
     pub results: Vec<ChaosRun>,
 }
@@ -178,6 +186,7 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
                     .map(|rep| rep.trace_hash.clone())
                     .unwrap_or_default(),
                 wall_ms: r.report.as_ref().map_or(0, |rep| rep.wall_ms),
+                check_ms: r.report.as_ref().map_or(0, |rep| rep.check_ms),
                 folder: (!passed && folder.exists()).then(|| folder.display().to_string()),
                 replay: r.replay(&[]),
             };
@@ -205,7 +214,19 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
             *failed_by_check.entry(k).or_default() += 1;
         }
     }
+    let mut check_times: Vec<u64> = results.iter().map(|r| r.check_ms).collect();
+    check_times.sort_unstable();
+    let p99 = check_times
+        .get((check_times.len() * 99).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or(0);
+    let slowest = results
+        .iter()
+        .max_by_key(|r| (r.check_ms, std::cmp::Reverse(r.seed)));
     let summary = ChaosSummary {
+        check_ms_p99: p99,
+        check_ms_max: slowest.map_or(0, |r| r.check_ms),
+        slowest_check_seed: slowest.map(|r| r.seed),
         shard: format!("{shard}/{shards}"),
         budget_s: args.budget,
         wall_s: wall,
@@ -222,6 +243,14 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
     for (kind, n) in &summary.failed_by_check {
         println!("  failed {kind}: {n} run(s)");
     }
+    println!(
+        "  linearizability check time: p99 {} ms, slowest {} ms (seed {})",
+        summary.check_ms_p99,
+        summary.check_ms_max,
+        summary
+            .slowest_check_seed
+            .map_or_else(|| "-".to_string(), |s| s.to_string())
+    );
     println!(
         "{} runs: {} passed, {} failed in {:.0} s ({:.1} runs/s); summary: {}",
         summary.runs,

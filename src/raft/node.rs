@@ -385,6 +385,15 @@ impl RaftNode {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
                 Err(e) => return Err(ClientError::Unavailable(e.to_string())),
             },
+            multi @ (ClientRequest::Scan { .. } | ClientRequest::Count)
+                if crate::bugs::active(crate::bugs::Bug::RaftLeaderLocalScans)
+                    && self.leader() == Some(self.id) =>
+            {
+                return self
+                    .read_local(multi.clone())
+                    .await
+                    .map_err(|e| ClientError::Unavailable(e.to_string()))
+            }
             read if crate::bugs::active(crate::bugs::Bug::RaftFollowerLocalReads) => {
                 return self
                     .read_local(read.clone())

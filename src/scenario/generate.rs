@@ -162,6 +162,7 @@ pub fn chaos(seed: u64) -> Drawn {
             delete: d.int("delete", 0..=15) as u32,
             cas: d.int("cas", 0..=20) as u32,
             scan: d.int("scan", 0..=10) as u32,
+            count: d.int("count", 0..=6) as u32,
         },
     };
     let (gap_min, hold_min) = (

@@ -318,6 +318,8 @@ pub struct Mix {
     pub cas: u32,
     /// Scans of every key.
     pub scan: u32,
+    /// Counts of every key.
+    pub count: u32,
 }
 
 impl Default for Mix {
@@ -328,6 +330,7 @@ impl Default for Mix {
             delete: 5,
             cas: 10,
             scan: 5,
+            count: 3,
         }
     }
 }

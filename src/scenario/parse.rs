@@ -278,7 +278,7 @@ fn workload(ctx: &Ctx<'_>, raw: Option<Spanned<Workload>>) -> Result<Workload> {
         return Err(ctx.err(span, "workload.rate", "must be in (0, 10000]".into()));
     }
     let m = &w.mix;
-    if m.get + m.set + m.delete + m.cas + m.scan == 0 {
+    if m.get + m.set + m.delete + m.cas + m.scan + m.count == 0 {
         return Err(ctx.err(span, "workload.mix", "every weight is 0".into()));
     }
     Ok(w)

@@ -11,7 +11,8 @@ use crate::check::history::{History, Outcome};
 use crate::check::linearizability::{self, CheckOptions, CheckResult, Verdict};
 use crate::check::model::{KvInput, KvModel, KvOutput};
 use crate::check::raft::RaftObservation;
-use crate::check::scan::{check_scans, ScanResult};
+use crate::check::scan::check_scans;
+use crate::rt::Stopwatch;
 use crate::scenario::{Scenario, ScheduledFault};
 
 /// Counts of operations by outcome.
@@ -51,6 +52,9 @@ pub struct RunReport {
     pub simulated_ms: u64,
     /// Real time, ms.
     pub wall_ms: u64,
+    /// Real time the linearizability check took, ms (part of `wall_ms`).
+    #[serde(default)]
+    pub check_ms: u64,
     /// Operations by outcome.
     pub ops: OpCounts,
     /// Scans done.
@@ -114,7 +118,6 @@ pub struct RunOutput {
 pub(super) struct Simulated {
     pub faults_ran: Vec<ScheduledFault>,
     pub history: History<KvInput, KvOutput>,
-    pub scans: Vec<ScanResult>,
     pub convergence: Option<ConvergenceInput>,
     /// Leader ids (term, node) seen.
     pub leaders: usize,
@@ -136,16 +139,71 @@ pub fn kv_model() -> KvModel {
     }
 }
 
-fn linearizability_failure(result: &CheckResult) -> Option<Failure> {
+/// The failure a linearizability result shows, if any: `illegal` as the given kind of
+/// failure, `unknown` as the checker's budget.
+fn linearizability_failure(
+    result: &CheckResult,
+    illegal: impl FnOnce(Option<String>) -> Failure,
+) -> Option<Failure> {
     let part = result.decisive_part();
     let key = part.and_then(|p| p.key.clone());
     match result.verdict {
         Verdict::Ok => None,
-        Verdict::Illegal => Some(Failure::Linearizability { key }),
+        Verdict::Illegal => Some(illegal(key)),
         Verdict::Unknown => Some(Failure::CheckerBudget {
             key,
             steps: part.map_or(0, |p| p.steps),
         }),
+    }
+}
+
+/// Linearizability in two steps: the single-key operations per key, and, when those are
+/// linearizable and the history has scans or counts, everything, scans and counts as reads
+/// of every key at one instant (the keys they connect are checked as one part). A failure of
+/// the second step alone is a multi-key read failure. Returns the result that decided.
+fn check_linearizable(
+    history: &History<KvInput, KvOutput>,
+    failures: &mut Vec<Failure>,
+) -> Option<CheckResult> {
+    let options = CheckOptions {
+        threads: 1,
+        max_steps: 50_000_000,
+        ..CheckOptions::default()
+    };
+    let multi = |i: &KvInput| matches!(i, KvInput::Scan { .. } | KvInput::Count { .. });
+    let mut single = History {
+        ops: history.ops.clone(),
+        faults: Vec::new(),
+    };
+    single.ops.retain(|o| !multi(&o.input));
+    let per_key = match linearizability::check(&kv_model(), &single, &options) {
+        Ok(r) => r,
+        Err(e) => {
+            failures.push(Failure::MalformedHistory {
+                message: e.to_string(),
+            });
+            return None;
+        }
+    };
+    if per_key.verdict != Verdict::Ok || single.ops.len() == history.ops.len() {
+        failures.extend(linearizability_failure(&per_key, |key| {
+            Failure::Linearizability { key }
+        }));
+        return Some(per_key);
+    }
+    match linearizability::check(&kv_model(), history, &options) {
+        Ok(r) => {
+            failures.extend(linearizability_failure(&r, |keys| Failure::MultiKeyRead {
+                keys,
+            }));
+            Some(r)
+        }
+        Err(e) => {
+            failures.push(Failure::MalformedHistory {
+                message: e.to_string(),
+            });
+            None
+        }
     }
 }
 
@@ -160,27 +218,13 @@ pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -
             Outcome::Info => ops.info += 1,
         }
     }
+    let checking = Stopwatch::start();
     let lin = if s.checks.linearizability {
-        let options = CheckOptions {
-            threads: 1,
-            max_steps: 50_000_000,
-            ..CheckOptions::default()
-        };
-        match linearizability::check(&kv_model(), &sim.history, &options) {
-            Ok(r) => {
-                failures.extend(linearizability_failure(&r));
-                Some(r)
-            }
-            Err(e) => {
-                failures.push(Failure::MalformedHistory {
-                    message: e.to_string(),
-                });
-                None
-            }
-        }
+        check_linearizable(&sim.history, &mut failures)
     } else {
         None
     };
+    let check_ms = checking.elapsed_ms();
     let convergence = sim.convergence.as_ref().map(check_convergence);
     if let Some(c) = &convergence {
         failures.extend(c.violations.iter().map(|v| Failure::Convergence {
@@ -195,7 +239,7 @@ pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -
             keys: sim.unreadable.clone(),
         });
     }
-    failures.extend(check_scans(&sim.history, &sim.scans));
+    failures.extend(check_scans(&sim.history));
     let report = RunReport {
         scenario: s.name.clone(),
         seed,
@@ -206,7 +250,13 @@ pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -
         simulated_ms: sim.simulated_ms,
         wall_ms: 0,
         ops,
-        scans: sim.scans.len(),
+        scans: sim
+            .history
+            .ops
+            .iter()
+            .filter(|o| matches!(o.input, KvInput::Scan { .. }))
+            .count(),
+        check_ms,
         faults: sim.history.faults.len(),
         linearizability: lin.as_ref().map(|r| r.verdict),
         converged_after_ms: convergence
@@ -245,6 +295,7 @@ pub(super) fn panicked(
             trace_lines: trace.lines.len() as u64 + trace.dropped,
             simulated_ms: 0,
             wall_ms: 0,
+            check_ms: 0,
             ops: OpCounts::default(),
             scans: 0,
             faults: 0,

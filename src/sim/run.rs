@@ -240,7 +240,6 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     let mut history = rec.take_history();
     history.faults = inj.events();
     let faults_ran = inj.ran();
-    let scans = std::mem::take(&mut *rec.scans.lock().unwrap_or_else(|e| e.into_inner()));
     let leaders = leaders.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(r) = raft.as_mut() {
         r.leaders = leaders.clone();
@@ -249,7 +248,6 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     drop(cluster);
     Simulated {
         history,
-        scans,
         convergence,
         leaders: leaders.len(),
         raft,

@@ -1,6 +1,6 @@
-//! Workload clients: concurrent clients issue get / set / delete / cas / scan on a small key
-//! space and record every operation into a key-value [`History`] with simulated invoke and
-//! completion times. A reply that never came is `info` (indeterminate), never a failure; a
+//! Workload clients: concurrent clients issue get / set / delete / cas on a small key space,
+//! and scans and counts of all of it, and record every operation into a key-value
+//! [`History`] with simulated invoke and completion times. A reply that never came is `info` (indeterminate), never a failure; a
 //! client whose operation is indeterminate retires and a fresh client id takes its place, as
 //! in Jepsen, so no client ever has two operations pending.
 
@@ -15,7 +15,6 @@ use super::cluster::AckLog;
 use super::trace;
 use crate::check::history::{History, Outcome, Recorder};
 use crate::check::model::{KvInput, KvOutput};
-use crate::check::scan::ScanResult;
 use crate::scenario::Workload;
 use crate::shard::{ObjectEntry, ShardClient, ShardError, ShardRequest, ShardResponse};
 
@@ -26,8 +25,6 @@ pub struct Recorded {
     pub history: Mutex<Recorder<KvInput, KvOutput>>,
     /// Acknowledged writes and deletes with their versions (for the convergence check).
     pub acked: AckLog,
-    /// Scan results (checked for values nobody wrote).
-    pub scans: Mutex<Vec<ScanResult>>,
 }
 
 impl Recorded {
@@ -102,6 +99,7 @@ enum Kind {
     Delete,
     Cas,
     Scan,
+    Count,
 }
 
 fn pick_kind(w: &Workload, r: u32) -> Kind {
@@ -113,6 +111,7 @@ fn pick_kind(w: &Workload, r: u32) -> Kind {
         (m.delete, Kind::Delete),
         (m.cas, Kind::Cas),
         (m.scan, Kind::Scan),
+        (m.count, Kind::Count),
     ] {
         if r < weight {
             return kind;
@@ -147,7 +146,7 @@ pub async fn client(
     let mut seen: BTreeMap<u64, Option<String>> = BTreeMap::new();
     let total: u32 = {
         let m = &w.mix;
-        m.get + m.set + m.delete + m.cas + m.scan
+        m.get + m.set + m.delete + m.cas + m.scan + m.count
     };
     let mean_gap = 1.0 / w.rate;
     loop {
@@ -239,31 +238,44 @@ pub async fn client(
                 cas(&shard, addr, key, from, &value, &rec, id, &mut seen).await
             }
             Kind::Scan => {
-                match shard
-                    .call(
-                        addr,
-                        &ShardRequest::Scan {
-                            prefix: Vec::new(),
-                            limit: w.keys as usize,
-                        },
-                    )
-                    .await
-                {
+                rec.invoke(
+                    id,
+                    KvInput::Scan {
+                        start: None,
+                        end: None,
+                    },
+                );
+                let req = ShardRequest::Scan {
+                    prefix: Vec::new(),
+                    limit: w.keys as usize,
+                };
+                match shard.call(addr, &req).await {
                     Ok(ShardResponse::Entries(es)) => {
-                        let pairs = es
+                        let mut pairs: Vec<(String, String)> = es
                             .iter()
-                            .filter_map(|(k, e)| value_of(e).map(|v| (*k, v)))
+                            .filter_map(|(k, e)| value_of(e).map(|v| (k.to_string(), v)))
                             .collect();
-                        rec.scans
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(ScanResult {
-                                at: trace::now_us() * 1_000,
-                                pairs,
-                            });
+                        pairs.sort();
+                        rec.complete(id, Outcome::Ok, Some(KvOutput::Scan { pairs }));
                         Outcome::Ok
                     }
-                    _ => Outcome::Fail,
+                    other => read_failed(&rec, id, other),
+                }
+            }
+            Kind::Count => {
+                rec.invoke(
+                    id,
+                    KvInput::Count {
+                        start: None,
+                        end: None,
+                    },
+                );
+                match shard.call(addr, &ShardRequest::Count).await {
+                    Ok(ShardResponse::Count(n)) => {
+                        rec.complete(id, Outcome::Ok, Some(KvOutput::Count { n }));
+                        Outcome::Ok
+                    }
+                    other => read_failed(&rec, id, other),
                 }
             }
         };
@@ -274,6 +286,17 @@ pub async fn client(
             generation += 1;
         }
     }
+}
+
+/// Records a scan or count that got no answer it could use: a read has no effect, so it is
+/// dropped however it ended.
+fn read_failed(rec: &Recorded, id: u64, got: Result<ShardResponse, ShardError>) -> Outcome {
+    match got {
+        Ok(other) => tracing::warn!("unexpected reply to a read: {other:?}"),
+        Err(e) => trace::record(format_args!("client error: {e}")),
+    }
+    rec.complete(id, Outcome::Fail, None);
+    Outcome::Fail
 }
 
 /// A compare-and-set: read the object; if its value is not `from`, the cas fails (at the

@@ -1,4 +1,5 @@
-//! A key-value map with get, put, append, delete and compare-and-set per key.
+//! A key-value map with get, put, append, delete and compare-and-set per key, and scans and
+//! counts of a key range, which read every key in it at one instant.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -6,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Model, Step};
+use super::{Model, Step, Touches};
 
 /// Input of the key-value model.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,19 +46,54 @@ pub enum KvInput {
         /// New value.
         to: String,
     },
+    /// Every present key in `[start, end)` with its value, at one instant.
+    Scan {
+        /// First key (`None`: from the start).
+        #[serde(default)]
+        start: Option<String>,
+        /// Key after the last (`None`: to the end).
+        #[serde(default)]
+        end: Option<String>,
+    },
+    /// How many keys in `[start, end)` are present, at one instant.
+    Count {
+        /// First key (`None`: from the start).
+        #[serde(default)]
+        start: Option<String>,
+        /// Key after the last (`None`: to the end).
+        #[serde(default)]
+        end: Option<String>,
+    },
 }
 
 impl KvInput {
-    /// The key the operation touches.
-    pub fn key(&self) -> &str {
+    /// The key a single-key operation touches (`None` for a scan or a count).
+    pub fn key(&self) -> Option<&str> {
         match self {
             KvInput::Get { key }
             | KvInput::Put { key, .. }
             | KvInput::Append { key, .. }
             | KvInput::Delete { key }
-            | KvInput::Cas { key, .. } => key,
+            | KvInput::Cas { key, .. } => Some(key),
+            KvInput::Scan { .. } | KvInput::Count { .. } => None,
         }
     }
+
+    /// Whether the operation reads `key` (a single-key operation on it, or a scan or count
+    /// whose range holds it).
+    pub fn covers(&self, key: &str) -> bool {
+        match self {
+            KvInput::Scan { start, end } | KvInput::Count { start, end } => {
+                in_range(key, start.as_deref(), end.as_deref())
+            }
+            single => single.key() == Some(key),
+        }
+    }
+}
+
+/// Whether `key` is in `[start, end)`.
+fn in_range(key: &str, start: Option<&str>, end: Option<&str>) -> bool {
+    start.is_none_or(|s| key >= s) && end.is_none_or(|e| key < e)
 }
 
 /// Output of the key-value model.
@@ -75,6 +111,16 @@ pub enum KvOutput {
     Cas {
         /// Swapped or not.
         ok: bool,
+    },
+    /// A scan's pairs (key, value), in key order.
+    Scan {
+        /// The pairs.
+        pairs: Vec<(String, String)>,
+    },
+    /// A count's result.
+    Count {
+        /// Present keys in the range.
+        n: u64,
     },
 }
 
@@ -217,6 +263,18 @@ impl KvState {
         }
     }
 
+    /// The present keys in `[start, end)` with their values, in key order.
+    pub fn range<'s>(
+        &'s self,
+        start: Option<&'s str>,
+        end: Option<&'s str>,
+    ) -> impl Iterator<Item = (&'s str, &'s Rope)> + 's {
+        self.0
+            .iter()
+            .filter(move |(k, _)| in_range(k, start, end))
+            .map(|(k, v)| (&**k, &**v))
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -295,6 +353,29 @@ impl Model for KvModel {
                 with(&|n| n.append(key, value))
             }
             (KvInput::Delete { key }, None | Some(KvOutput::Ok)) => with(&|n| n.remove(key)),
+            (KvInput::Scan { .. } | KvInput::Count { .. }, None) => Step::Unchanged,
+            (KvInput::Scan { start, end }, Some(KvOutput::Scan { pairs })) => {
+                let mut seen: Vec<&(String, String)> = pairs.iter().collect();
+                seen.sort();
+                let mut present = s.range(start.as_deref(), end.as_deref());
+                let same = seen.iter().all(|(k, v)| {
+                    present
+                        .next()
+                        .is_some_and(|(pk, pv)| pk == k && pv.eq_str(v))
+                }) && present.next().is_none();
+                if same {
+                    Step::Unchanged
+                } else {
+                    Step::Illegal
+                }
+            }
+            (KvInput::Count { start, end }, Some(KvOutput::Count { n })) => {
+                if s.range(start.as_deref(), end.as_deref()).count() as u64 == *n {
+                    Step::Unchanged
+                } else {
+                    Step::Illegal
+                }
+            }
             (KvInput::Cas { key, from, to }, out) => {
                 let hit = self.matches(s.get(key), from.as_deref());
                 let apply = || with(&|n| n.set(key, Rope::leaf(to)));
@@ -318,8 +399,13 @@ impl Model for KvModel {
     fn lookahead_passes(&self, input: &KvInput, output: Option<&KvOutput>) -> bool {
         matches!(
             (input, output),
-            (KvInput::Append { .. } | KvInput::Get { .. }, _)
-                | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
+            (
+                KvInput::Append { .. }
+                    | KvInput::Get { .. }
+                    | KvInput::Scan { .. }
+                    | KvInput::Count { .. },
+                _
+            ) | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
         )
     }
 
@@ -372,12 +458,20 @@ impl Model for KvModel {
             _ => return false,
         };
         others
-            .filter(|(i, _)| i.key() == key)
+            .filter(|(i, _)| i.covers(key))
             .all(|(i, o)| match (i, o) {
                 (KvInput::Get { .. }, Some(KvOutput::Get { value })) => {
                     !self.same(value.as_deref(), leaves)
                 }
-                (KvInput::Get { .. }, _)
+                // A scan reads the key like a get: it saw another value, or saw none.
+                (KvInput::Scan { .. }, Some(KvOutput::Scan { pairs })) => {
+                    let seen = pairs
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map(|(_, v)| v.as_str());
+                    !self.same(seen, leaves)
+                }
+                (KvInput::Get { .. } | KvInput::Scan { .. }, None)
                 | (KvInput::Put { .. }, _)
                 | (KvInput::Delete { .. }, _) => true,
                 // A cas that expected another value did nothing where the write left its value;
@@ -386,16 +480,148 @@ impl Model for KvModel {
                 (KvInput::Cas { from, .. }, Some(KvOutput::Cas { ok: true }) | None) => {
                     !self.same(from.as_deref(), leaves)
                 }
+                // A count sees whether the key is there, whatever the value.
                 _ => false,
             })
     }
 
-    fn partition_key(&self, i: &KvInput) -> Option<String> {
-        Some(i.key().to_string())
+    fn touches(&self, i: &KvInput) -> Touches {
+        match i {
+            KvInput::Scan { start, end } | KvInput::Count { start, end } => {
+                Touches::Range(start.clone(), end.clone())
+            }
+            single => Touches::Key(single.key().unwrap_or_default().to_string()),
+        }
     }
 
     fn is_read_only(&self, i: &KvInput) -> bool {
-        matches!(i, KvInput::Get { .. })
+        matches!(
+            i,
+            KvInput::Get { .. } | KvInput::Scan { .. } | KvInput::Count { .. }
+        )
+    }
+
+    /// Values written by puts and cas that no operation observes (no get or scan returns
+    /// them, no cas expects them) become one stand-in value per key. Nothing compares them
+    /// with anything but observed values, which they all differ from, so every step gives the
+    /// same answer. A key with appends keeps its values (an append builds on them), and an
+    /// empty value stays (an absent key may read as empty).
+    fn conceal(&self, ops: &[(&KvInput, Option<&KvOutput>)]) -> Vec<Option<KvInput>> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut seen: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut appended: BTreeSet<&str> = BTreeSet::new();
+        let mut all_seen: BTreeSet<&str> = BTreeSet::new();
+        for (i, o) in ops {
+            match (i, o) {
+                (KvInput::Get { key }, Some(KvOutput::Get { value: Some(v) })) => {
+                    seen.entry(key).or_default().insert(v);
+                    all_seen.insert(v);
+                }
+                (KvInput::Scan { .. }, Some(KvOutput::Scan { pairs })) => {
+                    for (k, v) in pairs {
+                        seen.entry(k).or_default().insert(v);
+                        all_seen.insert(v);
+                    }
+                }
+                (
+                    KvInput::Cas {
+                        key, from: Some(f), ..
+                    },
+                    _,
+                ) => {
+                    seen.entry(key).or_default().insert(f);
+                    all_seen.insert(f);
+                }
+                (KvInput::Append { key, .. }, _) => {
+                    appended.insert(key);
+                }
+                _ => {}
+            }
+        }
+        let mut stand_in = String::from("\u{1}unobserved");
+        while all_seen.contains(stand_in.as_str()) {
+            stand_in.push('\u{1}');
+        }
+        let hidden = |key: &str, v: &str| {
+            !v.is_empty()
+                && !appended.contains(key)
+                && !seen.get(key).is_some_and(|vs| vs.contains(v))
+        };
+        ops.iter()
+            .map(|(i, _)| match i {
+                KvInput::Put { key, value } if hidden(key, value) && *value != stand_in => {
+                    Some(KvInput::Put {
+                        key: key.clone(),
+                        value: stand_in.clone(),
+                    })
+                }
+                KvInput::Cas { key, from, to } if hidden(key, to) && *to != stand_in => {
+                    Some(KvInput::Cas {
+                        key: key.clone(),
+                        from: from.clone(),
+                        to: stand_in.clone(),
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn blind_write(&self, i: &KvInput) -> bool {
+        matches!(i, KvInput::Put { .. } | KvInput::Delete { .. })
+    }
+
+    fn allows_jit(&self, i: &KvInput, _o: Option<&KvOutput>) -> bool {
+        !matches!(i, KvInput::Append { .. })
+    }
+
+    /// A write of `w` to key `k` (a put, a delete, or a cas that finds what it expects) can
+    /// make an operation legal only if it reads `k`: a get,
+    /// cas or scan that expects what `w` leaves there (a failed cas: something else), or a
+    /// count whose range holds `k` and that needs `k` to appear (or to go).
+    fn may_enable(&self, s: &KvState, w: &KvInput, op: &KvInput, out: Option<&KvOutput>) -> bool {
+        let (key, leaves) = match w {
+            KvInput::Put { key, value } => (key.as_str(), Some(value.as_str())),
+            KvInput::Delete { key } => (key.as_str(), None),
+            // A cas of unknown result writes only where it finds what it expects.
+            KvInput::Cas { key, from, to } => {
+                if !self.matches(s.get(key), from.as_deref()) {
+                    return false;
+                }
+                (key.as_str(), Some(to.as_str()))
+            }
+            _ => return true,
+        };
+        if !op.covers(key) {
+            return false;
+        }
+        match (op, out) {
+            (KvInput::Get { .. }, Some(KvOutput::Get { value })) => {
+                self.same(value.as_deref(), leaves)
+            }
+            (KvInput::Cas { from, .. }, Some(KvOutput::Cas { ok: false })) => {
+                !self.same(from.as_deref(), leaves)
+            }
+            (KvInput::Cas { from, .. }, _) => self.same(from.as_deref(), leaves),
+            (KvInput::Scan { .. }, Some(KvOutput::Scan { pairs })) => {
+                let seen = pairs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str());
+                self.same(seen, leaves)
+            }
+            // A count that saw more keys needs a key to appear, one that saw fewer needs a
+            // key to go.
+            (KvInput::Count { start, end }, Some(KvOutput::Count { n })) => {
+                let now = s.range(start.as_deref(), end.as_deref()).count() as u64;
+                let present = s.get(key).is_some();
+                match leaves {
+                    Some(_) => *n > now && !present,
+                    None => *n < now && present,
+                }
+            }
+            _ => true,
+        }
     }
 
     fn state_bytes(&self, s: &Self::State) -> usize {
@@ -406,8 +632,10 @@ impl Model for KvModel {
     fn never_changes_state(&self, i: &KvInput, o: Option<&KvOutput>) -> bool {
         matches!(
             (i, o),
-            (KvInput::Get { .. }, Some(_))
-                | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
+            (
+                KvInput::Get { .. } | KvInput::Scan { .. } | KvInput::Count { .. },
+                Some(_)
+            ) | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
         )
     }
 
@@ -417,6 +645,19 @@ impl Model for KvModel {
             Some(KvOutput::Ok) => "ok".into(),
             Some(KvOutput::Get { value }) => format!("{value:?}"),
             Some(KvOutput::Cas { ok }) => if *ok { "ok" } else { "fail" }.into(),
+            Some(KvOutput::Scan { pairs }) => {
+                let shown: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                format!("[{}]", shown.join(" "))
+            }
+            Some(KvOutput::Count { n }) => n.to_string(),
+        };
+        let range = |s: &Option<String>, e: &Option<String>| match (s, e) {
+            (None, None) => "all".to_string(),
+            (s, e) => format!(
+                "{}..{}",
+                s.as_deref().unwrap_or(""),
+                e.as_deref().unwrap_or("")
+            ),
         };
         match i {
             KvInput::Get { key } => format!("get {key} -> {out}"),
@@ -424,6 +665,8 @@ impl Model for KvModel {
             KvInput::Append { key, value } => format!("append {key}+={value:?} {out}"),
             KvInput::Delete { key } => format!("delete {key} {out}"),
             KvInput::Cas { key, from, to } => format!("cas {key} {from:?}->{to:?} {out}"),
+            KvInput::Scan { start, end } => format!("scan {} -> {out}", range(start, end)),
+            KvInput::Count { start, end } => format!("count {} -> {out}", range(start, end)),
         }
     }
 }

@@ -7,6 +7,17 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
+/// What part of a model's state an operation touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touches {
+    /// One key.
+    Key(String),
+    /// Every key in `[start, end)` (`None`: unbounded): a scan or a count.
+    Range(Option<String>, Option<String>),
+    /// All of it: the model cannot be split.
+    Everything,
+}
+
 /// The result of one step of a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step<S> {
@@ -33,8 +44,9 @@ impl<S: Clone> Step<S> {
 pub trait Model: Send + Sync {
     /// Model state; hashed and compared by the memoising search.
     type State: Clone + Eq + Hash + Debug + Send;
-    /// Operation input.
-    type Input: Clone + Debug + Send + Sync;
+    /// Operation input (compared for equality: identical operations of unknown result are
+    /// interchangeable, and the search tries one of them where any would do).
+    type Input: Clone + Debug + PartialEq + Send + Sync;
     /// Operation output.
     type Output: Clone + Debug + PartialEq + Send + Sync;
 
@@ -62,10 +74,49 @@ pub trait Model: Send + Sync {
         None
     }
 
-    /// The key an operation touches, for P-compositionality; `None` if the model cannot be
-    /// split.
-    fn partition_key(&self, _input: &Self::Input) -> Option<String> {
-        None
+    /// What part of the state an operation touches. Operations that touch no common key
+    /// are independent, so the search splits a history into parts of keys that operations
+    /// connect (P-compositionality; Herlihy and Wing's locality makes that exact).
+    fn touches(&self, _input: &Self::Input) -> Touches {
+        Touches::Everything
+    }
+
+    /// Operations whose inputs may be rewritten to one stand-in value without changing any
+    /// verdict, as `Some(new input)` per operation of `ops` (a part's operations). The
+    /// key-value model rewrites written values that no operation observes (no read returns
+    /// them, no cas expects them): they are interchangeable, and once they are one value,
+    /// writes of them with unknown results are identical and the search tries one where
+    /// any would do.
+    fn conceal(&self, ops: &[(&Self::Input, Option<&Self::Output>)]) -> Vec<Option<Self::Input>> {
+        vec![None; ops.len()]
+    }
+
+    /// Just-in-time linearization (Lowe): whether an operation with an unknown result is a
+    /// blind write, whose effect does not depend on the state. The search then linearizes it
+    /// only where a later operation needs it (one that is illegal without it, or a write of
+    /// unknown result that does nothing without it), never for its own sake.
+    fn blind_write(&self, _input: &Self::Input) -> bool {
+        false
+    }
+
+    /// Whether just-in-time linearization is exact in a part that holds this operation:
+    /// `false` for an operation that is legal in states where it has different effects
+    /// beyond doing nothing (an append), which a blind write before it would change unseen.
+    fn allows_jit(&self, _input: &Self::Input, _output: Option<&Self::Output>) -> bool {
+        true
+    }
+
+    /// Just-in-time linearization: whether the blind write `write`, linearized in `state`
+    /// right before `op`, could be what makes `op` legal or take effect. Only a filter:
+    /// `true` costs a model step, never a verdict.
+    fn may_enable(
+        &self,
+        _state: &Self::State,
+        _write: &Self::Input,
+        _op: &Self::Input,
+        _output: Option<&Self::Output>,
+    ) -> bool {
+        true
     }
 
     /// Whether an operation with an unknown result may be removed altogether because it can
