@@ -547,7 +547,7 @@ impl Memo {
 }
 
 /// How many remaining events the lookahead walks past at most.
-const LOOKAHEAD_EVENTS: usize = 32;
+const LOOKAHEAD_EVENTS: usize = 128;
 
 fn memo_hash(set_hash: u64, state: u32) -> u64 {
     set_hash ^ (u64::from(state) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -600,6 +600,9 @@ struct Search<'m, 'h, M: Model> {
     entry: usize,
     /// The next alternative to try at `entry` (see [`Frame::alt`]).
     alt: u32,
+    /// Whether the level is in its second pass: the first tries every operation alone, the
+    /// second what each may follow (writes of unknown result placed just before it).
+    second_pass: bool,
     /// Scratch for the lookahead.
     between: Vec<usize>,
 }
@@ -685,6 +688,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             steps: 0,
             entry,
             alt: 0,
+            second_pass: false,
             between: Vec::new(),
         }
     }
@@ -860,12 +864,48 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                 Some(after_op) => jit.push((w, after_w, Some(after_op))),
             }
         }
+        if jit.len() > 1 {
+            // Try first the writes that what comes next confirms: where several would do (a
+            // count that needs some key to appear), the right choice saves the search from
+            // backtracking through the others.
+            let now = &self.states.all[now_id as usize];
+            jit.sort_by_cached_key(|&(w, _, _)| self.confirmation(now, w));
+        }
         jit.extend(deferred);
         jit
     }
 
-    /// Lookahead pruning: a read that `state`, reached by linearizing `op`, can no longer
-    /// precede. Walks the remaining events in time order, collecting the operations invoked
+    /// How soon what comes next confirms the blind write `w` in state `now`: the position of
+    /// the first operation on its keys, if that operation could see what `w` leaves (a read
+    /// of its value); a read that sees something else, or a write that hides it, rank last.
+    fn confirmation(&self, now: &M::State, w: usize) -> usize {
+        let ops = self.ops;
+        let o = &ops[w];
+        let mut node = self.next[self.head];
+        for position in 0..2 * LOOKAHEAD_EVENTS {
+            if node == NIL {
+                break;
+            }
+            if self.is_call[node] {
+                let x = &ops[self.op_of[node]];
+                if overlap(&o.touches, &x.touches) && self.model.names_values(x.input) {
+                    let sees = self
+                        .model
+                        .may_enable(now, o.input, x.input, x.output.as_ref());
+                    return if sees && x.read_only {
+                        position
+                    } else {
+                        usize::MAX
+                    };
+                }
+            }
+            node = self.next[node];
+        }
+        usize::MAX / 2
+    }
+
+    /// Lookahead pruning: a read that `state`, reached by linearizing `op` (`NIL`: by
+    /// linearizing an operation that has no events), can no longer precede. Walks the remaining events in time order, collecting the operations invoked
     /// so far (those may still go before a read that returns later, and so may the blind
     /// writes of unknown result invoked by then); at each read's return it asks
     /// [`Model::may_precede`]. The walk stops at an operation that does not pass
@@ -1029,6 +1069,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             self.unlink(self.ret_node[op]);
             self.entry = self.next[self.head];
             self.alt = 0;
+            self.second_pass = false;
             return Some(true);
         }
         self.flip(op);
@@ -1050,6 +1091,12 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             self.flip(w);
             return false;
         }
+        // Nothing to leave out of the walk: the operation at the entry still waits.
+        if let Some(read) = self.lookahead_blocker(NIL, after_w) {
+            self.note_witness(&[w], read);
+            self.flip(w);
+            return false;
+        }
         self.stack.push(Frame {
             call: self.entry,
             before: self.state,
@@ -1059,7 +1106,9 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             solo: true,
         });
         self.state = after_w;
+        self.entry = self.next[self.head];
         self.alt = 0;
+        self.second_pass = false;
         true
     }
 
@@ -1082,9 +1131,10 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             let entry = self.entry;
             if self.is_call[entry] {
                 let op = self.op_of[entry];
-                // An operation of unknown result waits for its identical earlier twin.
+                // An operation of unknown result waits for its identical earlier twin; the
+                // first pass tries each operation alone, the second what it may follow.
                 let waits = self.ops[op].twin.is_some_and(|t| !self.is_linearized(t));
-                let tried = if waits {
+                let tried = if waits || (self.second_pass && self.alt == 0) {
                     None
                 } else {
                     self.try_alternative(self.alt)
@@ -1102,18 +1152,18 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                             ));
                         }
                     }
-                    // Without blind writes to place, the operation has no other
-                    // alternative.
-                    Some(false) if self.eventless.is_empty() => {
+                    Some(false) if self.second_pass => self.alt += 1,
+                    Some(false) | None => {
                         self.entry = self.next[entry];
-                        self.alt = 0;
-                    }
-                    Some(false) => self.alt += 1,
-                    None => {
-                        self.entry = self.next[entry];
-                        self.alt = 0;
+                        self.alt = u32::from(self.second_pass);
                     }
                 }
+            } else if !self.second_pass && !self.eventless.is_empty() {
+                // The first pass met a return: now try, at this level, what each operation
+                // may follow (writes of unknown result), the costlier choices.
+                self.second_pass = true;
+                self.entry = self.next[self.head];
+                self.alt = 1;
             } else {
                 // A return whose call is not linearized: nothing more can go before it.
                 self.note_witness(&[], self.op_of[entry]);
@@ -1121,7 +1171,8 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                 // changes any state (a read, a cas known to have failed) was legal where it
                 // stood, and every op that must precede it is already linearized; any
                 // linearization of the rest stays one with it moved to that spot. So once
-                // its subtree is exhausted, so is every alternative at its level.
+                // its subtree is exhausted, so is every alternative at its level, in both
+                // passes.
                 loop {
                     let Some(f) = self.stack.pop() else {
                         return Some(self.result(Verdict::Illegal, &self.best, self.failed, None));
@@ -1136,14 +1187,17 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                         self.relink(self.ret_node[op]);
                         self.relink(f.call);
                     }
-                    self.entry = f.call;
-                    self.alt = f.alt + 1;
+                    self.second_pass = f.alt > 0;
+                    if f.alt > 0 {
+                        self.entry = f.call;
+                        self.alt = f.alt + 1;
+                    } else {
+                        self.entry = self.next[f.call];
+                        self.alt = 0;
+                    }
                     if !f.read_only {
                         break;
                     }
-                    // Its whole level is exhausted: move past it.
-                    self.entry = self.next[f.call];
-                    self.alt = 0;
                 }
             }
         }

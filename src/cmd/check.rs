@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::check::formats::{self, Format, LoadError};
+use crate::check::formats::{self, Format, JepsenOp, LoadError, RegisterEdn};
 use crate::check::history::History;
 use crate::check::html;
 use crate::check::linearizability::{check, CheckOptions, CheckResult, Verdict};
-use crate::check::model::{KvModel, Model, RegisterModel};
+use crate::check::model::{KeyedModel, KvModel, Model, RegisterModel};
 
 /// The model names of the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,9 +50,24 @@ pub struct CheckArgs {
     /// Sequential model (default: from the manifest row, else etcd for registers, kv for kv).
     #[arg(long, value_enum)]
     pub model: Option<ModelName>,
-    /// Check the history as a whole instead of per key.
+    /// Check the history as one map, not as a model per key: it is still split where no
+    /// operation connects two keys (locality makes that exact), so scans and counts tie
+    /// their keys together and the rest stays apart. (The default does the same; the
+    /// flag is kept for scripts that ask for it.)
     #[arg(long)]
     pub no_partition: bool,
+    /// Search the whole history at once, without splitting it at all (exponential in the
+    /// keys: for testing the split).
+    #[arg(long)]
+    pub whole: bool,
+    /// The register's value before any write (Knossos checks its corpus as
+    /// `(cas-register 0)`); register models only.
+    #[arg(long, value_name = "VALUE", allow_negative_numbers = true)]
+    pub init: Option<i64>,
+    /// Write each loaded history as Jepsen EDN (with several inputs, OUT-<name>.edn each):
+    /// registers as Knossos reads them, keys as `independent` tuples.
+    #[arg(long, value_name = "OUT.edn")]
+    pub export_edn: Option<PathBuf>,
     /// Expected verdicts (TSV: file, model, expected ok|bad, ...; files relative to it).
     #[arg(long)]
     pub manifest: Option<PathBuf>,
@@ -130,35 +145,54 @@ struct FileOutcome {
     steps: u64,
 }
 
-fn run_model<M: Model>(
-    model: &M,
-    history: &History<M::Input, M::Output>,
-    opts: &CheckOptions,
+/// What to do with each loaded history.
+struct Job<'a> {
+    opts: &'a CheckOptions,
     runs: usize,
-    html_out: Option<&Path>,
-    title: &str,
-) -> Result<FileOutcome, String> {
-    let mut best = Duration::MAX;
-    let mut result: Option<CheckResult> = None;
-    for _ in 0..runs.max(1) {
-        // Checking runs outside any simulation, so the wall clock is the right clock here.
-        let t = crate::rt::Stopwatch::start();
-        let r = check(model, history, opts).map_err(|e| e.to_string())?;
-        best = best.min(t.elapsed());
-        result = Some(r);
-    }
-    let result = result.ok_or("no run")?;
-    if let Some(out) = html_out {
-        std::fs::write(out, html::render(title, model, history, Some(&result)))
+    html_out: Option<&'a Path>,
+    edn_out: Option<&'a Path>,
+    title: String,
+}
+
+impl Job<'_> {
+    fn run<M: Model>(
+        &self,
+        model: &M,
+        history: &History<M::Input, M::Output>,
+    ) -> Result<FileOutcome, String>
+    where
+        M::Input: JepsenOp<Output = M::Output>,
+    {
+        if let Some(out) = self.edn_out {
+            let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+            formats::write_edn(history, std::io::BufWriter::new(file))
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+        }
+        let mut best = Duration::MAX;
+        let mut result: Option<CheckResult> = None;
+        for _ in 0..self.runs.max(1) {
+            // Checking runs outside any simulation, so the wall clock is the right clock here.
+            let t = crate::rt::Stopwatch::start();
+            let r = check(model, history, self.opts).map_err(|e| e.to_string())?;
+            best = best.min(t.elapsed());
+            result = Some(r);
+        }
+        let result = result.ok_or("no run")?;
+        if let Some(out) = self.html_out {
+            std::fs::write(
+                out,
+                html::render(&self.title, model, history, Some(&result)),
+            )
             .map_err(|e| format!("{}: {e}", out.display()))?;
+        }
+        Ok(FileOutcome {
+            verdict: result.verdict,
+            best,
+            ops: history.ops.len(),
+            parts: result.parts.len(),
+            steps: result.steps(),
+        })
     }
-    Ok(FileOutcome {
-        verdict: result.verdict,
-        best,
-        ops: history.ops.len(),
-        parts: result.parts.len(),
-        steps: result.steps(),
-    })
 }
 
 fn load_err(e: LoadError) -> String {
@@ -169,41 +203,62 @@ fn check_file(
     path: &Path,
     format: Format,
     model: ModelName,
-    opts: &CheckOptions,
-    runs: usize,
-    html_out: Option<&Path>,
+    init: Option<i64>,
+    job: &Job<'_>,
 ) -> Result<FileOutcome, String> {
-    let title = path.display().to_string();
-    let reg = |m: RegisterModel, h: History<_, _>| run_model(&m, &h, opts, runs, html_out, &title);
-    let register_model = match model {
+    let register = match model {
         ModelName::Register => Some(RegisterModel::REGISTER),
         ModelName::CasRegister => Some(RegisterModel::KNOSSOS_CAS),
         ModelName::Etcd => Some(RegisterModel::ETCD),
         ModelName::Kv => None,
-    };
-    match (format, register_model) {
+    }
+    .map(|m| m.starting_at(init));
+    if init.is_some() && register.is_none() {
+        return Err("--init sets a register's first value; the kv model has none".into());
+    }
+    match (format, register) {
         (Format::PorcupineEtcd, Some(m)) => {
-            reg(m, formats::load_porcupine_etcd(path).map_err(load_err)?)
+            job.run(&m, &formats::load_porcupine_etcd(path).map_err(load_err)?)
         }
-        (Format::JepsenEdn, Some(m)) => reg(m, formats::load_jepsen_edn(path).map_err(load_err)?),
-        (Format::Jsonl, Some(m)) => reg(m, formats::load_jsonl(path).map_err(load_err)?),
+        (Format::JepsenEdn, Some(m)) => match formats::load_jepsen_edn(path).map_err(load_err)? {
+            RegisterEdn::Plain(h) => job.run(&m, &h),
+            RegisterEdn::Independent(h) => job.run(&KeyedModel(m), &h),
+        },
+        (Format::Jsonl, Some(m)) => job.run(&m, &formats::load_jsonl(path).map_err(load_err)?),
         (Format::PorcupineKv, None) => {
-            let h = formats::load_porcupine_kv(path).map_err(load_err)?;
             let m = KvModel {
                 absent_reads_empty: true,
                 failed_cas_is_evidence: false,
             };
-            run_model(&m, &h, opts, runs, html_out, &title)
+            job.run(&m, &formats::load_porcupine_kv(path).map_err(load_err)?)
         }
-        (Format::Jsonl, None) => {
-            let h = formats::load_jsonl(path).map_err(load_err)?;
-            run_model(&KvModel::default(), &h, opts, runs, html_out, &title)
-        }
+        (Format::JepsenEdn, None) => job.run(
+            &KvModel::default(),
+            &formats::load_kv_edn(path).map_err(load_err)?,
+        ),
+        (Format::Jsonl, None) => job.run(
+            &KvModel::default(),
+            &formats::load_jsonl(path).map_err(load_err)?,
+        ),
         (f, _) => Err(format!(
             "{}: format {f:?} does not go with model {model:?}",
             path.display()
         )),
     }
+}
+
+/// The output file for `file` of `count` inputs: `out` itself for one, `OUT-<name>.ext`
+/// for several.
+fn per_file(out: &Path, file: &Path, count: usize, ext: &str) -> PathBuf {
+    if count == 1 {
+        return out.to_path_buf();
+    }
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("history");
+    let base = out.with_extension("");
+    PathBuf::from(format!("{}-{stem}.{ext}", base.display()))
 }
 
 /// Runs `odgm-sim check`.
@@ -217,7 +272,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
         }
     }
     let mut opts = CheckOptions {
-        partition: !args.no_partition,
+        partition: !args.whole,
         max_steps: args.max_steps,
         ..CheckOptions::default()
     };
@@ -259,19 +314,22 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
                 Format::PorcupineKv => ModelName::Kv,
                 _ => ModelName::Etcd,
             });
-        let html_out = args.html.as_ref().map(|h| {
-            if files.len() == 1 {
-                h.clone()
-            } else {
-                let stem = file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("history");
-                let base = h.with_extension("");
-                PathBuf::from(format!("{}-{stem}.html", base.display()))
-            }
-        });
-        match check_file(file, format, model, &opts, runs, html_out.as_deref()) {
+        let html_out = args
+            .html
+            .as_ref()
+            .map(|h| per_file(h, file, files.len(), "html"));
+        let edn_out = args
+            .export_edn
+            .as_ref()
+            .map(|h| per_file(h, file, files.len(), "edn"));
+        let job = Job {
+            opts: &opts,
+            runs,
+            html_out: html_out.as_deref(),
+            edn_out: edn_out.as_deref(),
+            title: file.display().to_string(),
+        };
+        match check_file(file, format, model, args.init, &job) {
             Ok(o) => {
                 total += o.best;
                 match o.verdict {
@@ -321,6 +379,10 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
             String::new()
         }
     );
+    match super::bench::peak_rss_bytes() {
+        Some(peak) => println!("peak memory: {:.1} MiB", super::bench::mib(peak)),
+        None => println!("peak memory: not known on this system"),
+    }
     if manifest.is_some() {
         println!("manifest: {mismatches} mismatches");
         return Ok(if mismatches == 0 && errors == 0 {

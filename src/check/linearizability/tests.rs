@@ -154,13 +154,23 @@ fn budget_gives_unknown_never_ok() {
         ops,
         faults: vec![],
     };
+    // The plain search (the reductions decide this history at once: it is illegal).
     let opts = CheckOptions {
         max_steps: 50,
+        reduce: false,
         ..CheckOptions::default()
     };
     assert_eq!(
         check(&RegisterModel::ETCD, &h, &opts).unwrap().verdict,
         Verdict::Unknown
+    );
+    let reduced = CheckOptions {
+        max_steps: 50,
+        ..CheckOptions::default()
+    };
+    assert_eq!(
+        check(&RegisterModel::ETCD, &h, &reduced).unwrap().verdict,
+        Verdict::Illegal
     );
 }
 

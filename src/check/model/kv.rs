@@ -298,6 +298,48 @@ pub struct KvModel {
 }
 
 impl KvModel {
+    /// Whether a read of `key` that saw `seen` can follow `state` when exactly the operations
+    /// `between` (on that key) may come between (see [`Model::may_precede`]).
+    fn may_see(
+        &self,
+        state: &KvState,
+        key: &str,
+        seen: Option<&str>,
+        between: &[(&KvInput, Option<&KvOutput>)],
+    ) -> bool {
+        let (mut appends, mut resets, mut writer) = (false, false, false);
+        for (i, o) in between {
+            match i {
+                KvInput::Append { key: k, .. } if k == key => appends = true,
+                KvInput::Put { key: k, value } if k == key => {
+                    resets = true;
+                    writer |= self.same(Some(value), seen);
+                }
+                KvInput::Delete { key: k } if k == key => {
+                    resets = true;
+                    writer |= self.same(None, seen);
+                }
+                // A cas known to have failed writes nothing.
+                KvInput::Cas { key: k, to, .. }
+                    if k == key && !matches!(o, Some(KvOutput::Cas { ok: false })) =>
+                {
+                    resets = true;
+                    writer |= self.same(Some(to), seen);
+                }
+                _ => {}
+            }
+        }
+        if appends {
+            return resets
+                || match (state.get(key), seen) {
+                    (None, _) => true,
+                    (Some(a), Some(s)) => a.is_prefix_of(s),
+                    (Some(a), None) => self.absent_reads_empty && a.is_empty(),
+                };
+        }
+        writer || self.matches(state.get(key), seen)
+    }
+
     /// Whether two values are the same value (an absent key and `""` are the same when
     /// absent keys read as empty).
     fn same(&self, a: Option<&str>, b: Option<&str>) -> bool {
@@ -395,38 +437,72 @@ impl Model for KvModel {
         true
     }
 
-    /// Appends, reads, and cas known to have failed: they never reset a value.
-    fn lookahead_passes(&self, input: &KvInput, output: Option<&KvOutput>) -> bool {
-        matches!(
-            (input, output),
-            (
-                KvInput::Append { .. }
-                    | KvInput::Get { .. }
-                    | KvInput::Scan { .. }
-                    | KvInput::Count { .. },
-                _
-            ) | (KvInput::Cas { .. }, Some(KvOutput::Cas { ok: false }))
-        )
+    /// Every operation: [`Model::may_precede`] looks at what may come between itself.
+    fn lookahead_passes(&self, _input: &KvInput, _output: Option<&KvOutput>) -> bool {
+        true
     }
 
-    /// A read that returned `v` can follow `state` through appends only if the key's value
-    /// in `state` is a prefix of `v` (appends never shorten a value or change what it
-    /// starts with), or absent when `v` is absent. (The walk stops before anything else,
-    /// so `between` holds appends and reads only.)
+    /// A read of key `k` that returned `v` can follow `state` only if the key holds `v` in
+    /// `state`, or something that may still come between writes exactly `v` there (a put of
+    /// `v`, a cas to `v` that did not fail, a delete when `v` is absent): with unique written
+    /// values the read names its writer, and a write of anything else cannot be what it saw.
+    /// With appends to `k` between, the key's value in `state` must be a prefix of `v`
+    /// (appends never shorten a value or change what it starts with), or come from a put,
+    /// delete or cas between (anything may happen then). A scan is such a read of every key
+    /// in its range; a count needs enough writes between that can add (or remove) keys.
     fn may_precede<'a>(
         &self,
         state: &KvState,
         input: &KvInput,
         output: Option<&KvOutput>,
-        _between: &mut dyn Iterator<Item = (&'a KvInput, Option<&'a KvOutput>)>,
+        between: &mut dyn Iterator<Item = (&'a KvInput, Option<&'a KvOutput>)>,
     ) -> bool {
-        let (KvInput::Get { key }, Some(KvOutput::Get { value: seen })) = (input, output) else {
-            return true;
-        };
-        match (state.get(key), seen.as_deref()) {
-            (None, _) => true,
-            (Some(a), Some(s)) => a.is_prefix_of(s),
-            (Some(a), None) => self.absent_reads_empty && a.is_empty(),
+        match (input, output) {
+            (KvInput::Get { key }, Some(KvOutput::Get { value: seen })) => {
+                let between: Vec<_> = between.filter(|(i, _)| i.covers(key)).collect();
+                self.may_see(state, key, seen.as_deref(), &between)
+            }
+            (KvInput::Scan { start, end }, Some(KvOutput::Scan { pairs })) => {
+                let between: Vec<_> = between.collect();
+                let (start, end) = (start.as_deref(), end.as_deref());
+                let keys: std::collections::BTreeSet<&str> = state
+                    .range(start, end)
+                    .map(|(k, _)| k)
+                    .chain(pairs.iter().map(|(k, _)| k.as_str()))
+                    .collect();
+                keys.into_iter().all(|k| {
+                    let seen = pairs
+                        .iter()
+                        .find(|(pk, _)| pk == k)
+                        .map(|(_, v)| v.as_str());
+                    let mine: Vec<_> = between
+                        .iter()
+                        .copied()
+                        .filter(|(i, _)| i.covers(k))
+                        .collect();
+                    self.may_see(state, k, seen, &mine)
+                })
+            }
+            (KvInput::Count { start, end }, Some(KvOutput::Count { n })) => {
+                let (start, end) = (start.as_deref(), end.as_deref());
+                let now = state.range(start, end).count() as u64;
+                // Keys with a write to come may end up either way.
+                let written: std::collections::BTreeSet<&str> = between
+                    .filter(|(i, o)| match i {
+                        KvInput::Cas { .. } => !matches!(o, Some(KvOutput::Cas { ok: false })),
+                        KvInput::Put { .. } | KvInput::Delete { .. } | KvInput::Append { .. } => {
+                            true
+                        }
+                        _ => false,
+                    })
+                    .filter_map(|(i, _)| i.key())
+                    .filter(|k| in_range(k, start, end))
+                    .collect();
+                let can_remove = written.iter().filter(|k| state.get(k).is_some()).count() as u64;
+                let can_add = written.len() as u64 - can_remove;
+                *n <= now + can_add && *n + can_remove >= now
+            }
+            _ => true,
         }
     }
 
@@ -565,6 +641,10 @@ impl Model for KvModel {
                 _ => None,
             })
             .collect()
+    }
+
+    fn names_values(&self, i: &KvInput) -> bool {
+        !matches!(i, KvInput::Count { .. })
     }
 
     fn blind_write(&self, i: &KvInput) -> bool {

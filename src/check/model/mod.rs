@@ -119,6 +119,13 @@ pub trait Model: Send + Sync {
         true
     }
 
+    /// Whether the operation's output names what it read, key by key (a count only says
+    /// how many keys there are). The search ranks just-in-time writes by the next such
+    /// operation that would see them.
+    fn names_values(&self, _input: &Self::Input) -> bool {
+        true
+    }
+
     /// Whether an operation with an unknown result may be removed altogether because it can
     /// neither change the state nor constrain it (a read).
     fn is_read_only(&self, _input: &Self::Input) -> bool {
@@ -189,9 +196,11 @@ pub trait Model: Send + Sync {
     }
 }
 
+mod keyed;
 mod kv;
 mod register;
 
+pub use keyed::{Keyed, KeyedModel};
 pub use kv::{KvInput, KvModel, KvOutput, KvState, Rope};
 pub use register::{CasFailure, RegInput, RegOutput, RegisterModel};
 

@@ -54,26 +54,37 @@ pub enum CasFailure {
     Dropped,
 }
 
-/// A single register, starting absent (never written).
+/// A single register, starting absent (never written) or at a given value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegisterModel {
     /// Failure semantics of cas.
     pub cas: CasFailure,
+    /// The value before any write (`None`: absent, reads as nil). Knossos checks its own
+    /// histories as `(cas-register 0)`.
+    pub init: Option<i64>,
 }
 
 impl RegisterModel {
     /// Read/write register.
     pub const REGISTER: RegisterModel = RegisterModel {
         cas: CasFailure::NoCas,
+        init: None,
     };
     /// Porcupine's etcd model.
     pub const ETCD: RegisterModel = RegisterModel {
         cas: CasFailure::Evidence,
+        init: None,
     };
     /// Knossos's cas-register.
     pub const KNOSSOS_CAS: RegisterModel = RegisterModel {
         cas: CasFailure::Dropped,
+        init: None,
     };
+
+    /// The same model starting at `init`.
+    pub fn starting_at(self, init: Option<i64>) -> RegisterModel {
+        RegisterModel { init, ..self }
+    }
 }
 
 impl Model for RegisterModel {
@@ -90,7 +101,36 @@ impl Model for RegisterModel {
     }
 
     fn init(&self) -> Option<i64> {
-        None
+        self.init
+    }
+
+    fn blind_write(&self, i: &RegInput) -> bool {
+        matches!(i, RegInput::Write { .. })
+    }
+
+    /// A write of `w` can make a read legal only if it writes what the read returned, and a
+    /// cas only if it writes what the cas expects (a failed cas: anything else).
+    fn may_enable(
+        &self,
+        s: &Option<i64>,
+        w: &RegInput,
+        op: &RegInput,
+        out: Option<&RegOutput>,
+    ) -> bool {
+        let leaves = match w {
+            RegInput::Write { value } => Some(*value),
+            RegInput::Cas { from, to } if *s == Some(*from) => Some(*to),
+            RegInput::Cas { .. } => return false,
+            RegInput::Read => return false,
+        };
+        match (op, out) {
+            (RegInput::Read, Some(RegOutput::Read { value })) => *value == leaves,
+            (RegInput::Cas { from, .. }, Some(RegOutput::Cas { ok: false })) => {
+                leaves != Some(*from)
+            }
+            (RegInput::Cas { from, .. }, _) => leaves == Some(*from),
+            _ => true,
+        }
     }
 
     fn step(&self, s: &Option<i64>, i: &RegInput, o: Option<&RegOutput>) -> Step<Option<i64>> {
@@ -151,7 +191,8 @@ impl Model for RegisterModel {
 
     /// A read of `v` can follow `state` only if `state` is `v` or something still to be
     /// linearized before it may write `v` (a write of `v`, or a cas to `v` that succeeded
-    /// or whose result is unknown). Nothing makes the register absent again.
+    /// or whose result is unknown). Nothing makes the register absent again (it starts
+    /// absent, or at its initial value).
     fn may_precede<'a>(
         &self,
         state: &Option<i64>,

@@ -5,34 +5,47 @@ fn lookahead_reads_must_extend_the_state() {
     let m = KvModel::default();
     let mut s = KvState::default();
     let get = KvInput::Get { key: "k".into() };
-    let ok = |s: &KvState, i: &KvInput, v: Option<&str>| {
-        let out = KvOutput::Get {
-            value: v.map(str::to_string),
-        };
-        m.may_precede(s, i, Some(&out), &mut std::iter::empty())
-    };
-    assert!(ok(&s, &get, Some("ab")));
-    assert!(ok(&s, &get, None));
-    s.append("k", "a");
-    s.append("k", "bc");
-    assert!(ok(&s, &get, Some("abc")));
-    assert!(ok(&s, &get, Some("abcd")));
-    assert!(!ok(&s, &get, Some("ab")));
-    assert!(!ok(&s, &get, Some("abd")));
-    assert!(!ok(&s, &get, None));
-    // Another key's read says nothing about this one.
-    let other = KvInput::Get { key: "j".into() };
-    assert!(ok(&s, &other, None));
-    let put = KvInput::Put {
-        key: "k".into(),
-        value: "x".into(),
-    };
-    assert!(!m.lookahead_passes(&put, Some(&KvOutput::Ok)));
     let append = KvInput::Append {
         key: "k".into(),
         value: "x".into(),
     };
-    assert!(m.lookahead_passes(&append, None));
+    let put = KvInput::Put {
+        key: "k".into(),
+        value: "x".into(),
+    };
+    let other_put = KvInput::Put {
+        key: "j".into(),
+        value: "x".into(),
+    };
+    let ok = |s: &KvState, i: &KvInput, v: Option<&str>, between: &[&KvInput]| {
+        let out = KvOutput::Get {
+            value: v.map(str::to_string),
+        };
+        let mut between = between.iter().map(|b| (*b, Some(&KvOutput::Ok)));
+        m.may_precede(s, i, Some(&out), &mut between)
+    };
+    // With appends to come, the state must be a prefix of what the read returns.
+    assert!(ok(&s, &get, Some("ab"), &[&append]));
+    assert!(ok(&s, &get, None, &[&append]));
+    s.append("k", "a");
+    s.append("k", "bc");
+    assert!(ok(&s, &get, Some("abc"), &[&append]));
+    assert!(ok(&s, &get, Some("abcd"), &[&append]));
+    assert!(!ok(&s, &get, Some("ab"), &[&append]));
+    assert!(!ok(&s, &get, Some("abd"), &[&append]));
+    assert!(!ok(&s, &get, None, &[&append]));
+    // With nothing to come that writes the key, the state must be what the read returns;
+    // a write to another key changes nothing.
+    assert!(ok(&s, &get, Some("abc"), &[&other_put]));
+    assert!(!ok(&s, &get, Some("abcd"), &[&other_put]));
+    // A put to come leaves its own value, and only that.
+    assert!(ok(&s, &get, Some("x"), &[&put]));
+    assert!(!ok(&s, &get, Some("zz"), &[&put]));
+    // With appends to come, a put between may leave anything for them to extend.
+    assert!(ok(&s, &get, Some("zz"), &[&put, &append]));
+    // Another key's read says nothing about this one.
+    let other = KvInput::Get { key: "j".into() };
+    assert!(ok(&s, &other, None, &[&append]));
 }
 
 #[test]
