@@ -323,3 +323,43 @@ fn object_shard_survives_bad_requests() {
         assert_eq!(got.fields["v"], b"after".to_vec(), "seed {seed}");
     });
 }
+
+/// A node's hybrid logical clock lives in memory. Chaos seeds 501822, 504376 and 512950
+/// found an eventually consistent node that wrote while its clock ran ahead, restarted on a
+/// clock set back, and then stamped a delete older than the write it had acknowledged: it
+/// stored the delete over the write while its peer kept the write (last-writer-wins), and
+/// the replicas never agreed. A node now takes in the newest version it stores when it
+/// starts, so the delete is newer and wins everywhere.
+#[test]
+fn a_restart_on_a_clock_set_back_never_stamps_an_older_version() {
+    common::sweep(
+        "a_restart_on_a_clock_set_back_never_stamps_an_older_version",
+        3,
+        |seed| async move {
+            let cluster = Cluster::start(spec(ShardKind::Eventual, ShardOptions::default())).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let acked = AckLog::default();
+            let (c, a1) = (&cluster.client, cluster.client_addr(1));
+            cluster.clock(1).set_offset_ms(10_000);
+            let e = obj("ahead".into());
+            let v = c.set(a1, 3, e.clone()).await.unwrap();
+            acked.record(3, Some(&e), v);
+            // Let the write reach every replica.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cluster.clock(1).set_offset_ms(0);
+            cluster.kill(1);
+            cluster.restart(1);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let v = c.delete(a1, 3).await.unwrap();
+            acked.record(3, None, v);
+            let input = cluster
+                .await_convergence(&acked, BOUND, Duration::from_millis(50))
+                .await;
+            assert_converged(
+                "eventual after a restart on a clock set back",
+                seed,
+                &check_convergence(&input),
+            );
+        },
+    );
+}

@@ -112,10 +112,12 @@ impl BasicShard {
             )
         };
         let hlc = Arc::new(HlcClock::new(ctx.node, ctx.clock.clone()));
+        let local = LocalStore::new(ctx.app.clone(), hlc);
+        local.recover_clock().await?;
         let shard = Arc::new_cyclic(|me| BasicShard {
             meta,
             node: ctx.node,
-            local: LocalStore::new(ctx.app.clone(), hlc),
+            local,
             peers,
             addresses: ctx.addresses.clone(),
             transport,

@@ -49,6 +49,24 @@ impl LocalStore {
         }
     }
 
+    /// Takes in the newest version stored (tombstones included), so the node's clock never
+    /// stamps a write older than one it holds. The HLC lives in memory: after a restart on a
+    /// clock that runs behind, a new write would otherwise get an older version than writes
+    /// it acknowledged before, and lose to them under last-writer-wins on every replica but
+    /// this one (which stores it over them).
+    pub async fn recover_clock(&self) -> Result<()> {
+        let mut newest: Option<super::Hlc> = None;
+        self.walk(&[], |_, e| {
+            newest = newest.max(Some(e.version.hlc));
+            true
+        })
+        .await?;
+        if let Some(h) = newest {
+            self.hlc.observe(h);
+        }
+        Ok(())
+    }
+
     /// The stored entry, tombstones included.
     pub async fn entry(&self, id: ObjectId) -> Result<Option<ObjectEntry>> {
         match self.storage.get(&object_key(id)).await? {
