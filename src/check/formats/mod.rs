@@ -123,10 +123,12 @@ pub(crate) fn record<I, O>(
 }
 
 mod edn;
+mod edn_export;
 mod etcd;
 mod jsonl;
 
-pub use edn::{load_jepsen_edn, load_kv_edn, write_edn, JepsenOp, RegisterEdn};
+pub use edn::{load_jepsen_edn, load_kv_edn, RegisterEdn};
+pub use edn_export::{write_edn, JepsenOp};
 pub use etcd::load_porcupine_etcd;
 pub use jsonl::{load_jsonl, write_jsonl};
 

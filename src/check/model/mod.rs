@@ -198,10 +198,12 @@ pub trait Model: Send + Sync {
 
 mod keyed;
 mod kv;
+mod kv_state;
 mod register;
 
 pub use keyed::{Keyed, KeyedModel};
-pub use kv::{KvInput, KvModel, KvOutput, KvState, Rope};
+pub use kv::{KvInput, KvModel, KvOutput};
+pub use kv_state::{KvState, Rope};
 pub use register::{CasFailure, RegInput, RegOutput, RegisterModel};
 
 #[cfg(test)]
