@@ -1,6 +1,14 @@
-//! `odgm-sim bugs`: runs each planted bug against the scenarios that should catch it, seed
-//! after seed, until a run fails or the seed budget is spent, and reports per bug whether it
-//! was caught, after how many runs, and how long that took.
+//! `odgm-sim bugs`: hunts each planted bug, and reports per bug whether it was caught, after
+//! how many runs, and how long that took.
+//!
+//! - By default each bug runs against the scenarios that should catch it, seed after seed,
+//!   until a run fails or the seed budget is spent.
+//! - `--generic` hunts it with the chaos generator instead, the way nobody anticipated it:
+//!   seed after seed draws a whole scenario ([`generate::chaos`]), skipping only draws whose
+//!   cluster does not run the bug's code at all ([`reaches`]), until a run fails or the run
+//!   budget is spent. A failing run is rerun with the bug off, as a control: the catch
+//!   counts only if the control passes; a control that fails is a failure of the unbugged
+//!   stack, reported as such, and the hunt goes on.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,10 +17,12 @@ use clap::Args;
 use serde::Serialize;
 
 use super::folder::DEFAULT_OUT;
-use super::process::{exe, sweep_processes, Findings, SweepOptions, SweepRun};
+use super::process::{control, exe, sweep_processes, Findings, SweepOptions, SweepRun};
 use crate::bugs::Bug;
 use crate::rt::Stopwatch;
-use crate::scenario::Scenario;
+use crate::scenario::{generate, Scenario};
+use crate::shard::ShardKind;
+use crate::storage::EngineKind;
 
 /// Arguments of `odgm-sim bugs`.
 #[derive(Debug, Args)]
@@ -39,6 +49,37 @@ pub struct BugsArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Hunt with the chaos generator instead of each bug's own scenarios.
+    #[arg(long)]
+    pub generic: bool,
+    /// Most runs per bug with `--generic`.
+    #[arg(long, default_value_t = 500)]
+    pub runs: u64,
+    /// The first chaos seed with `--generic`.
+    #[arg(long, default_value_t = 0)]
+    pub start_seed: u64,
+}
+
+/// Whether a drawn scenario runs the code a planted bug lives in: its replication mode, or
+/// the simulated disk for a disk bug (redb is the engine on simulated disks), or, for a bug
+/// that needs lost writes to show, a Raft log on a disk that can lose them.
+pub fn reaches(bug: Bug, s: &Scenario) -> bool {
+    let (mode, engine) = (s.cluster.mode, s.cluster.engine);
+    match bug {
+        Bug::LwwRemoteWins => matches!(mode, ShardKind::Mst | ShardKind::Eventual),
+        Bug::EventualNoRepair => mode == ShardKind::Eventual,
+        Bug::MstNoTombstones => mode == ShardKind::Mst,
+        Bug::DiskSyncLies => engine == EngineKind::Redb,
+        Bug::RaftAckBeforeSync
+        | Bug::RaftAppliedNotPersisted
+        | Bug::RaftVoteNotSynced
+        | Bug::RaftPurgeUngated => mode == ShardKind::Raft && engine == EngineKind::Redb,
+        Bug::RaftFollowerLocalReads
+        | Bug::RaftSnapshotNonAtomic
+        | Bug::RaftLeaderLocalScans
+        | Bug::RaftAppendAckEarly => mode == ShardKind::Raft,
+        Bug::ScanValuesShifted => true,
+    }
 }
 
 /// What happened to one bug.
@@ -56,6 +97,13 @@ pub struct Hunt {
     pub wall_s: f64,
     /// The failing run: scenario, seed, what failed, and its replay command.
     pub by: Option<Caught>,
+    /// Generic hunts: draws skipped because their cluster does not run the bug's code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<u64>,
+    /// Generic hunts: the control runs (bug off) of failing runs that failed too: failures of
+    /// the unbugged stack, not catches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub control_failed: Vec<Caught>,
 }
 
 /// The run that caught a bug.
@@ -122,14 +170,89 @@ pub fn hunt(
         runs: done,
         seeds,
         wall_s: started.elapsed_secs(),
-        by: caught.map(|r| Caught {
+        by: caught.map(|r| Caught::of(&r, bug)),
+        skipped: None,
+        control_failed: Vec::new(),
+    }
+}
+
+impl Caught {
+    fn of(r: &SweepRun, bug: Bug) -> Caught {
+        Caught {
             scenario: r.scenario.display().to_string(),
             seed: r.seed,
             found: r.findings(),
             replay: r.replay(&[bug]),
             what: r.what_failed(),
-        }),
+        }
     }
+}
+
+/// Hunts one bug with the chaos generator: seeds from `start_seed` on, each drawing a
+/// scenario (written under `out/generic/<bug>/`), draws the bug cannot reach skipped, `jobs`
+/// runs at a time, at most `budget` runs. The first failing run in seed order whose control
+/// (the same seed with the bug off) passes is the catch.
+pub fn hunt_generic(
+    exe: &Path,
+    bug: Bug,
+    start_seed: u64,
+    budget: u64,
+    jobs: usize,
+    out: &Path,
+) -> Result<Hunt, String> {
+    let started = Stopwatch::start();
+    let dir = out.join("generic").join(bug.name());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let opts = SweepOptions {
+        jobs,
+        bugs: vec![bug],
+        out: out.to_path_buf(),
+        twice: false,
+    };
+    let (mut seed, mut runs, mut skipped) = (start_seed, 0u64, 0u64);
+    let mut caught: Option<SweepRun> = None;
+    let mut control_failed = Vec::new();
+    while caught.is_none() && runs < budget {
+        let mut batch = Vec::new();
+        while batch.len() < jobs.max(1) && runs + (batch.len() as u64) < budget {
+            let d = generate::chaos(seed);
+            if reaches(bug, &d.scenario) {
+                let file = dir.join(format!("{}.toml", d.scenario.name));
+                std::fs::write(&file, d.to_toml())
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                batch.push((file, seed));
+            } else {
+                skipped += 1;
+            }
+            seed += 1;
+        }
+        for r in sweep_processes(exe, &batch, &opts, &|_| {}) {
+            if caught.is_some() {
+                break;
+            }
+            runs += 1;
+            if r.passed() {
+                let _ = std::fs::remove_file(&r.scenario);
+                continue;
+            }
+            let c = control(exe, &r, out);
+            if c.passed() {
+                caught = Some(r);
+            } else {
+                control_failed.push(Caught::of(&c, bug));
+            }
+        }
+    }
+    Ok(Hunt {
+        bug,
+        caught: caught.is_some(),
+        runs: runs as usize,
+        seeds: seed - start_seed,
+        wall_s: started.elapsed_secs(),
+        by: caught.map(|r| Caught::of(&r, bug)),
+        skipped: Some(skipped),
+        control_failed,
+    })
 }
 
 /// A scenario file's stem (its name in the output).
@@ -145,13 +268,18 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     } else {
         args.bugs.clone()
     };
-    if args.seeds == 0 {
-        return Err("--seeds must be at least 1".into());
+    if args.seeds == 0 || args.runs == 0 {
+        return Err("--seeds and --runs must be at least 1".into());
+    }
+    if args.generic && !args.scenarios.is_empty() {
+        return Err("--generic draws its scenarios; it takes no --scenario".into());
     }
     // Every scenario is checked before anything runs.
     let mut plan = Vec::new();
     for bug in &bugs {
-        let files: Vec<PathBuf> = if args.scenarios.is_empty() {
+        let files: Vec<PathBuf> = if args.generic {
+            Vec::new()
+        } else if args.scenarios.is_empty() {
             bug.caught_by()
                 .iter()
                 .map(|s| args.scenario_dir.join(format!("{s}.toml")))
@@ -166,37 +294,30 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     }
     let jobs = super::default_jobs(args.jobs);
     let exe = exe()?;
-    println!(
-        "bugs: {} planted bug(s), up to {} seed(s) each, {} run(s) at a time",
-        bugs.len(),
-        args.seeds,
-        jobs
-    );
+    if args.generic {
+        println!(
+            "bugs --generic: {} planted bug(s), up to {} chaos run(s) each from seed {}, {} run(s) at a time",
+            bugs.len(),
+            args.runs,
+            args.start_seed,
+            jobs
+        );
+    } else {
+        println!(
+            "bugs: {} planted bug(s), up to {} seed(s) each, {} run(s) at a time",
+            bugs.len(),
+            args.seeds,
+            jobs
+        );
+    }
     let mut hunts = Vec::new();
     for (bug, files) in &plan {
-        let h = hunt(&exe, *bug, files, args.seeds, jobs, &args.out);
-        match &h.by {
-            Some(by) => println!(
-                "  {:<28} caught after {:>3} run(s) ({} seed(s)) in {:>6.1} s by {} seed {}: {}\n  {:<28} replay: {}",
-                h.bug,
-                h.runs,
-                h.seeds,
-                h.wall_s,
-                stem(Path::new(&by.scenario)),
-                by.seed,
-                by.what,
-                "",
-                by.replay
-            ),
-            None => println!(
-                "  {:<28} ESCAPED {} run(s) over {} seed(s) in {:.1} s ({})",
-                h.bug,
-                h.runs,
-                h.seeds,
-                h.wall_s,
-                files.iter().map(|f| stem(f)).collect::<Vec<_>>().join(", ")
-            ),
-        }
+        let h = if args.generic {
+            hunt_generic(&exe, *bug, args.start_seed, args.runs, jobs, &args.out)?
+        } else {
+            hunt(&exe, *bug, files, args.seeds, jobs, &args.out)
+        };
+        print_hunt(&h, files);
         hunts.push(h);
     }
     let escaped: Vec<&str> = hunts
@@ -219,5 +340,52 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     } else {
         println!("escaped: {}", escaped.join(", "));
         Ok(ExitCode::from(1))
+    }
+}
+
+/// Prints one bug's hunt: the catch (and, for a generic hunt, that its control passed), or
+/// that it escaped; and any run that failed with the bug off too.
+fn print_hunt(h: &Hunt, files: &[PathBuf]) {
+    let within = match h.skipped {
+        Some(skipped) => format!("{} seed(s) drawn, {skipped} not reaching it", h.seeds),
+        None => format!("{} seed(s)", h.seeds),
+    };
+    match &h.by {
+        Some(by) => println!(
+            "  {:<28} caught after {:>3} run(s) ({within}) in {:>6.1} s by {} seed {}{}: {}\n  {:<28} replay: {}",
+            h.bug,
+            h.runs,
+            h.wall_s,
+            stem(Path::new(&by.scenario)),
+            by.seed,
+            if h.skipped.is_some() { ", control passed" } else { "" },
+            by.what,
+            "",
+            by.replay
+        ),
+        None => println!(
+            "  {:<28} ESCAPED {} run(s) ({within}) in {:.1} s{}",
+            h.bug,
+            h.runs,
+            h.wall_s,
+            if files.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    files.iter().map(|f| stem(f)).collect::<Vec<_>>().join(", ")
+                )
+            }
+        ),
+    }
+    for c in &h.control_failed {
+        println!(
+            "  {:<28} seed {} fails with the bug off too (the stack's failure, not a catch): {}\n  {:<28} replay: {}",
+            "",
+            c.seed,
+            c.what,
+            "",
+            c.replay
+        );
     }
 }

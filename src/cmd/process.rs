@@ -191,6 +191,21 @@ impl SweepRun {
     }
 }
 
+/// Reruns a failing run with no planted bug on, as a control: a planted bug's catch counts
+/// only where this passes (otherwise the unbugged stack fails that seed too).
+pub fn control(exe: &Path, failing: &SweepRun, out: &Path) -> SweepRun {
+    let opts = SweepOptions {
+        jobs: 1,
+        bugs: Vec::new(),
+        out: out.to_path_buf(),
+        twice: false,
+    };
+    let runs = [(failing.scenario.clone(), failing.seed)];
+    sweep_processes(exe, &runs, &opts, &|_| {})
+        .pop()
+        .expect("one run in, one out")
+}
+
 /// How a sweep runs its seeds.
 #[derive(Debug, Clone, Default)]
 pub struct SweepOptions {
