@@ -58,6 +58,7 @@ impl Cluster {
             },
             client_timeout: Duration::from_secs(2),
             open: None,
+            record: true,
         })
         .await;
         let client = inner

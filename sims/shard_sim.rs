@@ -26,6 +26,7 @@ fn spec(kind: ShardKind, options: ShardOptions) -> ClusterSpec {
         options,
         client_timeout: Duration::from_millis(500),
         open: None,
+        record: true,
     }
 }
 

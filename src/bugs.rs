@@ -50,6 +50,15 @@ pub enum Bug {
     /// The Raft leader answers scans and counts from its own state without confirming it
     /// still leads.
     RaftLeaderLocalScans,
+    /// The Raft log store writes a vote without syncing it: a power cut can make a node
+    /// forget whom it voted for in a term, and vote again.
+    RaftVoteNotSynced,
+    /// A Raft follower answers an append request with success as soon as it arrives,
+    /// before its log has taken the entries (pipelining gone wrong).
+    RaftAppendAckEarly,
+    /// The Raft log purges entries without waiting for the state machine to make their
+    /// effects durable.
+    RaftPurgeUngated,
 }
 
 impl Bug {
@@ -71,6 +80,9 @@ impl Bug {
             Bug::MstNoTombstones => "mst-no-tombstones",
             Bug::ScanValuesShifted => "scan-values-shifted",
             Bug::RaftLeaderLocalScans => "raft-leader-local-scans",
+            Bug::RaftVoteNotSynced => "raft-vote-not-synced",
+            Bug::RaftAppendAckEarly => "raft-append-ack-early",
+            Bug::RaftPurgeUngated => "raft-purge-ungated",
         }
     }
 
@@ -88,6 +100,9 @@ impl Bug {
             Bug::MstNoTombstones => &["mst-partition-skew", "mst-concurrent-writes"],
             Bug::ScanValuesShifted => &["none-baseline", "raft-crash-restart"],
             Bug::RaftLeaderLocalScans => &["raft-leader-partition"],
+            Bug::RaftVoteNotSynced => &["raft-power-outage", "raft-power-loss"],
+            Bug::RaftAppendAckEarly => &["raft-leader-partition", "raft-crash-restart"],
+            Bug::RaftPurgeUngated => &["raft-power-outage", "raft-snapshot-crash"],
         }
     }
 

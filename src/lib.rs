@@ -8,7 +8,9 @@
 //!   the simulated disk, and the streaming snapshot wire format;
 //! - [`raft`]: openraft's runtime, log store, state machine, snapshots and network;
 //! - [`shard`]: one `ShardState` trait over Raft, MST, eventual and unreplicated shards;
-//! - [`bugs`]: planted bugs the stack can switch on for a run.
+//! - [`bugs`]: planted bugs the stack can switch on for a run;
+//! - [`probe`]: what the Raft storage reports as it runs (votes, appends, commits, applies,
+//!   snapshots), for the invariant checks.
 //!
 //! The testbed:
 //! - [`scenario`]: the scenario schema, its validation, the chaos generator, transforms;
@@ -27,6 +29,7 @@ pub mod bugs;
 pub mod check;
 pub mod cmd;
 pub mod net;
+pub mod probe;
 pub mod raft;
 pub mod rt;
 pub mod scenario;

@@ -17,22 +17,23 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("rt", &[]),
     ("bugs", &[]),
-    ("check", &[]),
+    ("probe", &[]),
+    ("check", &["probe"]),
     ("net", &["rt"]),
     ("storage", &["rt", "bugs"]),
-    ("raft", &["storage", "net", "rt", "bugs"]),
-    ("shard", &["raft", "storage", "net", "rt", "bugs"]),
+    ("raft", &["storage", "net", "rt", "bugs", "probe"]),
+    ("shard", &["raft", "storage", "net", "rt", "bugs", "probe"]),
     ("scenario", &["shard", "raft", "storage", "bugs"]),
     (
         "sim",
         &[
-            "scenario", "check", "shard", "raft", "storage", "net", "rt", "bugs",
+            "scenario", "check", "shard", "raft", "storage", "net", "rt", "bugs", "probe",
         ],
     ),
     (
         "cmd",
         &[
-            "sim", "scenario", "check", "shard", "raft", "storage", "net", "rt", "bugs",
+            "sim", "scenario", "check", "shard", "raft", "storage", "net", "rt", "bugs", "probe",
         ],
     ),
 ];

@@ -35,6 +35,7 @@ async fn three_nodes_over_loopback() {
             RaftOptions::default().ranked(id - 1, 3),
             log,
             app,
+            Default::default(),
         )
         .await
         .expect("start");

@@ -27,6 +27,7 @@ async fn shard(kind: ShardKind, engine: EngineKind, ip: IpAddr) -> DynShard {
         app: open_ephemeral(engine, 1).unwrap(),
         log: Some(open_ephemeral(engine, 2).unwrap()),
         clock: NodeClock::new(),
+        probe: Default::default(),
     };
     let meta = ShardMetadata {
         id: 1,

@@ -30,8 +30,17 @@ pub enum CheckKind {
     ElectionSafety,
     /// One Raft log index and term with two different entries.
     LogMatching,
-    /// Raft nodes at the same applied index with different states.
+    /// Raft nodes at the same applied index with different states, or one index applied
+    /// with two different entries.
     StateMachineSafety,
+    /// An entry applied somewhere is missing from the log of a leader elected after.
+    LeaderCompleteness,
+    /// A restarted Raft node holds less than its log store had reported durable.
+    Durability,
+    /// A Raft node's commit or applied index went back, or it applied below its snapshot.
+    Monotonicity,
+    /// A node stopped with no fault to explain it, or did not serve again after the heal.
+    NodeStopped,
     /// The shard did not serve after the heal and the quiet phase.
     Availability,
     /// A scan returned a value no client wrote to its key.
@@ -52,6 +61,10 @@ impl CheckKind {
             CheckKind::ElectionSafety => "election safety",
             CheckKind::LogMatching => "log matching",
             CheckKind::StateMachineSafety => "state machine safety",
+            CheckKind::LeaderCompleteness => "leader completeness",
+            CheckKind::Durability => "durability",
+            CheckKind::Monotonicity => "monotonicity",
+            CheckKind::NodeStopped => "node stopped",
             CheckKind::Availability => "availability",
             CheckKind::ScanValue => "scan value",
             CheckKind::Panic => "panic",
@@ -126,6 +139,79 @@ pub enum Failure {
         /// The nodes.
         nodes: Vec<u64>,
     },
+    /// A node voted for two candidates in one term (across its restarts).
+    DoubleVote {
+        /// The node.
+        node: u64,
+        /// The term.
+        term: u64,
+        /// The first candidate, then the second.
+        candidates: Vec<u64>,
+        /// When it cast the second vote, ms since the run started.
+        at_ms: u64,
+    },
+    /// One log index was applied with two different entries.
+    AppliedConflict {
+        /// The index.
+        index: u64,
+        /// The first application: node and the entry's term.
+        first: Applied,
+        /// The conflicting one.
+        second: Applied,
+        /// When the second was applied, ms since the run started.
+        at_ms: u64,
+    },
+    /// An entry applied before a leader's election is not in the new leader's log.
+    LeaderCompleteness {
+        /// The new leader.
+        leader: u64,
+        /// Its term.
+        term: u64,
+        /// The entry's index.
+        index: u64,
+        /// The term of the entry applied there.
+        applied_term: u64,
+        /// The term of what the leader holds there (`None`: nothing).
+        held_term: Option<u64>,
+        /// When it was elected, ms since the run started.
+        at_ms: u64,
+    },
+    /// A restarted node holds less than its log store had reported durable before.
+    Durability {
+        /// The node.
+        node: u64,
+        /// The start that came back with less (0 is the first).
+        incarnation: u64,
+        /// What was lost.
+        lost: Lost,
+        /// When it started again, ms since the run started.
+        at_ms: u64,
+    },
+    /// Within one incarnation of a node, an index went back.
+    Monotonicity {
+        /// The node.
+        node: u64,
+        /// The incarnation.
+        incarnation: u64,
+        /// What went back.
+        regress: Regress,
+        /// When, ms since the run started.
+        at_ms: u64,
+    },
+    /// A node stopped with no fault to explain it.
+    NodeStopped {
+        /// The node.
+        node: u64,
+        /// When, ms since the run started.
+        at_ms: u64,
+        /// Why, as the node said.
+        why: String,
+    },
+    /// Nodes stopped by a fault and restarted by the heal did not serve again by the end.
+    NotBack {
+        /// The nodes.
+        nodes: Vec<u64>,
+    },
     /// No replica answered a read of these keys after the heal and the quiet phase.
     Availability {
         /// The keys.
@@ -149,6 +235,122 @@ pub enum Failure {
     },
 }
 
+/// One application of a log index: the node and the term of the entry it applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The node.
+    pub node: u64,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// The term of the entry applied.
+    pub term: u64,
+}
+
+/// What a restarted node lost ([`Failure::Durability`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum Lost {
+    /// Its vote went back: (term, candidate) reported durable, and what it came back with.
+    Vote {
+        /// The durable vote's term, candidate, and whether it was committed.
+        durable: (u64, Option<u64>, bool),
+        /// The vote it came back with.
+        recovered: Option<(u64, Option<u64>, bool)>,
+    },
+    /// A log entry reported durable is missing or different.
+    Entry {
+        /// Its index.
+        index: u64,
+        /// The term of the durable entry.
+        durable_term: u64,
+        /// The term of what the log holds there (`None`: nothing).
+        recovered_term: Option<u64>,
+    },
+}
+
+/// What went back within one incarnation ([`Failure::Monotonicity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum Regress {
+    /// The commit index moved from `from` down to `to`.
+    Commit {
+        /// Before.
+        from: u64,
+        /// After.
+        to: u64,
+    },
+    /// An entry was applied at `index`, not after the applied index `after`.
+    Applied {
+        /// The applied index before.
+        after: u64,
+        /// The index applied.
+        index: u64,
+    },
+    /// An entry was applied at or below the snapshot the node installed.
+    BelowSnapshot {
+        /// The index applied.
+        index: u64,
+        /// The snapshot's last index.
+        snapshot: u64,
+    },
+    /// The node started with its log purged past what its state machine holds: the entries
+    /// in between are gone from both.
+    BelowPurged {
+        /// The state machine's applied index.
+        applied: Option<u64>,
+        /// The log's last purged index.
+        purged: u64,
+    },
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lost::Vote { durable, recovered } => {
+                let vote = |(term, node, committed): (u64, Option<u64>, bool)| {
+                    let whose = node.map_or("nobody".to_string(), |n| format!("node {n}"));
+                    let kind = if committed { "leader" } else { "vote for" };
+                    format!("term {term} {kind} {whose}")
+                };
+                write!(
+                    f,
+                    "its vote ({}) came back as {}",
+                    vote(*durable),
+                    recovered.map_or("nothing".to_string(), vote)
+                )
+            }
+            Lost::Entry {
+                index,
+                durable_term,
+                recovered_term,
+            } => write!(
+                f,
+                "log index {index} (term {durable_term}) came back as {}",
+                recovered_term.map_or("nothing".to_string(), |t| format!("term {t}"))
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Regress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Regress::Commit { from, to } => write!(f, "commit index went back from {from} to {to}"),
+            Regress::Applied { after, index } => {
+                write!(f, "applied index {index} after having applied {after}")
+            }
+            Regress::BelowSnapshot { index, snapshot } => write!(
+                f,
+                "applied index {index}, at or below its installed snapshot's {snapshot}"
+            ),
+            Regress::BelowPurged { applied, purged } => write!(
+                f,
+                "started with its log purged to {purged} but its state machine at {applied:?}"
+            ),
+        }
+    }
+}
+
 impl Failure {
     /// Which check failed.
     pub fn kind(&self) -> CheckKind {
@@ -160,7 +362,14 @@ impl Failure {
             Failure::Convergence { .. } => CheckKind::Convergence,
             Failure::ElectionSafety { .. } => CheckKind::ElectionSafety,
             Failure::LogMatching { .. } => CheckKind::LogMatching,
-            Failure::StateMachineSafety { .. } => CheckKind::StateMachineSafety,
+            Failure::StateMachineSafety { .. } | Failure::AppliedConflict { .. } => {
+                CheckKind::StateMachineSafety
+            }
+            Failure::DoubleVote { .. } => CheckKind::ElectionSafety,
+            Failure::LeaderCompleteness { .. } => CheckKind::LeaderCompleteness,
+            Failure::Durability { .. } => CheckKind::Durability,
+            Failure::Monotonicity { .. } => CheckKind::Monotonicity,
+            Failure::NodeStopped { .. } | Failure::NotBack { .. } => CheckKind::NodeStopped,
             Failure::Availability { .. } => CheckKind::Availability,
             Failure::ScanValue { .. } => CheckKind::ScanValue,
             Failure::Panic { .. } => CheckKind::Panic,
@@ -206,6 +415,60 @@ impl fmt::Display for Failure {
             Failure::StateMachineSafety { applied, nodes } => write!(
                 f,
                 "nodes {nodes:?} applied up to {applied:?} but hold different states"
+            ),
+            Failure::DoubleVote {
+                node,
+                term,
+                candidates,
+                at_ms,
+            } => write!(
+                f,
+                "node {node} voted for nodes {candidates:?} in term {term} (the second at {at_ms} ms)"
+            ),
+            Failure::AppliedConflict {
+                index,
+                first,
+                second,
+                at_ms,
+            } => write!(
+                f,
+                "index {index} applied as term {} on node {} and as term {} on node {} (at {at_ms} ms)",
+                first.term, first.node, second.term, second.node
+            ),
+            Failure::LeaderCompleteness {
+                leader,
+                term,
+                index,
+                applied_term,
+                held_term,
+                at_ms,
+            } => write!(
+                f,
+                "node {leader} led term {term} from {at_ms} ms without index {index} (term {applied_term}), applied before; it held {}",
+                held_term.map_or("nothing".to_string(), |t| format!("term {t}"))
+            ),
+            Failure::Durability {
+                node,
+                incarnation,
+                lost,
+                at_ms,
+            } => write!(
+                f,
+                "node {node} restarted at {at_ms} ms (start {incarnation}) with less than it had reported durable: {lost}"
+            ),
+            Failure::Monotonicity {
+                node,
+                incarnation,
+                regress,
+                at_ms,
+            } => write!(f, "node {node} (start {incarnation}) at {at_ms} ms: {regress}"),
+            Failure::NodeStopped { node, at_ms, why } => write!(
+                f,
+                "node {node} stopped at {at_ms} ms with no fault to explain it: {why}"
+            ),
+            Failure::NotBack { nodes } => write!(
+                f,
+                "nodes {nodes:?} were restarted by the heal but did not serve again by the end"
             ),
             Failure::Availability { keys } => write!(
                 f,

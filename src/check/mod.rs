@@ -7,7 +7,8 @@
 //!   (etcd-style and Knossos-style failure handling) and a key-value map.
 //! - [`linearizability`]: Wing & Gong search with Lowe's memoisation and P-compositionality.
 //! - [`convergence`]: final replica states against acknowledged writes under last-writer-wins.
-//! - [`raft`]: Raft invariants over what the harness observed of a cluster.
+//! - [`raft`]: Raft invariants over what the harness observed of a cluster at the end.
+//! - [`raft_events`]: Raft invariants on every event the nodes' storage reported.
 //! - [`scan`]: scans return only values some client wrote.
 //! - [`failure`]: what a failed check says, as a typed record.
 //! - [`formats`]: Porcupine's etcd and kv logs, Jepsen EDN, and our JSON-lines format.
@@ -21,6 +22,7 @@ pub mod html;
 pub mod linearizability;
 pub mod model;
 pub mod raft;
+pub mod raft_events;
 pub mod scan;
 
 pub use failure::{CheckKind, Failure};

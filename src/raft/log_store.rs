@@ -18,7 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::state_machine::DurableApplied;
+use super::types::{entry_id, pos};
 use super::types::{Entry, LogId, RaftStorageError, TypeConfig, Vote};
+use crate::probe::{Probe, RaftEvent, VoteRec};
 use crate::storage::{DynStorage, KeyRange, Pair, WriteBatch};
 
 const VOTE: &[u8] = b"raft/vote";
@@ -34,6 +36,15 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RaftStorageError> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RaftStorageError> {
     bincode::deserialize(bytes).map_err(|e| StorageIOError::read(&e).into())
+}
+
+/// A vote as the probe reports it.
+fn vote_rec(v: &Vote) -> VoteRec {
+    VoteRec {
+        term: v.leader_id.term,
+        voted_for: v.leader_id.voted_for,
+        committed: v.committed,
+    }
 }
 
 /// How many of the newest entries the log keeps decoded in memory.
@@ -128,6 +139,7 @@ pub struct LogStore {
     storage: DynStorage,
     tail: Arc<Mutex<Tail>>,
     purge_gate: Option<DurableApplied>,
+    probe: Probe,
 }
 
 impl LogStore {
@@ -137,7 +149,34 @@ impl LogStore {
             storage,
             tail: Arc::default(),
             purge_gate: None,
+            probe: Probe::default(),
         }
+    }
+
+    /// This log store, reporting what it makes durable to `probe`.
+    pub fn with_probe(self, probe: Probe) -> Self {
+        Self { probe, ..self }
+    }
+
+    /// Reports what the log holds as the node starts (its vote, last purged position and
+    /// entries), if a probe collects it. Call before anything changes the log.
+    pub async fn report_recovered(&self) -> Result<(), RaftStorageError> {
+        if !self.probe.on() {
+            return Ok(());
+        }
+        let vote: Option<Vote> = self.meta(VOTE).await?;
+        let purged: Option<LogId> = self.meta(LAST_PURGED).await?;
+        let mut entries = Vec::new();
+        for (_, v) in self.raw(Bound::Unbounded, Bound::Unbounded).await? {
+            let e: Entry = decode(&v)?;
+            entries.push(entry_id(&e.log_id, &v));
+        }
+        self.probe.emit(|| RaftEvent::LogRecovered {
+            vote: vote.as_ref().map(vote_rec),
+            purged: purged.as_ref().map(pos),
+            entries,
+        });
+        Ok(())
     }
 
     /// A log store whose purges wait until `gate` (its state machine's) says the purged
@@ -281,20 +320,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
         let mut b = WriteBatch::new();
         b.put_meta(VOTE, encode(vote)?);
+        // Planted bug: the vote waits for the next sync instead of forcing one.
+        b.unsynced = crate::bugs::active(crate::bugs::Bug::RaftVoteNotSynced);
         self.storage
             .write_batch(b)
             .await
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.probe.emit(|| RaftEvent::VoteSaved(vote_rec(vote)));
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, RaftStorageError> {
         self.meta(VOTE).await
     }
 
-    // `save_committed` / `read_committed` keep openraft's defaults (not saved): the state
-    // machine persists its applied log id in the same batch as the data it applies, so a
-    // restarted node resumes from there, and one durable write per commit-index change per
-    // node is saved.
+    // `read_committed` keeps openraft's default and `save_committed` saves nothing: the
+    // state machine persists its applied log id in the same batch as the data it applies, so
+    // a restarted node resumes from there, and one durable write per commit-index change per
+    // node is saved. The probe hears of each commit.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
+        if let Some(c) = committed {
+            self.probe.emit(|| RaftEvent::Committed(pos(&c)));
+        }
+        Ok(())
+    }
 
     async fn append<I>(
         &mut self,
@@ -307,8 +356,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut b = WriteBatch::new();
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut ids = Vec::new();
         for e in &entries {
-            b.put(entry_key(e.log_id.index), encode(e)?);
+            let bytes = encode(e)?;
+            if self.probe.on() {
+                ids.push(entry_id(&e.log_id, &bytes));
+            }
+            b.put(entry_key(e.log_id.index), bytes);
         }
         // Planted bug: acknowledge entries the disk may not hold yet.
         b.unsynced = crate::bugs::active(crate::bugs::Bug::RaftAckBeforeSync);
@@ -319,7 +373,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.commit_and_update(b, |tail| tail.append(entries)).await
         };
         match &r {
-            Ok(()) => callback.log_io_completed(Ok(())),
+            Ok(()) => {
+                self.probe.emit(|| RaftEvent::Appended(ids));
+                callback.log_io_completed(Ok(()))
+            }
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
         }
         r
@@ -334,12 +391,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for key in doomed {
             b.delete(key);
         }
+        // Reported before it is written: from here on a crash may leave either log.
+        self.probe
+            .emit(|| RaftEvent::Truncated { from: log_id.index });
         self.commit_and_update(b, |tail| tail.truncate(log_id.index))
             .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        if let Some(gate) = &self.purge_gate {
+        // Planted bug: purge without waiting for the state machine's applies to be durable.
+        let gated = !crate::bugs::active(crate::bugs::Bug::RaftPurgeUngated);
+        if let Some(gate) = self.purge_gate.as_ref().filter(|_| gated) {
             gate.wait_covers(log_id.index, PURGE_WAIT)
                 .await
                 .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
@@ -353,6 +415,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         b.put_meta(LAST_PURGED, encode(&log_id)?);
         self.commit_and_update(b, |tail| tail.purge(log_id.index))
-            .await
+            .await?;
+        self.probe.emit(|| RaftEvent::Purged(pos(&log_id)));
+        Ok(())
     }
 }

@@ -24,6 +24,7 @@ use super::state_machine::CurrentSnapshot;
 use super::types::{CommandResult, NodeId, ShardCommand, TypeConfig};
 use super::{LogStore, ObjectShardStateMachine};
 use crate::net::{NetError, Transport};
+use crate::probe::Probe;
 use crate::storage::write_back::WriteBack;
 use crate::storage::{DynStorage, StorageError};
 
@@ -148,19 +149,21 @@ pub enum StartError {
 }
 
 impl RaftNode {
-    /// Starts a node on its storages (which survive restarts) at `addr`.
+    /// Starts a node on its storages (which survive restarts) at `addr`; its storage reports
+    /// what it does to `probe`.
     pub async fn start(
         id: NodeId,
         addr: SocketAddr,
         options: RaftOptions,
         log: DynStorage,
         app: DynStorage,
+        probe: Probe,
     ) -> Result<Arc<RaftNode>, StartError> {
         let config = Arc::new(options.config().map_err(StartError::Raft)?);
         let transport = Transport::bind(addr).await?;
         // Applies are unsynced batches: they wait in memory and reach the engine together.
         let app: DynStorage = WriteBack::new(app);
-        let sm = ObjectShardStateMachine::open(app.clone())
+        let sm = ObjectShardStateMachine::open_with_probe(app.clone(), probe.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let snapshots_installed = sm.installed_counter();
@@ -169,7 +172,10 @@ impl RaftNode {
             id,
             transport: transport.clone(),
         };
-        let mut log = LogStore::with_purge_gate(log, sm.durable_applied());
+        let mut log = LogStore::with_purge_gate(log, sm.durable_applied()).with_probe(probe);
+        log.report_recovered()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         rejoin_as_follower(&mut log, id)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -238,6 +244,12 @@ impl RaftNode {
     /// Handles one request from the network.
     async fn handle(self: &Arc<Self>, req: RaftRpc) -> RaftReply {
         match req {
+            RaftRpc::Append(r) if crate::bugs::active(crate::bugs::Bug::RaftAppendAckEarly) => {
+                // Planted bug: answer at once and let the log catch up in the background.
+                let raft = self.raft.clone();
+                tokio::spawn(async move { raft.append_entries(r).await });
+                RaftReply::Append(Ok(openraft::raft::AppendEntriesResponse::Success))
+            }
             RaftRpc::Append(r) => RaftReply::Append(self.raft.append_entries(r).await),
             RaftRpc::Vote(r) => RaftReply::Vote(self.raft.vote(r).await),
             RaftRpc::Chunk(c) => RaftReply::Chunk(self.receive_chunk(c).await),

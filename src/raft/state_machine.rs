@@ -22,9 +22,10 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 
 use super::snapshot::SnapshotData;
 use super::types::{
-    CommandResult, Entry, LogId, OpResult, RaftStorageError, ShardOp, SnapshotMeta,
+    entry_id, pos, CommandResult, Entry, LogId, OpResult, RaftStorageError, ShardOp, SnapshotMeta,
     StoredMembership, TypeConfig,
 };
+use crate::probe::{Probe, RaftEvent};
 use crate::storage::stream::{self, SnapshotHeader, DEFAULT_CHUNK_BYTES};
 use crate::storage::{
     DynStorage, Pair, StorageError, WriteBatch, ZeroCopySnapshot, LAST_LOG_INDEX_KEY,
@@ -143,11 +144,20 @@ pub struct ObjectShardStateMachine {
     /// Snapshots built by this incarnation (part of a snapshot's id).
     built: u64,
     installed: Arc<AtomicU64>,
+    probe: Probe,
 }
 
 impl ObjectShardStateMachine {
     /// Opens the state machine over `storage`, recovering what was applied before.
     pub async fn open(storage: DynStorage) -> Result<Self, RaftStorageError> {
+        Self::open_with_probe(storage, Probe::default()).await
+    }
+
+    /// Opens like [`Self::open`], reporting what it recovers, applies and installs to `probe`.
+    pub async fn open_with_probe(
+        storage: DynStorage,
+        probe: Probe,
+    ) -> Result<Self, RaftStorageError> {
         let applied = match storage.get_meta(APPLIED).await.map_err(sm_read)? {
             Some(b) => Some(dec(&b)?),
             None => None,
@@ -156,6 +166,9 @@ impl ObjectShardStateMachine {
             Some(b) => dec(&b)?,
             None => StoredMembership::default(),
         };
+        probe.emit(|| RaftEvent::StateMachineOpened {
+            applied: applied.as_ref().map(pos),
+        });
         Ok(Self {
             storage,
             applied,
@@ -165,6 +178,7 @@ impl ObjectShardStateMachine {
             current: Arc::new(Mutex::new(None)),
             built: 0,
             installed: Arc::new(AtomicU64::new(0)),
+            probe,
         })
     }
 
@@ -274,6 +288,8 @@ impl ObjectShardStateMachine {
         self.unsynced_batches = 0;
         self.durable.set(self.applied);
         self.installed.fetch_add(1, Ordering::Relaxed);
+        self.probe
+            .emit(|| RaftEvent::SnapshotInstalled(self.applied.as_ref().map(pos)));
         let snapshot = self
             .storage
             .create_zero_copy_snapshot()
@@ -420,6 +436,8 @@ impl ObjectShardStateMachine {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
+        self.probe
+            .emit(|| RaftEvent::SnapshotBuilt(self.applied.as_ref().map(pos)));
         Ok((meta, snapshot))
     }
 
@@ -456,8 +474,12 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
         let mut results = Vec::new();
         let mut applied = self.applied;
         let mut new_membership = None;
+        let mut ids = Vec::new();
         for entry in entries {
             applied = Some(entry.log_id);
+            if self.probe.on() {
+                ids.push(entry_id(&entry.log_id, &enc(&entry)?));
+            }
             match &entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::default()),
                 EntryPayload::Normal(cmd) => {
@@ -492,6 +514,7 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
         self.storage.write_batch(batch).await.map_err(sm_write)?;
         self.unsynced_batches = (self.unsynced_batches + 1) % SYNC_EVERY;
         self.applied = applied;
+        self.probe.emit(|| RaftEvent::Applied(ids));
         if synced {
             self.durable.set(applied);
         }

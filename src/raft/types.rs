@@ -99,3 +99,20 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNo
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 /// openraft's storage error.
 pub type RaftStorageError = openraft::StorageError<NodeId>;
+
+/// A log position as the probe reports it.
+pub fn pos(id: &LogId) -> crate::probe::LogPos {
+    crate::probe::LogPos {
+        term: id.leader_id.term,
+        index: id.index,
+    }
+}
+
+/// An entry's identity for the probe, from its encoded bytes (as stored).
+pub fn entry_id(id: &LogId, encoded: &[u8]) -> crate::probe::EntryId {
+    crate::probe::EntryId {
+        index: id.index,
+        term: id.leader_id.term,
+        hash: crate::probe::hash_bytes(encoded),
+    }
+}

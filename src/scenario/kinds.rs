@@ -79,6 +79,10 @@ pub enum Need {
     Raft,
     /// At least two nodes, so that there is a link to cut.
     TwoNodes,
+    /// Raft nodes that keep their log and vote across a crash: a Raft node on the memory
+    /// engine would come back empty under its old identity, forgetting whom it voted for
+    /// and what it acknowledged, which Raft does not allow.
+    DurableRaftLog,
 }
 
 impl Need {
@@ -88,6 +92,9 @@ impl Need {
             Need::RedbEngine => cluster.engine == EngineKind::Redb,
             Need::Raft => cluster.mode == ShardKind::Raft,
             Need::TwoNodes => cluster.nodes >= 2,
+            Need::DurableRaftLog => {
+                cluster.mode != ShardKind::Raft || cluster.engine != EngineKind::Memory
+            }
         }
     }
 
@@ -108,6 +115,11 @@ impl Need {
                 cluster.mode.name()
             ),
             Need::TwoNodes => format!("{what} needs at least 2 nodes; this cluster has 1"),
+            Need::DurableRaftLog => format!(
+                "{what} of a Raft node on the memory engine: its log and vote would vanish and \
+                 it would come back empty under its old identity, which Raft does not allow \
+                 (use redb or fjall)"
+            ),
         }
     }
 }
@@ -186,8 +198,8 @@ impl FaultKind {
             }
             FaultKind::PowerLoss | FaultKind::DiskFaults => &[Need::RedbEngine],
             FaultKind::Snapshot | FaultKind::AddReplica | FaultKind::RemoveReplica => &[Need::Raft],
+            FaultKind::Kill => &[Need::DurableRaftLog],
             FaultKind::Heal
-            | FaultKind::Kill
             | FaultKind::Restart
             | FaultKind::Pause
             | FaultKind::Resume
@@ -240,7 +252,8 @@ impl NemesisKind {
             NemesisKind::PowerLoss | NemesisKind::DiskFaults => &[Need::RedbEngine],
             NemesisKind::Snapshot => &[Need::Raft],
             NemesisKind::Membership => &[Need::Raft, Need::TwoNodes],
-            NemesisKind::Kill | NemesisKind::Pause | NemesisKind::ClockSkew => &[],
+            NemesisKind::Kill => &[Need::DurableRaftLog],
+            NemesisKind::Pause | NemesisKind::ClockSkew => &[],
         }
     }
 }

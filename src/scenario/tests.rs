@@ -195,3 +195,34 @@ fn syntax_errors_name_the_line() {
     let e = parse(&text).unwrap_err();
     assert_eq!(e.line, line_of(&text, "nodes = = 3"), "{e}");
 }
+
+#[test]
+fn a_raft_node_on_the_memory_engine_cannot_be_killed() {
+    let mem = GOOD.replace("engine = \"redb\"", "engine = \"memory\"");
+    let e = parse(&mem).unwrap_err();
+    assert_eq!(e.line, line_of(&mem, "fault = \"kill\""), "{e}");
+    assert!(e.to_string().contains("s.toml"), "{e}");
+    assert!(e.message.contains("memory engine"), "{e}");
+    assert!(e.message.contains("log and vote"), "{e}");
+    let nemesis = format!("{GOOD}\n[nemesis]\n[nemesis.kinds]\nkill = 1.0\n")
+        .replace("engine = \"redb\"", "engine = \"memory\"")
+        .replace(
+            "fault = \"kill\"\nnode = \"leader\"",
+            "fault = \"pause\"\nnode = \"leader\"",
+        )
+        .replace(
+            "fault = \"restart\"\nnode = \"all\"",
+            "fault = \"resume\"\nnode = \"all\"",
+        );
+    let e = parse(&nemesis).unwrap_err();
+    assert_eq!(e.field, "nemesis.kinds.kill", "{e}");
+    // Other modes on the memory engine may kill: they do not claim a durable log.
+    let mst = mem
+        .replace("mode = \"raft\"", "mode = \"mst\"")
+        .replace("spares = 1\n", "")
+        .replace(
+            "[[schedule]]\nat_ms = 8000\nfault = \"add_replica\"\nnode = 4\n",
+            "",
+        );
+    parse(&mst).unwrap();
+}

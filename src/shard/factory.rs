@@ -1,5 +1,6 @@
 //! Builds any kind of shard from its metadata and a node's resources.
 
+use crate::probe::Probe;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct NodeContext {
     pub log: Option<DynStorage>,
     /// The node's clock (the simulation may skew it).
     pub clock: NodeClock,
+    /// Where the node's Raft storage reports what it does (a default probe: nowhere).
+    pub probe: Probe,
 }
 
 /// Builds shards.

@@ -61,6 +61,7 @@ impl RaftShard {
             meta.options.raft.clone(),
             log,
             ctx.app.clone(),
+            ctx.probe.clone(),
         )
         .await
         .map_err(|e| ShardError::Unavailable(e.to_string()))?;

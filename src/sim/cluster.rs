@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::check::convergence::ReplicaState;
+use crate::probe::Probe;
 use crate::shard::factory::{AddressBook, Service};
 use crate::shard::{
     DynShard, NodeClock, NodeContext, ObjectShard, ShardClient, ShardFactory, ShardKind,
@@ -71,6 +72,9 @@ pub struct ClusterSpec {
     /// Opens each node's stores instead of the engine on simulated disks (`None`, what runs
     /// use): benchmarks put the engines on real files this way.
     pub open: Option<StoreOpener>,
+    /// Record what every node's Raft storage does ([`Cluster::raft_record`]) for the
+    /// invariant checks.
+    pub record: bool,
 }
 
 /// Which of a node's two stores.
@@ -123,6 +127,27 @@ impl NodeDisks {
 
 type Shards = Arc<Mutex<BTreeMap<u64, DynShard>>>;
 
+/// What the nodes' Raft storage reported, in the order it happened.
+type RaftRecord = Arc<Mutex<Vec<crate::probe::Recorded>>>;
+
+/// A probe for one incarnation of node `id`, recording into `record` (or none).
+fn node_probe(record: Option<&RaftRecord>, id: u64, incarnation: u64) -> Probe {
+    let Some(record) = record.cloned() else {
+        return Probe::default();
+    };
+    Probe::new(move |event| {
+        record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(crate::probe::Recorded {
+                at_us: super::trace::now_us(),
+                node: id,
+                incarnation,
+                event,
+            })
+    })
+}
+
 /// A running cluster.
 pub struct Cluster {
     /// What was started.
@@ -133,6 +158,7 @@ pub struct Cluster {
     clocks: BTreeMap<u64, NodeClock>,
     shards: Shards,
     addresses: AddressBook,
+    record: Option<RaftRecord>,
     /// The client endpoint.
     pub client: ShardClient,
     client_host: madsim::runtime::NodeHandle,
@@ -183,6 +209,7 @@ impl Cluster {
             ..DiskFaults::none()
         };
         let election_slots = ElectionSlots::new(total);
+        let record: Option<RaftRecord> = spec.record.then(Arc::default);
         // Simulated disks (redb) or a temporary folder (fjall), unless the spec opens stores.
         let own = |engine| spec.open.is_none() && spec.engine == engine;
         for id in 1..=total {
@@ -213,6 +240,8 @@ impl Cluster {
             let election_slots = election_slots.clone();
             let (engine, addresses, shards) = (spec.engine, addresses.clone(), shards.clone());
             let opener = spec.open.clone();
+            let record = record.clone();
+            let incarnations = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let host = handle
                 .create_node()
                 .name(format!("node-{id}"))
@@ -225,6 +254,9 @@ impl Cluster {
                     }
                     let (addresses, shards, opener) =
                         (addresses.clone(), shards.clone(), opener.clone());
+                    let incarnation =
+                        incarnations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let probe = node_probe(record.as_ref(), id, incarnation);
                     async move {
                         let (app, log) = match opener {
                             Some(o) => (o.0(id, Store::App).await, o.0(id, Store::Log).await),
@@ -247,6 +279,7 @@ impl Cluster {
                             app,
                             log: Some(log),
                             clock,
+                            probe,
                         };
                         let shard = match ShardFactory::create(meta, ctx).await {
                             Ok(s) => s,
@@ -301,9 +334,17 @@ impl Cluster {
             clocks,
             shards,
             addresses,
+            record,
             client,
             client_host,
         }
+    }
+
+    /// Everything the nodes' Raft storage reported so far (empty unless the spec records).
+    pub fn raft_record(&self) -> Vec<crate::probe::Recorded> {
+        self.record.as_ref().map_or_else(Vec::new, |r| {
+            r.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        })
     }
 
     /// The client host (`10.0.1.1`), to run more clients on.

@@ -123,6 +123,8 @@ pub(super) struct Simulated {
     pub leaders: usize,
     /// The Raft cluster as observed, when Raft invariants are checked.
     pub raft: Option<RaftObservation>,
+    /// What the nodes' Raft storage reported as it ran, when Raft invariants are checked.
+    pub raft_events: Vec<crate::probe::Recorded>,
     /// Keys no replica answered a final read of.
     pub unreadable: Vec<u64>,
     pub snapshots_installed: u64,
@@ -232,7 +234,14 @@ pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -
         }));
     }
     if let Some(raft) = &sim.raft {
-        failures.extend(crate::check::raft::check(raft));
+        for f in crate::check::raft_events::check(&sim.raft_events)
+            .into_iter()
+            .chain(crate::check::raft::check(raft))
+        {
+            if !failures.contains(&f) {
+                failures.push(f);
+            }
+        }
     }
     if !sim.unreadable.is_empty() {
         failures.push(Failure::Availability {

@@ -150,6 +150,7 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
             options: c.options.clone(),
             client_timeout: Duration::from_millis(c.client_timeout_ms),
             open: None,
+            record: c.mode == ShardKind::Raft,
         })
         .await,
     );
@@ -241,6 +242,11 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     history.faults = inj.events();
     let faults_ran = inj.ran();
     let leaders = leaders.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let raft_events = if raft.is_some() {
+        cluster.raft_record()
+    } else {
+        Vec::new()
+    };
     if let Some(r) = raft.as_mut() {
         r.leaders = leaders.clone();
     }
@@ -251,6 +257,7 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
         convergence,
         leaders: leaders.len(),
         raft,
+        raft_events,
         unreadable,
         snapshots_installed,
         simulated_ms,

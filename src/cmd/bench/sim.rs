@@ -100,6 +100,7 @@ fn bench_cluster(args: &RaftSnapshotArgs, dir: &Arc<Scratch>, preload: u64) -> C
         },
         client_timeout: Duration::from_secs(60),
         open: Some(StoreOpener(Arc::new(open))),
+        record: false,
     }
 }
 
@@ -270,6 +271,7 @@ pub fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
             options: ShardOptions::default(),
             client_timeout: Duration::from_millis(500),
             open: None,
+            record: false,
         })
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
