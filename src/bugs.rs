@@ -59,6 +59,9 @@ pub enum Bug {
     /// The Raft log purges entries without waiting for the state machine to make their
     /// effects durable.
     RaftPurgeUngated,
+    /// A restarted Raft node that founded the cluster initializes it again, as if it were
+    /// new, and stops when Raft refuses.
+    RaftInitNotIdempotent,
 }
 
 impl Bug {
@@ -83,6 +86,7 @@ impl Bug {
             Bug::RaftVoteNotSynced => "raft-vote-not-synced",
             Bug::RaftAppendAckEarly => "raft-append-ack-early",
             Bug::RaftPurgeUngated => "raft-purge-ungated",
+            Bug::RaftInitNotIdempotent => "raft-init-not-idempotent",
         }
     }
 
@@ -100,9 +104,10 @@ impl Bug {
             Bug::MstNoTombstones => &["mst-partition-skew", "mst-concurrent-writes"],
             Bug::ScanValuesShifted => &["none-baseline", "raft-crash-restart"],
             Bug::RaftLeaderLocalScans => &["raft-leader-partition"],
-            Bug::RaftVoteNotSynced => &["raft-power-outage", "raft-power-loss"],
+            Bug::RaftVoteNotSynced => &["raft-cut-on-vote"],
             Bug::RaftAppendAckEarly => &["raft-leader-partition", "raft-crash-restart"],
             Bug::RaftPurgeUngated => &["raft-power-outage", "raft-snapshot-crash"],
+            Bug::RaftInitNotIdempotent => &["raft-crash-restart"],
         }
     }
 

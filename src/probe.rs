@@ -111,6 +111,52 @@ pub struct Recorded {
     pub event: RaftEvent,
 }
 
+/// How many of each event a run recorded, over every node and incarnation: what the run
+/// exercised of Raft's storage paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventCounts {
+    /// Restarts of a node (starts after its first).
+    pub restarts: u64,
+    /// Votes saved.
+    pub votes: u64,
+    /// Append batches made durable.
+    pub appends: u64,
+    /// Conflicting suffixes truncated.
+    pub truncations: u64,
+    /// Log purges.
+    pub purges: u64,
+    /// Apply batches.
+    pub applies: u64,
+    /// Snapshots built.
+    pub snapshots_built: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+}
+
+impl EventCounts {
+    /// Counts the events of `record`.
+    pub fn of(record: &[Recorded]) -> EventCounts {
+        let mut c = EventCounts::default();
+        for r in record {
+            let n = match r.event {
+                RaftEvent::LogRecovered { .. } if r.incarnation > 0 => &mut c.restarts,
+                RaftEvent::VoteSaved(_) => &mut c.votes,
+                RaftEvent::Appended(_) => &mut c.appends,
+                RaftEvent::Truncated { .. } => &mut c.truncations,
+                RaftEvent::Purged(_) => &mut c.purges,
+                RaftEvent::Applied(_) => &mut c.applies,
+                RaftEvent::SnapshotBuilt(_) => &mut c.snapshots_built,
+                RaftEvent::SnapshotInstalled(_) => &mut c.snapshots_installed,
+                RaftEvent::LogRecovered { .. }
+                | RaftEvent::StateMachineOpened { .. }
+                | RaftEvent::Committed(_) => continue,
+            };
+            *n += 1;
+        }
+        c
+    }
+}
+
 type Sink = dyn Fn(RaftEvent) + Send + Sync;
 
 /// Where a node's storage reports its events (cheap to clone; a default probe drops them).

@@ -61,8 +61,9 @@ pub struct BugsArgs {
 }
 
 /// Whether a drawn scenario runs the code a planted bug lives in: its replication mode, or
-/// the simulated disk for a disk bug (redb is the engine on simulated disks), or, for a bug
-/// that needs lost writes to show, a Raft log on a disk that can lose them.
+/// the simulated disk for a disk bug (redb is the engine on simulated disks), for a bug that
+/// needs lost writes to show, a Raft log on a disk that can lose them, and for one that needs
+/// a crash to show, a Raft node that can crash (not on the memory engine).
 pub fn reaches(bug: Bug, s: &Scenario) -> bool {
     let (mode, engine) = (s.cluster.mode, s.cluster.engine);
     match bug {
@@ -74,10 +75,12 @@ pub fn reaches(bug: Bug, s: &Scenario) -> bool {
         | Bug::RaftAppliedNotPersisted
         | Bug::RaftVoteNotSynced
         | Bug::RaftPurgeUngated => mode == ShardKind::Raft && engine == EngineKind::Redb,
-        Bug::RaftFollowerLocalReads
-        | Bug::RaftSnapshotNonAtomic
-        | Bug::RaftLeaderLocalScans
-        | Bug::RaftAppendAckEarly => mode == ShardKind::Raft,
+        Bug::RaftSnapshotNonAtomic | Bug::RaftInitNotIdempotent => {
+            mode == ShardKind::Raft && engine != EngineKind::Memory
+        }
+        Bug::RaftFollowerLocalReads | Bug::RaftLeaderLocalScans | Bug::RaftAppendAckEarly => {
+            mode == ShardKind::Raft
+        }
         Bug::ScanValuesShifted => true,
     }
 }
@@ -190,13 +193,14 @@ impl Caught {
 
 /// Hunts one bug with the chaos generator: seeds from `start_seed` on, each drawing a
 /// scenario (written under `out/generic/<bug>/`), draws the bug cannot reach skipped, `jobs`
-/// runs at a time, at most `budget` runs. The first failing run in seed order whose control
-/// (the same seed with the bug off) passes is the catch.
+/// runs at a time, at most `budget` runs and no new batch after `seconds` of wall time. The
+/// first failing run in seed order whose control (the same seed with the bug off) passes is
+/// the catch.
 pub fn hunt_generic(
     exe: &Path,
     bug: Bug,
     start_seed: u64,
-    budget: u64,
+    (budget, seconds): (u64, f64),
     jobs: usize,
     out: &Path,
 ) -> Result<Hunt, String> {
@@ -212,7 +216,7 @@ pub fn hunt_generic(
     let (mut seed, mut runs, mut skipped) = (start_seed, 0u64, 0u64);
     let mut caught: Option<SweepRun> = None;
     let mut control_failed = Vec::new();
-    while caught.is_none() && runs < budget {
+    while caught.is_none() && runs < budget && started.elapsed_secs() < seconds {
         let mut batch = Vec::new();
         while batch.len() < jobs.max(1) && runs + (batch.len() as u64) < budget {
             let d = generate::chaos(seed);
@@ -313,7 +317,14 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     let mut hunts = Vec::new();
     for (bug, files) in &plan {
         let h = if args.generic {
-            hunt_generic(&exe, *bug, args.start_seed, args.runs, jobs, &args.out)?
+            hunt_generic(
+                &exe,
+                *bug,
+                args.start_seed,
+                (args.runs, f64::INFINITY),
+                jobs,
+                &args.out,
+            )?
         } else {
             hunt(&exe, *bug, files, args.seeds, jobs, &args.out)
         };
@@ -345,7 +356,7 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
 
 /// Prints one bug's hunt: the catch (and, for a generic hunt, that its control passed), or
 /// that it escaped; and any run that failed with the bug off too.
-fn print_hunt(h: &Hunt, files: &[PathBuf]) {
+pub(super) fn print_hunt(h: &Hunt, files: &[PathBuf]) {
     let within = match h.skipped {
         Some(skipped) => format!("{} seed(s) drawn, {skipped} not reaching it", h.seeds),
         None => format!("{} seed(s)", h.seeds),

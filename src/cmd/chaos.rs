@@ -12,7 +12,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::process::{exe, sweep_processes, Findings, SweepOptions};
+use crate::bugs::Bug;
 use crate::check::failure::{CheckKind, Failure};
+use crate::probe::EventCounts;
 use crate::rt::Stopwatch;
 use crate::scenario::{generate, Scenario};
 
@@ -37,6 +39,11 @@ pub struct ChaosArgs {
     /// Processes at once (default: the number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Hunt this planted bug instead: run drawn scenarios that reach its code with the bug on
+    /// until one fails and the same seed passes with the bug off (a control), or the budget
+    /// (or `--max-runs`, default 500) is spent; exits 1 if it escaped.
+    #[arg(long, value_name = "NAME", value_enum)]
+    pub bug: Option<Bug>,
 }
 
 /// Parses `90s`, `30m`, `2h` or plain seconds into seconds.
@@ -98,6 +105,9 @@ pub struct ChaosRun {
     pub wall_ms: u64,
     /// Real time of its linearizability check, ms.
     pub check_ms: u64,
+    /// What the Raft nodes' storage did, counted (Raft runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft_events: Option<EventCounts>,
     /// The run folder (failing runs).
     pub folder: Option<String>,
     /// The command that replays it.
@@ -133,6 +143,9 @@ pub struct ChaosSummary {
 
 /// `odgm-sim chaos`.
 pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
+    if let Some(bug) = args.bug {
+        return hunt_one(args, bug);
+    }
     let (shard, shards) = args.shard;
     let dir = args.out.join("scenarios");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -187,6 +200,7 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
                     .unwrap_or_default(),
                 wall_ms: r.report.as_ref().map_or(0, |rep| rep.wall_ms),
                 check_ms: r.report.as_ref().map_or(0, |rep| rep.check_ms),
+                raft_events: r.report.as_ref().ok().and_then(|rep| rep.raft_events),
                 folder: (!passed && folder.exists()).then(|| folder.display().to_string()),
                 replay: r.replay(&[]),
             };
@@ -240,6 +254,7 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
     let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     print_mix(&summary);
+    print_reached(&summary.results);
     for (kind, n) in &summary.failed_by_check {
         println!("  failed {kind}: {n} run(s)");
     }
@@ -265,6 +280,49 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `chaos --bug NAME`: the generic hunt of one planted bug (see [`super::bugs::hunt_generic`]).
+fn hunt_one(args: &ChaosArgs, bug: Bug) -> Result<ExitCode, String> {
+    if args.shard != (0, 1) {
+        return Err("--bug hunts from --start-seed on; it takes no --shard".into());
+    }
+    let jobs = super::default_jobs(args.jobs);
+    let runs = args.max_runs.unwrap_or(500);
+    println!(
+        "chaos --bug {bug}: up to {runs} run(s) that reach it from seed {}, budget {:.0} s, {jobs} at a time",
+        args.start_seed, args.budget
+    );
+    let h = super::bugs::hunt_generic(
+        &exe()?,
+        bug,
+        args.start_seed,
+        (runs, args.budget),
+        jobs,
+        &args.out,
+    )?;
+    super::bugs::print_hunt(&h, &[]);
+    Ok(if h.caught {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// How many Raft runs went through each storage path, so a reader sees what the budget
+/// reached.
+fn print_reached(results: &[ChaosRun]) {
+    let counts: Vec<EventCounts> = results.iter().filter_map(|r| r.raft_events).collect();
+    let runs = |f: fn(&EventCounts) -> u64| counts.iter().filter(|c| f(c) > 0).count();
+    println!(
+        "  Raft runs {}: restarted a node {}, truncated a log {}, purged a log {}, built a snapshot {}, installed one {}",
+        counts.len(),
+        runs(|c| c.restarts),
+        runs(|c| c.truncations),
+        runs(|c| c.purges),
+        runs(|c| c.snapshots_built),
+        runs(|c| c.snapshots_installed),
+    );
 }
 
 /// Runs per mode and engine, so a reader sees what the budget covered.

@@ -226,6 +226,13 @@ impl RaftNode {
         self.transport.local_addr()
     }
 
+    /// Why this node's Raft core stopped, if it did (a storage error, a panic in the core).
+    pub fn fatal(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.running_state.as_ref().err().map(|e| e.to_string())
+    }
+
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader

@@ -137,9 +137,10 @@ pub fn chaos(seed: u64) -> Drawn {
     let quiet_ms = d.int("quiet_s", 3..=6) * 1000;
     let mut options = ShardOptions::default();
     if mode == ShardKind::Raft {
-        let every = d.range("snapshot_every", 50i32..=500);
+        // Small snapshot intervals and short kept logs make lagging nodes install snapshots.
+        let every = d.range("snapshot_every", 20i32..=300);
         options.raft.snapshot_every = every as u64;
-        options.raft.keep_after_snapshot = d.int("keep_after_snapshot", 5..=every / 2);
+        options.raft.keep_after_snapshot = d.int("keep_after_snapshot", 1..=(every / 2).min(50));
     }
     let network = if nodes > 1 {
         let lo = d.int("latency_min_ms", 1..=5);
@@ -155,7 +156,7 @@ pub fn chaos(seed: u64) -> Drawn {
     let workload = Workload {
         clients,
         keys,
-        rate: d.fraction("rate", 5.0..40.0, 1),
+        rate: d.fraction("rate", 5.0..120.0, 1),
         mix: Mix {
             get: d.int("get", 0..=50) as u32,
             set: d.int("set", 10..=60) as u32,

@@ -167,7 +167,6 @@ impl FaultKind {
             FaultKind::Partition => &["groups"],
             FaultKind::Isolate
             | FaultKind::Clog
-            | FaultKind::Kill
             | FaultKind::Restart
             | FaultKind::Pause
             | FaultKind::Resume
@@ -176,7 +175,8 @@ impl FaultKind {
             | FaultKind::RemoveReplica => &["node"],
             FaultKind::OneWay => &["from", "to"],
             FaultKind::Heal => &[],
-            FaultKind::PowerLoss => &["node", "mode"],
+            FaultKind::PowerLoss => &["node", "mode", "after"],
+            FaultKind::Kill => &["node", "after"],
             FaultKind::ClockSkew => &["node", "offset_ms", "drift_ppm"],
             FaultKind::DiskFaults => &["node", "disk"],
         }
@@ -186,6 +186,7 @@ impl FaultKind {
     pub fn optional_fields(self) -> &'static [&'static str] {
         match self {
             FaultKind::ClockSkew => &["offset_ms", "drift_ppm"],
+            FaultKind::PowerLoss | FaultKind::Kill => &["after"],
             _ => &[],
         }
     }

@@ -142,6 +142,35 @@ impl<'de> Deserialize<'de> for Target {
     }
 }
 
+/// Longest an armed crash or power cut waits for what it is timed against, in simulated ms.
+pub const ARMED_CUT_WINDOW_MS: u64 = 2_000;
+
+/// What an armed crash or power cut waits for: the node's next N completed syncs (the redb
+/// engine, whose disks are simulated), votes saved or log appends acknowledged (Raft). In a
+/// scenario file: `after = { votes = 1 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CutAfter {
+    /// Completed syncs: the first of the node's disks to complete N more goes dark.
+    Syncs(u64),
+    /// Votes the Raft log store reported saved.
+    Votes(u64),
+    /// Appends the Raft log store reported durable.
+    Appends(u64),
+}
+
+impl CutAfter {
+    /// Most of anything a cut may wait for.
+    pub const MAX_COUNT: u64 = 1_000;
+
+    /// How many it waits for.
+    pub fn count(self) -> u64 {
+        match self {
+            CutAfter::Syncs(n) | CutAfter::Votes(n) | CutAfter::Appends(n) => n,
+        }
+    }
+}
+
 /// One fault.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "fault", rename_all = "snake_case")]
@@ -174,6 +203,10 @@ pub enum Fault {
     Kill {
         /// The node.
         node: Target,
+        /// Armed rather than now: the process dies right after the node's next N syncs, votes
+        /// saved or appends acknowledged (see [`Fault::PowerLoss`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<CutAfter>,
     },
     /// Stop a node and cut its power: its disks lose unsynced writes (redb engine).
     PowerLoss {
@@ -181,6 +214,11 @@ pub enum Fault {
         node: Target,
         /// What happens to unsynced sectors.
         mode: PowerLossMode,
+        /// Armed rather than now: the cut comes right after the node's next N syncs, votes
+        /// saved or log appends acknowledged, so it lands on the write path; if that does not
+        /// happen within [`ARMED_CUT_WINDOW_MS`], the cut comes then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<CutAfter>,
     },
     /// Start a stopped node again from its disks.
     Restart {

@@ -66,7 +66,8 @@ fn a_good_file_parses_with_defaults() {
     assert_eq!(
         s.schedule[2].fault,
         Fault::Kill {
-            node: Target::Leader
+            node: Target::Leader,
+            after: None
         }
     );
     assert!(s.checks.linearizability && s.checks.raft_invariants && !s.checks.convergence);
@@ -225,4 +226,39 @@ fn a_raft_node_on_the_memory_engine_cannot_be_killed() {
             "",
         );
     parse(&mst).unwrap();
+}
+
+#[test]
+fn armed_cuts_parse_round_trip_and_are_checked() {
+    let armed = |after: &str| {
+        format!("{GOOD}\n[[schedule]]\nat_ms = 9000\nfault = \"power_loss\"\nnode = 2\nmode = \"drop_all\"\nafter = {after}\n")
+    };
+    let s = parse(&armed("{ votes = 1 }")).unwrap();
+    let last = s.schedule.last().unwrap();
+    assert_eq!(
+        last.fault,
+        Fault::PowerLoss {
+            node: Target::Node(2),
+            mode: crate::storage::PowerLossMode::DropAll,
+            after: Some(crate::scenario::CutAfter::Votes(1)),
+        }
+    );
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+    let text = armed("{ syncs = 0 }");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(
+        e.field,
+        format!("schedule[{}].after", s.schedule.len() - 1),
+        "{e}"
+    );
+    assert_eq!(e.line, line_of(&text, "after = { syncs = 0 }"), "{e}");
+    assert!(parse(&armed("{ sinks = 2 }")).is_err());
+    // Syncs are counted on simulated disks only.
+    let fjall = armed("{ syncs = 2 }")
+        .replace("engine = \"redb\"", "engine = \"fjall\"")
+        .replace("fault = \"power_loss\"", "fault = \"kill\"")
+        .replace("mode = \"drop_all\"\n", "");
+    let e = parse(&fjall).unwrap_err();
+    assert!(e.message.contains("simulated disks"), "{e}");
+    parse(&fjall.replace("syncs = 2", "appends = 2")).unwrap();
 }

@@ -116,7 +116,7 @@ pub fn fault_units(schedule: &[ScheduledFault]) -> Vec<Vec<usize>> {
                 }
                 continue;
             }
-            Fault::Kill { node: t } | Fault::PowerLoss { node: t, .. } => {
+            Fault::Kill { node: t, .. } | Fault::PowerLoss { node: t, .. } => {
                 (node(t).map(|n| ("down", n)), None)
             }
             Fault::Restart { node: t } => (None, node(t).map(|n| ("down", n))),
@@ -172,7 +172,13 @@ mod tests {
             drift_ppm: 0,
         };
         let schedule = vec![
-            at(0, Fault::Kill { node: node(1) }),
+            at(
+                0,
+                Fault::Kill {
+                    node: node(1),
+                    after: None,
+                },
+            ),
             at(1, Fault::Clog { node: node(2) }),
             at(
                 2,
@@ -237,7 +243,13 @@ mod tests {
         assert!(s.nemesis.is_some());
         let end = s.duration_ms;
         let ran = vec![
-            at(10, Fault::Kill { node: node(2) }),
+            at(
+                10,
+                Fault::Kill {
+                    node: node(2),
+                    after: None,
+                },
+            ),
             at(end, Fault::Restart { node: node(2) }),
         ];
         let m = with_schedule_that_ran(&s, &ran);

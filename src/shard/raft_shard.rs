@@ -180,13 +180,19 @@ impl ShardState for RaftShard {
                 .next()
                 .is_none()
         };
-        if first && fresh {
+        // Planted bug: a restarted first node takes its cluster for a new one, initializes
+        // it again, and gives up on the refusal.
+        let not_idempotent = crate::bugs::active(crate::bugs::Bug::RaftInitNotIdempotent);
+        if first && (fresh || not_idempotent) {
             let mut members = BTreeMap::new();
             for r in &self.meta.replicas {
                 members.insert(*r, self.addresses.addr(*r, Service::Raft)?);
             }
             if let Err(e) = self.node.initialize(&members).await {
                 tracing::debug!(node = self.node.id, "raft initialize: {e}");
+                if not_idempotent {
+                    return Err(ShardError::Unavailable(format!("raft initialize: {e}")));
+                }
             }
         }
         self.readiness.set(true);

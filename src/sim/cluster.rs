@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::check::convergence::ReplicaState;
-use crate::probe::Probe;
+use crate::probe::{Probe, RaftEvent};
+use crate::scenario::CutAfter;
 use crate::shard::factory::{AddressBook, Service};
 use crate::shard::{
     DynShard, NodeClock, NodeContext, ObjectShard, ShardClient, ShardFactory, ShardKind,
@@ -128,14 +129,64 @@ impl NodeDisks {
 type Shards = Arc<Mutex<BTreeMap<u64, DynShard>>>;
 
 /// What the nodes' Raft storage reported, in the order it happened.
-type RaftRecord = Arc<Mutex<Vec<crate::probe::Recorded>>>;
+pub type RaftRecord = Arc<Mutex<Vec<crate::probe::Recorded>>>;
 
-/// A probe for one incarnation of node `id`, recording into `record` (or none).
-fn node_probe(record: Option<&RaftRecord>, id: u64, incarnation: u64) -> Probe {
+/// A node that stopped by itself: its storage did not open, its shard did not start or
+/// initialize, its endpoint did not bind, or its Raft core stopped on a fatal error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Death {
+    /// The node.
+    pub node: u64,
+    /// When, in simulated ms since the simulation started.
+    pub at_ms: u64,
+    /// Why, as the node said.
+    pub why: String,
+}
+
+type Deaths = Arc<Mutex<Vec<Death>>>;
+
+fn died(deaths: &Deaths, node: u64, why: String) {
+    tracing::error!(node, "{why}");
+    deaths
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Death {
+            node,
+            at_ms: super::trace::now_us() / 1000,
+            why,
+        });
+}
+
+/// Armed cuts waiting for a Raft event, by node: whether it waits for votes (else appends),
+/// and how many more; and the nodes whose cut went off (their disks went dark too, if they
+/// have simulated disks).
+#[derive(Default)]
+struct Wires {
+    armed: BTreeMap<u64, (bool, u64)>,
+    tripped: std::collections::BTreeSet<u64>,
+}
+
+type Tripwires = Arc<Mutex<Wires>>;
+
+/// A probe for one incarnation of node `id`, recording into `record` (or none). A vote or
+/// append it hears of may trip a power cut armed on the node: its disks go dark at once.
+fn node_probe(
+    record: Option<&RaftRecord>,
+    tripwires: &Tripwires,
+    disks: &NodeDisks,
+    id: u64,
+    incarnation: u64,
+) -> Probe {
     let Some(record) = record.cloned() else {
         return Probe::default();
     };
+    let (tripwires, disks) = (tripwires.clone(), disks.clone());
     Probe::new(move |event| {
+        let trips = match &event {
+            RaftEvent::VoteSaved(_) => Some(true),
+            RaftEvent::Appended(_) => Some(false),
+            _ => None,
+        };
         record
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -144,7 +195,21 @@ fn node_probe(record: Option<&RaftRecord>, id: u64, incarnation: u64) -> Probe {
                 node: id,
                 incarnation,
                 event,
-            })
+            });
+        let Some(votes) = trips else { return };
+        let mut wires = tripwires.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((on_votes, left)) = wires.armed.get_mut(&id) {
+            if *on_votes == votes {
+                *left -= 1;
+                if *left == 0 {
+                    wires.armed.remove(&id);
+                    wires.tripped.insert(id);
+                    for d in disks.sim_disks() {
+                        d.cut_power_now();
+                    }
+                }
+            }
+        }
     })
 }
 
@@ -159,6 +224,8 @@ pub struct Cluster {
     shards: Shards,
     addresses: AddressBook,
     record: Option<RaftRecord>,
+    tripwires: Tripwires,
+    deaths: Deaths,
     /// The client endpoint.
     pub client: ShardClient,
     client_host: madsim::runtime::NodeHandle,
@@ -210,6 +277,8 @@ impl Cluster {
         };
         let election_slots = ElectionSlots::new(total);
         let record: Option<RaftRecord> = spec.record.then(Arc::default);
+        let tripwires = Tripwires::default();
+        let deaths = Deaths::default();
         // Simulated disks (redb) or a temporary folder (fjall), unless the spec opens stores.
         let own = |engine| spec.open.is_none() && spec.engine == engine;
         for id in 1..=total {
@@ -240,7 +309,7 @@ impl Cluster {
             let election_slots = election_slots.clone();
             let (engine, addresses, shards) = (spec.engine, addresses.clone(), shards.clone());
             let opener = spec.open.clone();
-            let record = record.clone();
+            let (record, tripwires, deaths) = (record.clone(), tripwires.clone(), deaths.clone());
             let incarnations = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let host = handle
                 .create_node()
@@ -256,7 +325,8 @@ impl Cluster {
                         (addresses.clone(), shards.clone(), opener.clone());
                     let incarnation =
                         incarnations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let probe = node_probe(record.as_ref(), id, incarnation);
+                    let probe = node_probe(record.as_ref(), &tripwires, &d, id, incarnation);
+                    let deaths = deaths.clone();
                     async move {
                         let (app, log) = match opener {
                             Some(o) => (o.0(id, Store::App).await, o.0(id, Store::Log).await),
@@ -269,7 +339,7 @@ impl Cluster {
                             (Ok(a), Ok(l)) => (a, l),
                             (Err(e), _) | (_, Err(e)) => {
                                 // Fail-stop: a node whose storage does not open stays down.
-                                tracing::error!(node = id, "storage did not open: {e}");
+                                died(&deaths, id, format!("storage did not open: {e}"));
                                 return;
                             }
                         };
@@ -284,12 +354,12 @@ impl Cluster {
                         let shard = match ShardFactory::create(meta, ctx).await {
                             Ok(s) => s,
                             Err(e) => {
-                                tracing::error!(node = id, "shard did not start: {e}");
+                                died(&deaths, id, format!("shard did not start: {e}"));
                                 return;
                             }
                         };
                         if let Err(e) = shard.initialize().await {
-                            tracing::error!(node = id, "shard did not initialize: {e}");
+                            died(&deaths, id, format!("shard did not initialize: {e}"));
                             return;
                         }
                         let addr = addresses
@@ -298,7 +368,7 @@ impl Cluster {
                         let _server = match ObjectShard::serve(shard.clone(), addr).await {
                             Ok(s) => s,
                             Err(e) => {
-                                tracing::error!(node = id, "client endpoint: {e}");
+                                died(&deaths, id, format!("client endpoint: {e}"));
                                 return;
                             }
                         };
@@ -335,9 +405,17 @@ impl Cluster {
             shards,
             addresses,
             record,
+            tripwires,
+            deaths,
             client,
             client_host,
         }
+    }
+
+    /// The record the nodes' Raft storage reports into (none unless the spec records): a
+    /// handle that outlives the cluster, so a run that panics can still check it.
+    pub fn raft_record_handle(&self) -> Option<RaftRecord> {
+        self.record.clone()
     }
 
     /// Everything the nodes' Raft storage reported so far (empty unless the spec records).
@@ -386,14 +464,22 @@ impl Cluster {
     /// Stops a node (its tasks end; its disks keep what was synced and what was not, until a
     /// power loss).
     pub fn kill(&self, id: u64) {
+        self.tripwires
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tripped
+            .remove(&id);
         self.shards
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
         self.handle.kill(self.hosts[&id].id());
-        // The dead process's storage may be dropped later; it must not write then.
+        // The dead process's storage may be dropped later; it must not write then. A disk
+        // an armed crash darkened comes back with what it had (a power loss then decides
+        // what survives).
         for disk in self.disks[&id].sim_disks() {
             disk.fence();
+            disk.restore_power();
         }
     }
 
@@ -402,6 +488,90 @@ impl Cluster {
         for disk in self.disks[&id].sim_disks() {
             disk.power_loss(mode);
         }
+    }
+
+    /// Nodes that stopped by themselves so far, and Raft nodes up whose core has stopped.
+    pub fn deaths(&self) -> Vec<Death> {
+        let mut out = self
+            .deaths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for id in self.node_ids() {
+            if let Some(why) = self.raft(id).and_then(|r| r.fatal()) {
+                out.push(Death {
+                    node: id,
+                    at_ms: super::trace::now_us() / 1000,
+                    why: format!("Raft core stopped: {why}"),
+                });
+            }
+        }
+        out
+    }
+
+    /// The nodes whose Raft storage saved a vote or an append at or after `since_us`.
+    pub fn raft_writers_since(&self, since_us: u64) -> Vec<u64> {
+        let Some(record) = &self.record else {
+            return Vec::new();
+        };
+        let record = record.lock().unwrap_or_else(|e| e.into_inner());
+        let mut nodes: Vec<u64> = record
+            .iter()
+            .rev()
+            .take_while(|r| r.at_us >= since_us)
+            .filter(|r| matches!(r.event, RaftEvent::VoteSaved(_) | RaftEvent::Appended(_)))
+            .map(|r| r.node)
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Arms a power cut on a node's disks (redb): they go dark right after `after` has
+    /// happened (the injector then stops the node and cuts its power). Votes and appends are
+    /// heard through the Raft probe, so they need a recording cluster.
+    pub fn arm_power_cut(&self, id: u64, after: CutAfter) {
+        match after {
+            CutAfter::Syncs(n) => {
+                for disk in self.disks[&id].sim_disks() {
+                    disk.cut_power_after_syncs(n);
+                }
+            }
+            CutAfter::Votes(n) | CutAfter::Appends(n) => {
+                let votes = matches!(after, CutAfter::Votes(_));
+                self.tripwires
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .armed
+                    .insert(id, (votes, n.max(1)));
+            }
+        }
+    }
+
+    /// Disarms a node's armed cut; whether one was armed and had not gone off.
+    pub fn disarm_power_cut(&self, id: u64) -> bool {
+        let out = self.power_is_out(id);
+        let wire = {
+            let mut w = self.tripwires.lock().unwrap_or_else(|e| e.into_inner());
+            w.tripped.remove(&id);
+            w.armed.remove(&id).is_some()
+        };
+        let mut syncs = false;
+        for disk in self.disks[&id].sim_disks() {
+            syncs |= disk.sync_cut_armed();
+            disk.disarm();
+        }
+        (wire || syncs) && !out
+    }
+
+    /// Whether a node's armed cut went off (its disks, if simulated, went dark).
+    pub fn power_is_out(&self, id: u64) -> bool {
+        self.tripwires
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tripped
+            .contains(&id)
+            || self.disks[&id].sim_disks().any(SimDisk::is_powered_off)
     }
 
     /// Restarts a node from its disks.

@@ -13,7 +13,7 @@ use super::cluster::Cluster;
 use super::trace;
 use super::workload::Members;
 use crate::check::history::FaultEvent;
-use crate::scenario::{Fault, FaultKind, ScheduledFault, Target};
+use crate::scenario::{CutAfter, Fault, FaultKind, ScheduledFault, Target, ARMED_CUT_WINDOW_MS};
 use crate::shard::ShardKind;
 use crate::storage::{DiskFaults, EngineKind, PowerLossMode};
 
@@ -260,17 +260,23 @@ impl Injector {
                 self.end(&CUTS, None);
                 trace::record("fault heal: every link restored");
             }
-            Fault::Kill { node } => {
+            Fault::Kill { node, after } => {
                 let Some(n) = self.resolve(*node) else {
                     return skipped();
                 };
-                self.kill(n, None);
+                match after {
+                    None => self.kill(n, None),
+                    Some(after) => self.arm_cut(n, None, *after),
+                }
             }
-            Fault::PowerLoss { node, mode } => {
+            Fault::PowerLoss { node, mode, after } => {
                 let Some(n) = self.resolve(*node) else {
                     return skipped();
                 };
-                self.kill(n, Some(*mode));
+                match after {
+                    None => self.kill(n, Some(*mode)),
+                    Some(after) => self.arm_cut(n, Some(*mode), *after),
+                }
             }
             Fault::Restart { node } => {
                 let nodes: Vec<u64> = match node {
@@ -346,21 +352,76 @@ impl Injector {
         }
     }
 
+    /// Arms a crash (`power`: and a power cut) of node `n` that lands right after `after`
+    /// (see [`Cluster::arm_power_cut`]): a watcher stops the node (and cuts its power) when
+    /// the cut goes off, or anyway once [`ARMED_CUT_WINDOW_MS`] pass. A restart or the heal
+    /// before that disarms it.
+    pub(super) fn arm_cut(self: &Arc<Self>, n: u64, power: Option<PowerLossMode>, after: CutAfter) {
+        if lock(&self.down).contains(&n) {
+            return;
+        }
+        let node = Target::Node(n);
+        self.record(match power {
+            Some(mode) => Fault::PowerLoss {
+                node,
+                mode,
+                after: Some(after),
+            },
+            None => Fault::Kill {
+                node,
+                after: Some(after),
+            },
+        });
+        self.cluster.arm_power_cut(n, after);
+        trace::record(format_args!("fault armed cut: node {n} after {after:?}"));
+        let inj = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(ARMED_CUT_WINDOW_MS);
+            loop {
+                if inj.healed.load(Ordering::Relaxed) || lock(&inj.down).contains(&n) {
+                    return;
+                }
+                if inj.cluster.power_is_out(n) {
+                    trace::record(format_args!("fault armed cut went off: node {n}"));
+                    inj.stop(n, power);
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    if inj.cluster.disarm_power_cut(n) {
+                        inj.stop(n, power);
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+    }
+
     pub(super) fn kill(&self, n: u64, power: Option<PowerLossMode>) {
+        if lock(&self.down).contains(&n) {
+            return;
+        }
+        self.record(match power {
+            Some(mode) => Fault::PowerLoss {
+                node: Target::Node(n),
+                mode,
+                after: None,
+            },
+            None => Fault::Kill {
+                node: Target::Node(n),
+                after: None,
+            },
+        });
+        self.stop(n, power);
+    }
+
+    /// Stops node `n` (and cuts its power), without recording it as a fault of its own.
+    fn stop(&self, n: u64, power: Option<PowerLossMode>) {
         if !lock(&self.down).insert(n) {
             return;
         }
         lock(&self.paused).remove(&n);
         self.cluster.kill(n);
-        self.record(match power {
-            Some(mode) => Fault::PowerLoss {
-                node: Target::Node(n),
-                mode,
-            },
-            None => Fault::Kill {
-                node: Target::Node(n),
-            },
-        });
         match power {
             Some(mode) => {
                 self.cluster.power_loss(n, mode);
@@ -376,6 +437,7 @@ impl Injector {
     }
 
     pub(super) fn restart(&self, n: u64) {
+        self.cluster.disarm_power_cut(n);
         if !lock(&self.down).remove(&n) {
             return;
         }
@@ -509,6 +571,13 @@ impl Injector {
     /// fault rates. (Clock skew stays: a clock that is off is not a fault to heal.)
     pub fn heal_all(&self) {
         self.healed.store(true, Ordering::Relaxed);
+        // An armed cut that has not happened is called off; one that has is undone below.
+        for n in self.cluster.node_ids() {
+            if self.cluster.power_is_out(n) && !lock(&self.down).contains(&n) {
+                self.stop(n, Some(PowerLossMode::DropAll));
+            }
+            self.cluster.disarm_power_cut(n);
+        }
         self.cluster.heal();
         self.end(&CUTS, None);
         let paused: Vec<u64> = lock(&self.paused).iter().copied().collect();

@@ -9,10 +9,11 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use super::cluster::Cluster;
 use super::faults::Injector;
 use super::trace;
-use crate::scenario::{Fault, Nemesis, NemesisKind, Target};
-use crate::storage::{DiskFaults, PowerLossMode};
+use crate::scenario::{CutAfter, Fault, Nemesis, NemesisKind, Target};
+use crate::storage::{DiskFaults, EngineKind, PowerLossMode};
 
 /// What undoes a nemesis fault.
 enum Undo {
@@ -55,6 +56,12 @@ pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) 
     let named: Vec<(&str, f64)> = kinds.iter().map(|(k, w)| (k.name(), *w)).collect();
     trace::record(format_args!("nemesis kinds: {named:?}"));
     let total: f64 = kinds.iter().map(|(_, w)| w).sum();
+    let crashes: Vec<NemesisKind> = kinds
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| matches!(k, NemesisKind::Kill | NemesisKind::PowerLoss))
+        .collect();
+    let syncs = inj.cluster.spec.engine == EngineKind::Redb;
     loop {
         let (gap, hold, roll) = {
             let mut rng = crate::rt::thread_rng();
@@ -80,8 +87,56 @@ pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) 
         let undo = inject(&inj, kind).await;
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         tokio::time::sleep(Duration::from_millis(hold).min(left)).await;
+        let returning = match undo {
+            Undo::Restart(n) => vec![n],
+            Undo::Heal => inj.live_members(),
+            _ => Vec::new(),
+        };
         undo_fault(&inj, undo).await;
+        // A node coming back catches up (appends, truncations, snapshot installs) in a burst
+        // of writes; now and then a crash or power cut is armed to land inside that burst.
+        if syncs && !crashes.is_empty() && !returning.is_empty() {
+            let armed = {
+                let mut rng = crate::rt::thread_rng();
+                rng.gen_bool(0.5).then(|| {
+                    let n = *returning.choose(&mut rng).expect("not empty");
+                    let power = (*crashes.choose(&mut rng).expect("not empty")
+                        == NemesisKind::PowerLoss)
+                        .then(|| *PowerLossMode::ALL.choose(&mut rng).expect("modes"));
+                    let most = 1u64 << rng.gen_range(0..=6u32);
+                    (n, power, CutAfter::Syncs(rng.gen_range(1..=most)))
+                })
+            };
+            if let Some((n, power, after)) = armed {
+                inj.arm_cut(n, power, after);
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(Duration::from_millis(hold).min(left)).await;
+                inj.restart(n);
+            }
+        }
     }
+}
+
+/// What an armed crash or power cut waits for, if the cluster can time one: a vote or a few
+/// appends (Raft, whose events the cluster records) or some syncs (simulated disks: 1 to 64,
+/// small counts as likely as large ranges, so the cut lands early in a burst of writes as
+/// often as late).
+fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
+    let mut ways = Vec::new();
+    if c.spec.record {
+        ways.extend([0, 1]);
+    }
+    if c.spec.engine == EngineKind::Redb {
+        ways.push(2);
+    }
+    Some(match *ways.choose(rng)? {
+        0 => CutAfter::Votes(1),
+        1 => CutAfter::Appends(rng.gen_range(1..=4)),
+        _ => {
+            let most = 1u64 << rng.gen_range(0..=6u32);
+            CutAfter::Syncs(rng.gen_range(1..=most))
+        }
+    })
 }
 
 async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {
@@ -116,15 +171,32 @@ async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {
             Undo::Heal
         }
         NemesisKind::Kill | NemesisKind::PowerLoss => {
-            let Some(n) = inj.pick(&live) else {
+            let (power, after) = {
+                let mut rng = crate::rt::thread_rng();
+                let power = (kind == NemesisKind::PowerLoss)
+                    .then(|| *PowerLossMode::ALL.choose(&mut rng).expect("modes"));
+                let after = rng.gen_bool(0.5).then(|| draw_cut(&mut rng, c)).flatten();
+                (power, after)
+            };
+            let Some(after) = after else {
+                let Some(n) = inj.pick(&live) else {
+                    return Undo::Nothing;
+                };
+                inj.kill(n, power);
+                return Undo::Restart(n);
+            };
+            // An armed cut goes, every other time, to a node that is voting or appending now
+            // (if any is); otherwise to any live node, which may be idle until later.
+            let busy: Vec<u64> = c
+                .raft_writers_since(trace::now_us().saturating_sub(500_000))
+                .into_iter()
+                .filter(|n| live.contains(n))
+                .collect();
+            let prefer_busy = !busy.is_empty() && crate::rt::thread_rng().gen_bool(0.5);
+            let Some(n) = inj.pick(if prefer_busy { &busy } else { &live }) else {
                 return Undo::Nothing;
             };
-            let mode = (kind == NemesisKind::PowerLoss).then(|| {
-                *PowerLossMode::ALL
-                    .choose(&mut crate::rt::thread_rng())
-                    .expect("modes")
-            });
-            inj.kill(n, mode);
+            inj.arm_cut(n, power, after);
             Undo::Restart(n)
         }
         NemesisKind::Pause => {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cluster::Death;
 use super::trace::Trace;
 use crate::bugs::Bug;
 use crate::check::convergence::{check_convergence, ConvergenceInput, ConvergenceReport};
@@ -13,7 +14,7 @@ use crate::check::model::{KvInput, KvModel, KvOutput};
 use crate::check::raft::RaftObservation;
 use crate::check::scan::check_scans;
 use crate::rt::Stopwatch;
-use crate::scenario::{Scenario, ScheduledFault};
+use crate::scenario::{Fault, Scenario, ScheduledFault, Target, ARMED_CUT_WINDOW_MS};
 
 /// Counts of operations by outcome.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,6 +71,9 @@ pub struct RunReport {
     /// Snapshots that nodes installed from a leader (Raft; counted on nodes up at the end,
     /// since their last restart).
     pub snapshots_installed: u64,
+    /// What the nodes' Raft storage did, counted (Raft runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_events: Option<crate::probe::EventCounts>,
     /// Planted bugs that were on.
     pub bugs: Vec<Bug>,
     /// The faults applied before the final heal, targets resolved, at their times: the
@@ -127,9 +131,62 @@ pub(super) struct Simulated {
     pub raft_events: Vec<crate::probe::Recorded>,
     /// Keys no replica answered a final read of.
     pub unreadable: Vec<u64>,
+    /// Nodes that stopped by themselves (times in ms since the run started).
+    pub deaths: Vec<Death>,
+    /// Replicas not serving at the end.
+    pub not_back: Vec<u64>,
     pub snapshots_installed: u64,
     pub simulated_ms: u64,
     pub trace: Trace,
+}
+
+/// Nodes that stopped with no fault to explain it, and replicas not serving at the end.
+/// Injected disk errors on a node explain its deaths (fail-stop is what a node must do on
+/// them); so does a crash or power cut armed on it that went off while the node was starting.
+/// A power cut alone explains nothing: the node must come back from what its disks kept.
+pub(super) fn stopped_nodes(
+    deaths: &[Death],
+    not_back: &[u64],
+    faults_ran: &[ScheduledFault],
+) -> Vec<Failure> {
+    let explained = |d: &Death| {
+        faults_ran.iter().any(|f| match &f.fault {
+            Fault::DiskFaults {
+                node: Target::Node(n),
+                disk,
+            } => *n == d.node && disk.has_errors() && f.at_ms <= d.at_ms,
+            Fault::PowerLoss {
+                node: Target::Node(n),
+                after: Some(_),
+                ..
+            }
+            | Fault::Kill {
+                node: Target::Node(n),
+                after: Some(_),
+            } => *n == d.node && (f.at_ms..=f.at_ms + ARMED_CUT_WINDOW_MS).contains(&d.at_ms),
+            _ => false,
+        })
+    };
+    let mut out = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
+    for d in deaths.iter().filter(|d| !explained(d)) {
+        if named.insert(d.node) {
+            out.push(Failure::NodeStopped {
+                node: d.node,
+                at_ms: d.at_ms,
+                why: d.why.clone(),
+            });
+        }
+    }
+    let nodes: Vec<u64> = not_back
+        .iter()
+        .copied()
+        .filter(|n| !named.contains(n))
+        .collect();
+    if !nodes.is_empty() {
+        out.push(Failure::NotBack { nodes });
+    }
+    out
 }
 
 /// The model the runs' histories are checked against: a read of a key nobody wrote returns
@@ -243,6 +300,7 @@ pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -
             }
         }
     }
+    failures.extend(stopped_nodes(&sim.deaths, &sim.not_back, &sim.faults_ran));
     if !sim.unreadable.is_empty() {
         failures.push(Failure::Availability {
             keys: sim.unreadable.clone(),
@@ -274,6 +332,10 @@ pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -
             .map(|ns| ns / 1_000_000),
         leader_terms: sim.leaders,
         snapshots_installed: sim.snapshots_installed,
+        raft_events: sim
+            .raft
+            .is_some()
+            .then(|| crate::probe::EventCounts::of(&sim.raft_events)),
         bugs,
         faults_ran: sim.faults_ran,
     };
@@ -292,14 +354,14 @@ pub(super) fn panicked(
     seed: u64,
     trace: Trace,
     bugs: Vec<Bug>,
-    failure: Failure,
+    failures: Vec<Failure>,
 ) -> RunOutput {
     RunOutput {
         report: RunReport {
             scenario: s.name.clone(),
             seed,
             passed: false,
-            failures: vec![failure],
+            failures,
             trace_hash: format!("{:016x}", trace.hash),
             trace_lines: trace.lines.len() as u64 + trace.dropped,
             simulated_ms: 0,
@@ -312,6 +374,7 @@ pub(super) fn panicked(
             converged_after_ms: None,
             leader_terms: 0,
             snapshots_installed: 0,
+            raft_events: None,
             bugs,
             faults_ran: Vec::new(),
         },
@@ -319,5 +382,87 @@ pub(super) fn panicked(
         trace,
         linearizability: None,
         convergence: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{DiskFaults, PowerLossMode};
+
+    fn death(node: u64, at_ms: u64) -> Death {
+        Death {
+            node,
+            at_ms,
+            why: "storage did not open".into(),
+        }
+    }
+
+    fn at(at_ms: u64, fault: Fault) -> ScheduledFault {
+        ScheduledFault { at_ms, fault }
+    }
+
+    #[test]
+    fn a_death_no_fault_explains_is_a_failure_and_so_is_a_replica_not_back() {
+        let deaths = [death(2, 500)];
+        let f = stopped_nodes(&deaths, &[2, 3], &[]);
+        assert_eq!(
+            f,
+            vec![
+                Failure::NodeStopped {
+                    node: 2,
+                    at_ms: 500,
+                    why: "storage did not open".into()
+                },
+                Failure::NotBack { nodes: vec![3] }
+            ]
+        );
+        // A plain power cut explains nothing: the node must come back from its disks.
+        let cut = at(
+            100,
+            Fault::PowerLoss {
+                node: Target::Node(2),
+                mode: PowerLossMode::DropAll,
+                after: None,
+            },
+        );
+        assert_eq!(stopped_nodes(&deaths, &[], &[cut]).len(), 1);
+    }
+
+    #[test]
+    fn disk_errors_and_armed_cuts_on_the_node_explain_its_death() {
+        let errors = DiskFaults {
+            read_error_rate: 0.1,
+            ..DiskFaults::none()
+        };
+        let disk = |node, at_ms| {
+            at(
+                at_ms,
+                Fault::DiskFaults {
+                    node: Target::Node(node),
+                    disk: errors.clone(),
+                },
+            )
+        };
+        let deaths = [death(2, 500)];
+        assert!(stopped_nodes(&deaths, &[], &[disk(2, 100)]).is_empty());
+        // On another node, or after the death, they do not.
+        assert_eq!(stopped_nodes(&deaths, &[], &[disk(1, 100)]).len(), 1);
+        assert_eq!(stopped_nodes(&deaths, &[], &[disk(2, 600)]).len(), 1);
+        let armed = |at_ms| {
+            at(
+                at_ms,
+                Fault::Kill {
+                    node: Target::Node(2),
+                    after: Some(crate::scenario::CutAfter::Syncs(3)),
+                },
+            )
+        };
+        let late = [death(2, 5_000)];
+        assert!(stopped_nodes(&late, &[], &[armed(4_900)]).is_empty());
+        assert_eq!(
+            stopped_nodes(&late, &[], &[armed(5_000 - ARMED_CUT_WINDOW_MS - 1)]).len(),
+            1
+        );
     }
 }

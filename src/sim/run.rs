@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::cluster::{Cluster, ClusterSpec};
+use super::cluster::{Cluster, ClusterSpec, Death, RaftRecord};
 use super::faults::{self, Injector};
 use super::observe::{self, LeaderLog};
 use super::report::{self, RunOutput, Simulated};
@@ -79,8 +79,15 @@ impl Drop for RunGuard {
     }
 }
 
+thread_local! {
+    /// The Raft record of the run on this thread, when its Raft invariants are checked: a run
+    /// that panics still has it checked.
+    static RAFT_RECORD: std::cell::RefCell<Option<RaftRecord>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Runs a scenario with one seed.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
+    RAFT_RECORD.with(|r| r.borrow_mut().take());
     let started = Stopwatch::start();
     let bugs = opts.bugs_for(scenario);
     let sim = {
@@ -91,6 +98,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
         let (s, o) = (scenario.clone(), opts.clone());
         rt.block_on(async move { simulate(s, o).await })
     };
+    RAFT_RECORD.with(|r| r.borrow_mut().take());
     let mut out = report::verdict(scenario, opts.seed, sim, bugs);
     out.report.wall_ms = started.elapsed_ms();
     out
@@ -125,12 +133,20 @@ pub fn run_catching(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into());
     let location = location.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // What the Raft storage reported up to the panic is still checked: the panic is often
+    // where openraft noticed what one of our invariants says.
+    let recorded = RAFT_RECORD
+        .with(|r| r.borrow_mut().take())
+        .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_default();
+    let mut failures = vec![Failure::Panic { message, location }];
+    failures.extend(crate::check::raft_events::check(&recorded));
     let mut out = report::panicked(
         scenario,
         opts.seed,
         trace::finish(),
         opts.bugs_for(scenario),
-        Failure::Panic { message, location },
+        failures,
     );
     out.report.wall_ms = started.elapsed_ms();
     out
@@ -139,6 +155,7 @@ pub fn run_catching(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
 async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     trace::begin(opts.trace_limit);
     let start = tokio::time::Instant::now();
+    let start_ms = trace::now_us() / 1000;
     trace::record(format_args!("scenario {} seed {}", s.name, opts.seed));
     let c = &s.cluster;
     let cluster = Arc::new(
@@ -154,6 +171,9 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
         })
         .await,
     );
+    if s.checks.raft_invariants {
+        RAFT_RECORD.with(|r| *r.borrow_mut() = cluster.raft_record_handle());
+    }
     let (lo, hi) = s.network.latency_ms;
     cluster.set_network(
         Duration::from_millis(lo)..Duration::from_millis(hi.max(lo + 1)),
@@ -230,6 +250,19 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     } else {
         None
     };
+    let deaths: Vec<Death> = cluster
+        .deaths()
+        .into_iter()
+        .map(|d| Death {
+            at_ms: d.at_ms.saturating_sub(start_ms),
+            ..d
+        })
+        .collect();
+    // Every replica must serve at the end: the heal restarted whatever a fault stopped.
+    let not_back: Vec<u64> = workload::current(&members)
+        .into_iter()
+        .filter(|&id| !cluster.is_up(id) || cluster.raft(id).is_some_and(|r| r.fatal().is_some()))
+        .collect();
     let snapshots_installed = cluster
         .node_ids()
         .into_iter()
@@ -259,6 +292,8 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
         raft,
         raft_events,
         unreadable,
+        deaths,
+        not_back,
         snapshots_installed,
         simulated_ms,
         faults_ran,

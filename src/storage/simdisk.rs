@@ -151,6 +151,8 @@ struct DiskState {
     stats: DiskStats,
     /// Writes and syncs left before the power goes out (see [`SimDisk::cut_power_after`]).
     ops_until_cut: Option<u64>,
+    /// Syncs left to complete before the power goes out (see [`SimDisk::cut_power_after_syncs`]).
+    syncs_until_cut: Option<u64>,
     /// The power is out: every operation fails until [`SimDisk::power_loss`] runs.
     powered_off: bool,
     /// Bumped by [`SimDisk::fence`]; backends from an older epoch belong to a dead process.
@@ -180,6 +182,7 @@ impl SimDisk {
                 pending_latency: Duration::ZERO,
                 stats: DiskStats::default(),
                 ops_until_cut: None,
+                syncs_until_cut: None,
                 powered_off: false,
                 epoch: 0,
             })),
@@ -227,6 +230,45 @@ impl SimDisk {
         self.lock().ops_until_cut = Some(ops);
     }
 
+    /// Arms a power cut timed against the write path: `syncs` more syncs complete, and the
+    /// power goes out right after the last of them returns (what it made durable stays; what
+    /// is written after it is lost). `syncs` of 0 cuts now.
+    pub fn cut_power_after_syncs(&self, syncs: u64) {
+        let mut s = self.lock();
+        if syncs == 0 {
+            s.powered_off = true;
+        } else {
+            s.syncs_until_cut = Some(syncs);
+        }
+    }
+
+    /// Cuts the power now, leaving the disk dark until [`SimDisk::power_loss`].
+    pub fn cut_power_now(&self) {
+        self.cut_power_after_syncs(0);
+    }
+
+    /// Brings a dark disk back without losing anything: the process that used it died where
+    /// the disk went dark, but the machine kept its power (what was written and not synced
+    /// is still in the OS cache). Disarms any cut still armed.
+    pub fn restore_power(&self) {
+        let mut s = self.lock();
+        s.powered_off = false;
+        s.ops_until_cut = None;
+        s.syncs_until_cut = None;
+    }
+
+    /// Whether a cut armed by [`SimDisk::cut_power_after_syncs`] waits.
+    pub fn sync_cut_armed(&self) -> bool {
+        self.lock().syncs_until_cut.is_some()
+    }
+
+    /// Disarms any armed power cut that has not happened yet.
+    pub fn disarm(&self) {
+        let mut s = self.lock();
+        s.ops_until_cut = None;
+        s.syncs_until_cut = None;
+    }
+
     /// Whether an armed power cut has happened (and [`SimDisk::power_loss`] not yet run).
     pub fn is_powered_off(&self) -> bool {
         self.lock().powered_off
@@ -240,6 +282,7 @@ impl SimDisk {
         s.stats.power_losses += 1;
         s.powered_off = false;
         s.ops_until_cut = None;
+        s.syncs_until_cut = None;
         let dirty = std::mem::take(&mut s.dirty);
         let len = s.durable.len() as u64;
         for sector in dirty {
@@ -323,6 +366,17 @@ impl DiskState {
             )));
         }
         Ok(())
+    }
+
+    /// Counts a completed sync against a cut armed by [`SimDisk::cut_power_after_syncs`].
+    fn count_sync(&mut self) {
+        if let Some(left) = self.syncs_until_cut.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.syncs_until_cut = None;
+                self.powered_off = true;
+            }
+        }
     }
 
     fn roll(&mut self, rate: f64) -> bool {
@@ -423,6 +477,7 @@ impl redb::StorageBackend for SimDiskBackend {
             return Err(injected("sync", 0));
         }
         if s.faults.sync_lies {
+            s.count_sync();
             return Ok(());
         }
         let len = s.live.len();
@@ -436,6 +491,7 @@ impl redb::StorageBackend for SimDiskBackend {
             s.durable[a..b].copy_from_slice(&s.live[a..b]);
         }
         s.dirty.clear();
+        s.count_sync();
         Ok(())
     }
 
@@ -496,6 +552,31 @@ mod tests {
         let mut out = [0u8; 10];
         b.read(5000, &mut out).unwrap();
         assert_eq!(out, [0; 10]);
+    }
+
+    #[test]
+    fn a_cut_armed_after_syncs_keeps_what_they_made_durable_and_nothing_after() {
+        let disk = SimDisk::new(1, DiskFaults::none());
+        let b = disk.backend();
+        b.set_len(4096).unwrap();
+        disk.cut_power_after_syncs(2);
+        b.write(0, &[1; 10]).unwrap();
+        b.sync_data().unwrap();
+        assert!(!disk.is_powered_off());
+        b.write(0, &[2; 10]).unwrap();
+        b.sync_data().unwrap();
+        assert!(disk.is_powered_off(), "dark right after the second sync");
+        assert!(b.write(0, &[3; 10]).is_err());
+        assert!(b.sync_data().is_err());
+        disk.power_loss(PowerLossMode::DropAll);
+        let mut out = [0u8; 10];
+        b.read(0, &mut out).unwrap();
+        assert_eq!(out, [2; 10]);
+        // Disarmed, nothing goes dark.
+        disk.cut_power_after_syncs(1);
+        disk.disarm();
+        b.sync_data().unwrap();
+        assert!(!disk.is_powered_off());
     }
 
     #[test]

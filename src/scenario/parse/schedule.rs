@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Ctx, Result};
-use crate::scenario::{ClusterConfig, Fault, FaultKind, Need, ScheduledFault, Target};
-use crate::storage::{DiskFaults, PowerLossMode};
+use crate::scenario::{ClusterConfig, CutAfter, Fault, FaultKind, Need, ScheduledFault, Target};
+use crate::storage::{DiskFaults, EngineKind, PowerLossMode};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,11 +24,12 @@ pub(super) struct RawFault {
     drift_ppm: Option<Spanned<i64>>,
     mode: Option<Spanned<PowerLossMode>>,
     disk: Option<Spanned<DiskFaults>>,
+    after: Option<Spanned<CutAfter>>,
 }
 
 impl RawFault {
     /// Where each field the entry gives is (by the names [`FaultKind::fields`] uses).
-    fn given(&self) -> [(&'static str, Option<Range<usize>>); 8] {
+    fn given(&self) -> [(&'static str, Option<Range<usize>>); 9] {
         [
             ("node", self.node.as_ref().map(|s| s.span())),
             ("groups", self.groups.as_ref().map(|s| s.span())),
@@ -38,6 +39,7 @@ impl RawFault {
             ("drift_ppm", self.drift_ppm.as_ref().map(|s| s.span())),
             ("mode", self.mode.as_ref().map(|s| s.span())),
             ("disk", self.disk.as_ref().map(|s| s.span())),
+            ("after", self.after.as_ref().map(|s| s.span())),
         ]
     }
 }
@@ -179,6 +181,36 @@ impl<'a> Schedule<'a> {
         Ok(())
     }
 
+    /// An armed cut's trigger: a count from 1 to [`CutAfter::MAX_COUNT`]; votes and appends
+    /// only on Raft.
+    fn cut_after(&self, e: &Entry<'_>) -> Result<Option<CutAfter>> {
+        let Some(after) = e.raw.after.as_ref() else {
+            return Ok(None);
+        };
+        let a = *after.get_ref();
+        let refuse = |m: String| Err(self.ctx.err(after.span(), &e.field("after"), m));
+        if !(1..=CutAfter::MAX_COUNT).contains(&a.count()) {
+            return refuse(format!(
+                "an armed cut waits for 1 to {} events, not {}",
+                CutAfter::MAX_COUNT,
+                a.count()
+            ));
+        }
+        if !matches!(a, CutAfter::Syncs(_)) && self.cluster.mode != crate::shard::ShardKind::Raft {
+            return refuse(format!(
+                "votes and appends are Raft's; this cluster runs {}",
+                self.cluster.mode.name()
+            ));
+        }
+        if matches!(a, CutAfter::Syncs(_)) && self.cluster.engine != EngineKind::Redb {
+            return refuse(format!(
+                "syncs are counted on simulated disks (engine \"redb\"); this cluster runs {}",
+                self.cluster.engine
+            ));
+        }
+        Ok(Some(a))
+    }
+
     fn target(
         &self,
         e: &Entry<'_>,
@@ -271,8 +303,12 @@ impl<'a> Schedule<'a> {
                     Some(mode) if e.kind == FaultKind::PowerLoss => Fault::PowerLoss {
                         node,
                         mode: *mode.get_ref(),
+                        after: self.cut_after(e)?,
                     },
-                    _ => Fault::Kill { node },
+                    _ => Fault::Kill {
+                        node,
+                        after: self.cut_after(e)?,
+                    },
                 }
             }
             FaultKind::Restart => {
