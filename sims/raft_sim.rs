@@ -47,6 +47,17 @@ impl Cluster {
 
     /// `n` members plus `spares` nodes that run but belong to no membership yet.
     async fn start_with_spares(n: u64, spares: u64, options: RaftOptions) -> Cluster {
+        Self::start_drifting(
+            n,
+            spares,
+            options,
+            odgm_sim::scenario::ClusterConfig::DEFAULT_DRIFT_PPM,
+        )
+        .await
+    }
+
+    /// Like [`Cluster::start_with_spares`], each node's clock drifting by up to `drift_ppm`.
+    async fn start_drifting(n: u64, spares: u64, options: RaftOptions, drift_ppm: u64) -> Cluster {
         let inner = sim::cluster::Cluster::start(ClusterSpec {
             kind: ShardKind::Raft,
             engine: EngineKind::Redb,
@@ -59,6 +70,8 @@ impl Cluster {
             client_timeout: Duration::from_secs(2),
             open: None,
             record: true,
+            clock_drift_ppm: drift_ppm,
+            boot_jitter_ms: odgm_sim::scenario::ClusterConfig::DEFAULT_BOOT_JITTER_MS,
         })
         .await;
         let client = inner
@@ -446,6 +459,44 @@ async fn membership_change_under_load() {
     for (id, s) in &states {
         assert_eq!(s, reference, "node {id} differs");
     }
+}
+
+/// Clocks off by up to 5 % either way still elect a leader, and again after each leader
+/// crash, within the bound: a voter refuses other candidates for the longest election
+/// timeout after it last heard from the leader (openraft's leader lease), and a candidate
+/// may need up to three timeouts of the longest election slot to win (a split vote), all
+/// on clocks up to 5 % slow: 2.3 s. (Over 40 seeds, 120 elections took at most 2.0 s.)
+async fn drifting_clocks_elect_within_the_bound() {
+    let opts = options();
+    // Five nodes draw from seven election slots; the last slot has the longest timeout.
+    let longest = opts.ranked(6, 7).election_timeout_ms().1 as f64;
+    let lease = opts.election_timeout_max_ms as f64;
+    let bound = Duration::from_millis(((lease + 3.0 * longest) / 0.95) as u64 + 100);
+    let cluster = Cluster::start_drifting(5, 0, opts, 50_000).await;
+    let mut leader = cluster
+        .leader(Duration::from_secs(5))
+        .await
+        .expect("a first leader");
+    for round in 0..3 {
+        cluster.put(round, round).await;
+        cluster.kill(leader);
+        let t = tokio::time::Instant::now();
+        let next = cluster.leader(bound).await;
+        let took = t.elapsed();
+        let next =
+            next.unwrap_or_else(|| panic!("no leader within {bound:?} of killing node {leader}"));
+        tracing::info!(?took, "re-elected");
+        assert_ne!(next, leader);
+        cluster.restart(leader);
+        leader = next;
+    }
+}
+
+#[test]
+fn drifting_clocks_still_elect_within_the_bound() {
+    common::sweep("drifting_clocks_still_elect_within_the_bound", 8, |_| {
+        drifting_clocks_elect_within_the_bound()
+    });
 }
 
 #[test]

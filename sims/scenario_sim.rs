@@ -89,6 +89,7 @@ scenarios! {
     raft_membership => "raft-membership",
     raft_chaos => "raft-chaos",
     raft_cut_on_vote => "raft-cut-on-vote",
+    raft_clock_drift => "raft-clock-drift",
     mst_partition_skew => "mst-partition-skew",
     mst_concurrent_writes => "mst-concurrent-writes",
     mst_chaos => "mst-chaos",
@@ -509,7 +510,7 @@ fn each_raft_event_check_fires_on_a_broken_component() {
         ),
         (
             "raft-snapshot-crash",
-            2,
+            4,
             "raft-purge-ungated",
             &[CheckKind::Monotonicity],
         ),
@@ -538,6 +539,46 @@ fn each_raft_event_check_fires_on_a_broken_component() {
             "{name} seed {seed} fails with no bug: {:?}",
             control.failures
         );
+    }
+}
+
+/// A leader lease timed on the leader's own clock (planted bug `raft-lease-reads`) is caught
+/// when clocks drift and their drift reaches the nodes' timers, and passes when the same
+/// scenario keeps every clock on time: drift is what exposes it.
+#[test]
+fn a_lease_on_a_drifting_clock_is_caught_and_only_with_drift() {
+    let path = scenario("raft-clock-drift");
+    let drifting = run_json(&[
+        path.to_str().unwrap(),
+        "--seed",
+        "0",
+        "--bug",
+        "raft-lease-reads",
+    ]);
+    assert!(
+        drifting
+            .failures
+            .iter()
+            .any(|f| f.kind() == CheckKind::Linearizability),
+        "{:?}",
+        drifting.failures
+    );
+    let on_time = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("clock_drift_ppm = 50000", "clock_drift_ppm = 0")
+        .replace("drift_ppm = -900000", "drift_ppm = 0")
+        .replace("drift_ppm = 100000", "drift_ppm = 0");
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raft-clock-on-time.toml");
+    std::fs::write(&file, on_time).unwrap();
+    for seed in ["0", "1", "2"] {
+        let r = run_json(&[
+            file.to_str().unwrap(),
+            "--seed",
+            seed,
+            "--bug",
+            "raft-lease-reads",
+        ]);
+        assert!(r.passed, "seed {seed} on time: {:?}", r.failures);
     }
 }
 

@@ -27,6 +27,8 @@ fn spec(kind: ShardKind, options: ShardOptions) -> ClusterSpec {
         client_timeout: Duration::from_millis(500),
         open: None,
         record: true,
+        clock_drift_ppm: odgm_sim::scenario::ClusterConfig::DEFAULT_DRIFT_PPM,
+        boot_jitter_ms: odgm_sim::scenario::ClusterConfig::DEFAULT_BOOT_JITTER_MS,
     }
 }
 

@@ -62,6 +62,10 @@ pub enum Bug {
     /// A restarted Raft node that founded the cluster initializes it again, as if it were
     /// new, and stops when Raft refuses.
     RaftInitNotIdempotent,
+    /// The Raft leader answers reads from its own state for the longest election timeout
+    /// after a quorum confirmed it, timed on its own clock: a leader lease, which is safe only
+    /// while every node's clock keeps time.
+    RaftLeaseReads,
 }
 
 impl Bug {
@@ -87,6 +91,7 @@ impl Bug {
             Bug::RaftAppendAckEarly => "raft-append-ack-early",
             Bug::RaftPurgeUngated => "raft-purge-ungated",
             Bug::RaftInitNotIdempotent => "raft-init-not-idempotent",
+            Bug::RaftLeaseReads => "raft-lease-reads",
         }
     }
 
@@ -108,6 +113,7 @@ impl Bug {
             Bug::RaftAppendAckEarly => &["raft-leader-partition", "raft-crash-restart"],
             Bug::RaftPurgeUngated => &["raft-power-outage", "raft-snapshot-crash"],
             Bug::RaftInitNotIdempotent => &["raft-crash-restart"],
+            Bug::RaftLeaseReads => &["raft-clock-drift"],
         }
     }
 

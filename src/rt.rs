@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod timers;
+
 /// A random `u64`. In simulation it is drawn from the simulation's seeded RNG, so it is
 /// reproducible from the seed; in real mode it comes from the OS.
 pub fn random_u64() -> u64 {

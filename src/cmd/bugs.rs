@@ -78,9 +78,10 @@ pub fn reaches(bug: Bug, s: &Scenario) -> bool {
         Bug::RaftSnapshotNonAtomic | Bug::RaftInitNotIdempotent => {
             mode == ShardKind::Raft && engine != EngineKind::Memory
         }
-        Bug::RaftFollowerLocalReads | Bug::RaftLeaderLocalScans | Bug::RaftAppendAckEarly => {
-            mode == ShardKind::Raft
-        }
+        Bug::RaftFollowerLocalReads
+        | Bug::RaftLeaderLocalScans
+        | Bug::RaftAppendAckEarly
+        | Bug::RaftLeaseReads => mode == ShardKind::Raft,
         Bug::ScanValuesShifted => true,
     }
 }

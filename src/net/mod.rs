@@ -239,7 +239,7 @@ impl Transport {
                 // The copy's reply finds no waiter and is dropped.
                 let _ = send_frame(&self.endpoint, dst, TAG_REQUEST, copy).await;
             }
-            match tokio::time::timeout(timeout, rx).await {
+            match crate::rt::timers::timeout(timeout, rx).await {
                 Ok(Ok(bytes)) => decode::<Resp>(&bytes).map(|(_, r)| r),
                 Ok(Err(_)) => Err(NetError::Io("reply channel closed".into())),
                 Err(_) => Err(NetError::Timeout(timeout)),

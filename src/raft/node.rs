@@ -84,6 +84,12 @@ impl RaftOptions {
     /// different ticks, the gap grows by a tick or more each round, and once it is longer
     /// than the network's delay the lower rank's vote request wins. An unranked node draws
     /// from the whole range, as openraft does.
+    ///
+    /// Ranks are the configuration the stack ships with: a deployment gives each node its own
+    /// election slot. Jittered boots and drifting clocks do not make them unnecessary: the
+    /// range 150-300 ms holds only two or three ticks, and two survivors of a three-node
+    /// cluster that drew timeouts on the same tick were seen splitting the vote term after
+    /// term for more than ten seconds.
     pub fn election_timeout_ms(&self) -> (u64, u64) {
         let (min, max) = (self.election_timeout_min_ms, self.election_timeout_max_ms);
         match self.election_rank {
@@ -135,6 +141,9 @@ pub struct RaftNode {
     options: RaftOptions,
     snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
     current_snapshot: CurrentSnapshot,
+    /// Planted bug `raft-lease-reads`: when a confirmation round that proved this node
+    /// leader started, on this node's clock.
+    lease_from: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Why a node could not start.
@@ -192,6 +201,7 @@ impl RaftNode {
             options,
             snapshots_installed,
             current_snapshot,
+            lease_from: Mutex::new(None),
         });
         let weak = Arc::downgrade(&node);
         transport.serve(move |req: RaftRpc| {
@@ -342,7 +352,7 @@ impl RaftNode {
         };
         let len = c.data.len();
         super::snapshot::held::add(len);
-        match tokio::time::timeout(CHUNK_TIMEOUT, tx.send(Ok(c.data))).await {
+        match crate::rt::timers::timeout(CHUNK_TIMEOUT, tx.send(Ok(c.data))).await {
             Ok(Ok(())) => Ok(None),
             _ => {
                 super::snapshot::held::sub(len);
@@ -361,7 +371,7 @@ impl RaftNode {
         tokio::spawn(async move {
             let mut seen = u64::MAX;
             loop {
-                tokio::time::sleep(CHUNK_TIMEOUT).await;
+                crate::rt::timers::sleep(CHUNK_TIMEOUT).await;
                 let Some(node) = weak.upgrade() else { return };
                 let mut map = node.incoming.lock().unwrap_or_else(|e| e.into_inner());
                 match map.get(&from) {
@@ -392,6 +402,49 @@ impl RaftNode {
         })
     }
 
+    /// Confirms with a quorum that this node still leads and waits for the read point
+    /// (`ensure_linearizable`).
+    async fn confirm_leadership(
+        &self,
+    ) -> Result<
+        Option<super::types::LogId>,
+        RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, BasicNode>>,
+    > {
+        let started = crate::rt::timers::now();
+        let confirmed = self.raft.ensure_linearizable().await;
+        if confirmed.is_ok() && crate::bugs::active(crate::bugs::Bug::RaftLeaseReads) {
+            *self.lease_from.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+        }
+        confirmed
+    }
+
+    /// Proposes a write. Planted bug `raft-lease-reads`: its commit proves a quorum took this
+    /// node as leader when it was proposed, which renews the lease.
+    async fn write_renewing_lease(
+        &self,
+        cmd: ShardCommand,
+    ) -> Result<
+        openraft::raft::ClientWriteResponse<TypeConfig>,
+        RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    > {
+        let started = crate::rt::timers::now();
+        let written = self.raft.client_write(cmd).await;
+        if written.is_ok() && crate::bugs::active(crate::bugs::Bug::RaftLeaseReads) {
+            *self.lease_from.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+        }
+        written
+    }
+
+    /// Planted bug `raft-lease-reads`: whether this node leads and a quorum confirmed it
+    /// less than the longest election timeout ago, on this node's clock. Voters refuse other
+    /// candidates for that long after they last heard from a leader, on their clocks; the
+    /// two agree only while the clocks keep the same time.
+    fn in_lease(&self) -> bool {
+        let lease = Duration::from_millis(self.options.election_timeout_max_ms);
+        let from = *self.lease_from.lock().unwrap_or_else(|e| e.into_inner());
+        self.leader() == Some(self.id) && from.is_some_and(|f| crate::rt::timers::now() < f + lease)
+    }
+
     /// Serves a client request here, or forwards it once to the leader.
     async fn serve_client(
         &self,
@@ -399,7 +452,7 @@ impl RaftNode {
         forwarded: bool,
     ) -> Result<ClientReply, ClientError> {
         let leader_hint = match &req {
-            ClientRequest::Write(cmd) => match self.raft.client_write(cmd.clone()).await {
+            ClientRequest::Write(cmd) => match self.write_renewing_lease(cmd.clone()).await {
                 Ok(resp) => return Ok(ClientReply::Written(resp.data)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
                 Err(e) => return Err(ClientError::Unavailable(e.to_string())),
@@ -419,7 +472,13 @@ impl RaftNode {
                     .await
                     .map_err(|e| ClientError::Unavailable(e.to_string()))
             }
-            read => match self.raft.ensure_linearizable().await {
+            read if crate::bugs::active(crate::bugs::Bug::RaftLeaseReads) && self.in_lease() => {
+                return self
+                    .read_local(read.clone())
+                    .await
+                    .map_err(|e| ClientError::Unavailable(e.to_string()))
+            }
+            read => match self.confirm_leadership().await {
                 Ok(_) => {
                     return self
                         .read_local(read.clone())

@@ -55,7 +55,7 @@ impl SubAssign<Duration> for RtInstant {
 impl openraft::Instant for RtInstant {
     fn now() -> Self {
         // madsim-tokio's Instant: the simulated clock in simulation, the OS clock in real mode.
-        RtInstant(tokio::time::Instant::now())
+        RtInstant(crate::rt::timers::now())
     }
 }
 
@@ -164,11 +164,11 @@ impl AsyncRuntime for RaftRuntime {
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
-        RtSleep(Box::pin(tokio::time::sleep(duration)))
+        RtSleep(Box::pin(crate::rt::timers::sleep(duration)))
     }
 
     fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
-        RtSleep(Box::pin(tokio::time::sleep_until(deadline.0)))
+        RtSleep(Box::pin(crate::rt::timers::sleep_until(deadline.0)))
     }
 
     fn timeout<R, F: Future<Output = R> + OptionalSend>(
@@ -177,7 +177,7 @@ impl AsyncRuntime for RaftRuntime {
     ) -> Self::Timeout<R, F> {
         RtTimeout {
             fut: Box::pin(future),
-            sleep: Box::pin(tokio::time::sleep(duration)),
+            sleep: Box::pin(crate::rt::timers::sleep(duration)),
         }
     }
 
@@ -187,7 +187,7 @@ impl AsyncRuntime for RaftRuntime {
     ) -> Self::Timeout<R, F> {
         RtTimeout {
             fut: Box::pin(future),
-            sleep: Box::pin(tokio::time::sleep_until(deadline.0)),
+            sleep: Box::pin(crate::rt::timers::sleep_until(deadline.0)),
         }
     }
 

@@ -115,7 +115,7 @@ impl DurableApplied {
     pub async fn wait_covers(&self, index: u64, bound: std::time::Duration) -> Result<(), String> {
         let mut rx = self.tx.subscribe();
         let failed = rx.borrow().failed_installs;
-        let waited = tokio::time::timeout(
+        let waited = crate::rt::timers::timeout(
             bound,
             rx.wait_for(|d| d.upto > index || d.failed_installs != failed),
         )

@@ -41,6 +41,8 @@ struct Cluster<'a> {
     nodes: u64,
     spares: u64,
     client_timeout_ms: u64,
+    clock_drift_ppm: u64,
+    boot_jitter_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     raft: Option<&'a RaftOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +67,8 @@ pub fn to_toml(s: &Scenario) -> String {
             nodes: c.nodes,
             spares: c.spares,
             client_timeout_ms: c.client_timeout_ms,
+            clock_drift_ppm: c.clock_drift_ppm,
+            boot_jitter_ms: c.boot_jitter_ms,
             raft: (c.mode == ShardKind::Raft).then_some(&o.raft),
             mst: (c.mode == ShardKind::Mst).then_some(&o.mst),
             eventual: (c.mode == ShardKind::Eventual).then_some(&o.eventual),

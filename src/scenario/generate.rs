@@ -177,7 +177,9 @@ pub fn chaos(seed: u64) -> Drawn {
         engine,
         nodes,
         spares: u64::from(membership),
-        client_timeout_ms: 1_000,
+        client_timeout_ms: d.weighted("client_timeout_ms", &[(150, 1), (500, 1), (1_000, 2)]),
+        clock_drift_ppm: ClusterConfig::DEFAULT_DRIFT_PPM,
+        boot_jitter_ms: ClusterConfig::DEFAULT_BOOT_JITTER_MS,
         options,
     };
     let mut kinds = BTreeMap::new();

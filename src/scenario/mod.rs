@@ -438,8 +438,25 @@ pub struct ClusterConfig {
     /// How long a client waits for a reply before it records the operation as
     /// indeterminate.
     pub client_timeout_ms: u64,
+    /// Each node's clock drifts by up to this many ppm either way, drawn from the seed
+    /// (real oscillators are off by tens to hundreds of ppm); it drives the node's timers.
+    pub clock_drift_ppm: u64,
+    /// Each node starts (and restarts) after a delay of up to this many ms, drawn from the
+    /// seed, so nodes' timers do not tick in lock-step.
+    pub boot_jitter_ms: u64,
     /// Mode options.
     pub options: ShardOptions,
+}
+
+impl ClusterConfig {
+    /// Default largest drift of a node's clock, ppm.
+    pub const DEFAULT_DRIFT_PPM: u64 = 200;
+    /// Largest drift a scenario may ask for, ppm (10 %).
+    pub const MAX_DRIFT_PPM: u64 = 100_000;
+    /// Default largest boot delay, ms.
+    pub const DEFAULT_BOOT_JITTER_MS: u64 = 100;
+    /// Largest boot delay a scenario may ask for, ms.
+    pub const MAX_BOOT_JITTER_MS: u64 = 10_000;
 }
 
 /// A validated scenario.

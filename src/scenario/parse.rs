@@ -55,6 +55,8 @@ struct RawCluster {
     #[serde(default)]
     spares: Option<Spanned<u64>>,
     client_timeout_ms: Option<u64>,
+    clock_drift_ppm: Option<Spanned<u64>>,
+    boot_jitter_ms: Option<Spanned<u64>>,
     raft: Option<RaftOptions>,
     mst: Option<MstOptions>,
     eventual: Option<BasicOptions>,
@@ -223,12 +225,35 @@ fn cluster(ctx: &Ctx<'_>, raw: Spanned<RawCluster>) -> Result<ClusterConfig> {
             ));
         }
     }
+    let bounded = |v: &Option<Spanned<u64>>, field: &str, default: u64, max: u64| match v {
+        Some(v) if *v.get_ref() > max => Err(ctx.err(
+            v.span(),
+            field,
+            format!("{} is above the most allowed, {max}", v.get_ref()),
+        )),
+        Some(v) => Ok(*v.get_ref()),
+        None => Ok(default),
+    };
+    let clock_drift_ppm = bounded(
+        &rc.clock_drift_ppm,
+        "cluster.clock_drift_ppm",
+        ClusterConfig::DEFAULT_DRIFT_PPM,
+        ClusterConfig::MAX_DRIFT_PPM,
+    )?;
+    let boot_jitter_ms = bounded(
+        &rc.boot_jitter_ms,
+        "cluster.boot_jitter_ms",
+        ClusterConfig::DEFAULT_BOOT_JITTER_MS,
+        ClusterConfig::MAX_BOOT_JITTER_MS,
+    )?;
     Ok(ClusterConfig {
         mode: rc.mode,
         engine: rc.engine,
         nodes,
         spares,
         client_timeout_ms: rc.client_timeout_ms.unwrap_or(1_000).max(1),
+        clock_drift_ppm,
+        boot_jitter_ms,
         options: ShardOptions {
             raft: rc.raft.unwrap_or_default(),
             mst: rc.mst.unwrap_or_default(),

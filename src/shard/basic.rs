@@ -271,7 +271,7 @@ impl ShardState for BasicShard {
             let every = Duration::from_millis(self.options().retry_ms.max(1));
             let task = tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(every).await;
+                    crate::rt::timers::sleep(every).await;
                     let Some(shard) = weak.upgrade() else { return };
                     if !shard.readiness.is_ready() {
                         return;

@@ -47,6 +47,8 @@ struct ClockInner {
     epoch_ms: AtomicU64,
     offset_ms: AtomicI64,
     drift_ppm: AtomicI64,
+    /// The node's monotonic clock, which its timers read: it drifts with this clock.
+    timers: rt::timers::Drift,
 }
 
 impl Default for NodeClock {
@@ -63,6 +65,7 @@ impl NodeClock {
                 epoch_ms: AtomicU64::new(rt::unix_time_ms()),
                 offset_ms: AtomicI64::new(0),
                 drift_ppm: AtomicI64::new(0),
+                timers: rt::timers::Drift::default(),
             }),
         }
     }
@@ -72,9 +75,20 @@ impl NodeClock {
         self.inner.offset_ms.store(offset, Ordering::Relaxed);
     }
 
+    /// The node's monotonic clock, for its timers (it drifts as this clock does).
+    pub fn timers(&self) -> &rt::timers::Drift {
+        &self.inner.timers
+    }
+
+    /// The drift in effect, ppm.
+    pub fn drift_ppm(&self) -> i64 {
+        self.inner.drift_ppm.load(Ordering::Relaxed)
+    }
+
     /// Sets the drift: the clock gains `ppm` microseconds per second (negative: loses), counted
-    /// from now.
+    /// from now. The node's timers run fast or slow with it.
     pub fn set_drift_ppm(&self, ppm: i64) {
+        self.inner.timers.set_ppm(ppm);
         // Fold the drift so far into the offset so the clock does not jump.
         let now = self.now_ms() as i64;
         let base = rt::unix_time_ms();

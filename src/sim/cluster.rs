@@ -76,6 +76,11 @@ pub struct ClusterSpec {
     /// Record what every node's Raft storage does ([`Cluster::raft_record`]) for the
     /// invariant checks.
     pub record: bool,
+    /// Each node's clock drifts by up to this many ppm either way (drawn from the seed); its
+    /// timers run on it.
+    pub clock_drift_ppm: u64,
+    /// Each start of a node waits up to this many ms (drawn from the seed) first.
+    pub boot_jitter_ms: u64,
 }
 
 /// Which of a node's two stores.
@@ -221,6 +226,8 @@ pub struct Cluster {
     hosts: BTreeMap<u64, madsim::runtime::NodeHandle>,
     disks: BTreeMap<u64, NodeDisks>,
     clocks: BTreeMap<u64, NodeClock>,
+    /// The drift each node's clock was given at the start, ppm.
+    drifts: BTreeMap<u64, i64>,
     shards: Shards,
     addresses: AddressBook,
     record: Option<RaftRecord>,
@@ -271,11 +278,13 @@ impl Cluster {
         let mut hosts = BTreeMap::new();
         let mut disks = BTreeMap::new();
         let mut clocks = BTreeMap::new();
+        let mut drifts = BTreeMap::new();
         let faults = DiskFaults {
             sync_lies: crate::bugs::active(crate::bugs::Bug::DiskSyncLies),
             ..DiskFaults::none()
         };
         let election_slots = ElectionSlots::new(total);
+        crate::rt::timers::clear();
         let record: Option<RaftRecord> = spec.record.then(Arc::default);
         let tripwires = Tripwires::default();
         let deaths = Deaths::default();
@@ -290,6 +299,14 @@ impl Cluster {
                 dir: own(EngineKind::Fjall).then(crate::storage::fjall_engine::temp_path),
             };
             let clock = NodeClock::new();
+            let max = spec
+                .clock_drift_ppm
+                .min(crate::rt::timers::MAX_DRIFT_PPM as u64);
+            if max > 0 {
+                let ppm = (crate::rt::random_u64() % (2 * max + 1)) as i64 - max as i64;
+                clock.set_drift_ppm(ppm);
+                drifts.insert(id, ppm);
+            }
             disks.insert(id, d.clone());
             clocks.insert(id, clock.clone());
             let meta = ShardMetadata {
@@ -311,6 +328,7 @@ impl Cluster {
             let opener = spec.open.clone();
             let (record, tripwires, deaths) = (record.clone(), tripwires.clone(), deaths.clone());
             let incarnations = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let jitter = spec.boot_jitter_ms;
             let host = handle
                 .create_node()
                 .name(format!("node-{id}"))
@@ -327,7 +345,16 @@ impl Cluster {
                         incarnations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let probe = node_probe(record.as_ref(), &tripwires, &d, id, incarnation);
                     let deaths = deaths.clone();
+                    let boot = match jitter {
+                        0 => Duration::ZERO,
+                        j => Duration::from_millis(crate::rt::random_u64() % (j + 1)),
+                    };
                     async move {
+                        // A machine takes its own time to boot: nodes' timers do not tick
+                        // in lock-step.
+                        if !boot.is_zero() {
+                            tokio::time::sleep(boot).await;
+                        }
                         let (app, log) = match opener {
                             Some(o) => (o.0(id, Store::App).await, o.0(id, Store::Log).await),
                             None => (
@@ -380,6 +407,7 @@ impl Cluster {
                     }
                 })
                 .build();
+            crate::rt::timers::register(host.id(), clocks[&id].timers().clone());
             hosts.insert(id, host);
         }
         let client_host = handle
@@ -402,6 +430,7 @@ impl Cluster {
             hosts,
             disks,
             clocks,
+            drifts,
             shards,
             addresses,
             record,
@@ -449,6 +478,11 @@ impl Cluster {
         self.addresses
             .addr(id, Service::Client)
             .expect("every node has an address")
+    }
+
+    /// The drift a node's clock was given at the start (what undoing a skew returns to).
+    pub fn start_drift_ppm(&self, id: u64) -> i64 {
+        self.drifts.get(&id).copied().unwrap_or(0)
     }
 
     /// A node's clock.
@@ -726,6 +760,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        crate::rt::timers::clear();
         for d in self.disks.values() {
             if let Some(dir) = &d.dir {
                 let _ = std::fs::remove_dir_all(dir);

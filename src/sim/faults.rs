@@ -584,6 +584,17 @@ impl Injector {
         for n in paused {
             self.resume(n);
         }
+        // Clocks run at their own rate again (an offset they gained stays: a clock is not
+        // set back).
+        for n in self.cluster.node_ids() {
+            let (clock, rate) = (self.cluster.clock(n), self.cluster.start_drift_ppm(n));
+            if clock.drift_ppm() != rate {
+                clock.set_drift_ppm(rate);
+                trace::record(format_args!(
+                    "heal: node {n}'s clock drifts {rate} ppm again"
+                ));
+            }
+        }
         let down: Vec<u64> = lock(&self.down).iter().copied().collect();
         for n in down {
             self.restart(n);

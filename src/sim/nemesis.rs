@@ -207,18 +207,36 @@ async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {
             Undo::Resume(n)
         }
         NemesisKind::ClockSkew => {
-            let Some(n) = inj.pick(&live) else {
-                return Undo::Nothing;
-            };
-            let (offset, drift) = {
+            // Half the time the leader's clock, whose timers and leases matter most. Now and
+            // then a clock that nearly stalls (a paused VM, a throttled CPU): its node's
+            // timers run at a tenth of their speed. Half the skews last (a bad oscillator stays bad), so
+            // they overlap the faults that follow.
+            let (leader, offset, drift, lasting) = {
                 let mut rng = crate::rt::thread_rng();
-                (
-                    rng.gen_range(-5_000..=5_000),
-                    rng.gen_range(-200_000..=200_000),
-                )
+                let leader = rng.gen_bool(0.5);
+                let offset = rng.gen_range(-5_000..=5_000);
+                let drift = if rng.gen_bool(0.25) {
+                    -900_000
+                } else {
+                    rng.gen_range(-200_000..=200_000)
+                };
+                (leader, offset, drift, rng.gen_bool(0.5))
+            };
+            let n = match leader.then(|| c.raft_leader()).flatten() {
+                Some(l) if live.contains(&l) => l,
+                _ => {
+                    let Some(n) = inj.pick(&live) else {
+                        return Undo::Nothing;
+                    };
+                    n
+                }
             };
             inj.skew(n, offset, drift);
-            Undo::Unskew(n)
+            if lasting {
+                Undo::Nothing
+            } else {
+                Undo::Unskew(n)
+            }
         }
         NemesisKind::DiskFaults => {
             let Some(n) = inj.pick(&live) else {
@@ -272,7 +290,7 @@ async fn undo_fault(inj: &Arc<Injector>, undo: Undo) {
         Undo::Heal => inj.apply(&Fault::Heal).await,
         Undo::Restart(n) => inj.restart(n),
         Undo::Resume(n) => inj.resume(n),
-        Undo::Unskew(n) => inj.skew(n, 0, 0),
+        Undo::Unskew(n) => inj.skew(n, 0, inj.cluster.start_drift_ppm(n)),
         Undo::DiskOk(n) => inj.disk_ok(n),
         Undo::Readd(n) => inj.add_replica(n).await,
         Undo::Nothing => {}

@@ -168,6 +168,8 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
             client_timeout: Duration::from_millis(c.client_timeout_ms),
             open: None,
             record: c.mode == ShardKind::Raft,
+            clock_drift_ppm: c.clock_drift_ppm,
+            boot_jitter_ms: c.boot_jitter_ms,
         })
         .await,
     );

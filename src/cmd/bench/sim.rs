@@ -101,6 +101,8 @@ fn bench_cluster(args: &RaftSnapshotArgs, dir: &Arc<Scratch>, preload: u64) -> C
         client_timeout: Duration::from_secs(60),
         open: Some(StoreOpener(Arc::new(open))),
         record: false,
+        clock_drift_ppm: 0,
+        boot_jitter_ms: 0,
     }
 }
 
@@ -272,6 +274,8 @@ pub fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
             client_timeout: Duration::from_millis(500),
             open: None,
             record: false,
+            clock_drift_ppm: 0,
+            boot_jitter_ms: 0,
         })
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;

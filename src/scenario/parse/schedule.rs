@@ -289,7 +289,9 @@ impl<'a> Schedule<'a> {
                         format!("{} takes one node, not \"all\"", e.kind),
                     );
                 }
-                if let Target::Node(n) = node {
+                // An armed crash may never happen (a restart first disarms it): it does not
+                // count as taking the node down, only as making a restart possible.
+                if let (Target::Node(n), None) = (node, e.raw.after.as_ref()) {
                     if !self.down.insert(n) {
                         return refuse(
                             Self::node_span(e),
