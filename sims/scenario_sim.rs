@@ -42,17 +42,19 @@ fn sweep(name: &str) {
         .map(|s| (path.clone(), s))
         .collect();
     let results = sweep_processes(exe(), &runs, &options(1), &|_| {});
+    all_passed(&format!("seeds of {name}"), &results);
+}
+
+/// Fails, naming each failing seed and its replay command, unless every run passed.
+fn all_passed(what: &str, results: &[SweepRun]) {
     let failed: Vec<&SweepRun> = results.iter().filter(|r| !r.passed()).collect();
     for r in &failed {
-        match &r.report {
-            Ok(rep) => eprintln!("{name} seed {} failed: {:?}", r.seed, rep.failures),
-            Err(e) => eprintln!("{name} seed {} crashed: {e}", r.seed),
-        }
+        eprintln!("seed {} failed: {}", r.seed, r.what_failed());
         eprintln!("  replay: {}", r.replay(&[]));
     }
     assert!(
         failed.is_empty(),
-        "{} of {} seeds of {name} failed (replay commands above)",
+        "{} of {} {what} failed (replay commands above)",
         failed.len(),
         results.len()
     );
@@ -124,17 +126,7 @@ fn generic_chaos() {
         })
         .collect();
     let results = sweep_processes(exe(), &runs, &options(2), &|_| {});
-    let failed: Vec<&SweepRun> = results.iter().filter(|r| !r.passed()).collect();
-    for r in &failed {
-        eprintln!("chaos seed {} failed: {}", r.seed, r.what_failed());
-        eprintln!("  replay: {}", r.replay(&[]));
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} chaos seeds failed (replay commands above)",
-        failed.len(),
-        results.len()
-    );
+    all_passed("chaos seeds", &results);
 }
 
 /// Runs `odgm-sim` with these arguments.

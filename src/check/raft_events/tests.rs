@@ -69,20 +69,21 @@ fn healthy() -> Rec {
         .at(
             2,
             1,
-            recovered(
-                Some(VoteRec {
-                    term: 1,
-                    voted_for: Some(1),
-                    committed: true,
-                }),
-                None,
-                &[e(1, 1, 10), e(2, 1, 20)],
-            ),
+            recovered(led_by_1(), None, &[e(1, 1, 10), e(2, 1, 20)]),
         )
         .at(2, 1, RaftEvent::Applied(vec![e(2, 1, 20)]))
         .at(2, 1, vote(2, 2, false))
         .at(2, 1, vote(2, 2, true))
         .at(2, 1, RaftEvent::Appended(vec![e(3, 2, 30)]))
+}
+
+/// Node 1's committed vote for itself in term 1.
+fn led_by_1() -> Option<VoteRec> {
+    Some(VoteRec {
+        term: 1,
+        voted_for: Some(1),
+        committed: true,
+    })
 }
 
 #[test]
@@ -174,19 +175,7 @@ fn leader_completeness_fires_when_a_new_leader_lacks_an_applied_entry() {
 fn durability_fires_on_a_lost_vote_or_a_lost_entry() {
     // Node 1 reported entries 1 and 2 durable, and comes back with entry 1 only.
     let lost_entry = healthy()
-        .at(
-            1,
-            1,
-            recovered(
-                Some(VoteRec {
-                    term: 1,
-                    voted_for: Some(1),
-                    committed: true,
-                }),
-                None,
-                &[e(1, 1, 10)],
-            ),
-        )
+        .at(1, 1, recovered(led_by_1(), None, &[e(1, 1, 10)]))
         .0;
     assert!(matches!(
         durability(&lost_entry),
@@ -216,19 +205,7 @@ fn durability_fires_on_a_lost_vote_or_a_lost_entry() {
     // since do not count.
     let fine = healthy()
         .at(1, 0, RaftEvent::Truncated { from: 2 })
-        .at(
-            1,
-            1,
-            recovered(
-                Some(VoteRec {
-                    term: 1,
-                    voted_for: Some(1),
-                    committed: true,
-                }),
-                Some(p(1, 1)),
-                &[],
-            ),
-        )
+        .at(1, 1, recovered(led_by_1(), Some(p(1, 1)), &[]))
         .0;
     assert_eq!(durability(&fine), None);
 }
