@@ -599,3 +599,15 @@ fn generic_chaos_catches_a_planted_bug_with_a_passing_control() {
     assert!(text.contains("control passed"), "{text}");
     assert!(text.contains("--bug raft-init-not-idempotent"), "{text}");
 }
+
+/// The quiet phase starts at the heal: chaos seed 702291's membership change, slowed by a
+/// nearly stalled leader clock, ran 8 s past the fault phase, and the final reads came right
+/// after the heal, before the cluster had a leader again (availability failure).
+#[test]
+fn the_quiet_phase_is_whole_when_a_fault_runs_late() {
+    let d = odgm_sim::scenario::generate::chaos(702_291);
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-702291.toml");
+    std::fs::write(&file, d.to_toml()).unwrap();
+    let r = run_json(&[file.to_str().unwrap(), "--seed", "702291"]);
+    assert!(r.passed, "{:?}", r.failures);
+}

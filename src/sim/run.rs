@@ -229,6 +229,10 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
     tokio::time::sleep_until(fault_end).await;
     trace::record("phase: heal and quiet");
     inj.heal_all();
+    // The quiet phase is whole even when a fault ran past the fault phase (a membership
+    // change waits up to its admin timeout): the final reads come `quiet_ms` after the heal.
+    let healed_at = tokio::time::Instant::now();
+    let run_end = run_end.max(healed_at + Duration::from_millis(s.quiet_ms));
 
     let convergence = if s.checks.convergence {
         let bound = Duration::from_millis(s.checks.convergence_bound_ms);
