@@ -153,15 +153,19 @@ fn restart_needs_a_stopped_node() {
     assert!(e.message.contains("restart with no kill"), "{e}");
 }
 
-#[test]
-fn mode_specific_faults_and_options_are_refused_elsewhere() {
-    let mst = GOOD
-        .replace("mode = \"raft\"", "mode = \"mst\"")
+/// A scenario file turned into an MST one: no spares, no membership change.
+fn as_mst(text: &str) -> String {
+    text.replace("mode = \"raft\"", "mode = \"mst\"")
         .replace("spares = 1\n", "")
         .replace(
             "[[schedule]]\nat_ms = 8000\nfault = \"add_replica\"\nnode = 4\n",
             "",
-        );
+        )
+}
+
+#[test]
+fn mode_specific_faults_and_options_are_refused_elsewhere() {
+    let mst = as_mst(GOOD);
     parse(&mst).unwrap();
     let e = parse(&format!(
         "{mst}\n[[schedule]]\nat_ms = 9000\nfault = \"snapshot\"\nnode = 1\n"
@@ -218,13 +222,7 @@ fn a_raft_node_on_the_memory_engine_cannot_be_killed() {
     let e = parse(&nemesis).unwrap_err();
     assert_eq!(e.field, "nemesis.kinds.kill", "{e}");
     // Other modes on the memory engine may kill: they do not claim a durable log.
-    let mst = mem
-        .replace("mode = \"raft\"", "mode = \"mst\"")
-        .replace("spares = 1\n", "")
-        .replace(
-            "[[schedule]]\nat_ms = 8000\nfault = \"add_replica\"\nnode = 4\n",
-            "",
-        );
+    let mst = as_mst(&mem);
     parse(&mst).unwrap();
 }
 
