@@ -402,37 +402,19 @@ impl RaftNode {
         })
     }
 
-    /// Confirms with a quorum that this node still leads and waits for the read point
-    /// (`ensure_linearizable`).
-    async fn confirm_leadership(
+    /// Runs `proof`, a round that shows a quorum took this node as leader when it started
+    /// (a leadership confirmation or a committed write). Planted bug `raft-lease-reads`: a
+    /// round that succeeds renews the lease from the time it started.
+    async fn renewing_lease<T, E>(
         &self,
-    ) -> Result<
-        Option<super::types::LogId>,
-        RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, BasicNode>>,
-    > {
+        proof: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let started = crate::rt::timers::now();
-        let confirmed = self.raft.ensure_linearizable().await;
-        if confirmed.is_ok() && crate::bugs::active(crate::bugs::Bug::RaftLeaseReads) {
+        let done = proof.await;
+        if done.is_ok() && crate::bugs::active(crate::bugs::Bug::RaftLeaseReads) {
             *self.lease_from.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
         }
-        confirmed
-    }
-
-    /// Proposes a write. Planted bug `raft-lease-reads`: its commit proves a quorum took this
-    /// node as leader when it was proposed, which renews the lease.
-    async fn write_renewing_lease(
-        &self,
-        cmd: ShardCommand,
-    ) -> Result<
-        openraft::raft::ClientWriteResponse<TypeConfig>,
-        RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-    > {
-        let started = crate::rt::timers::now();
-        let written = self.raft.client_write(cmd).await;
-        if written.is_ok() && crate::bugs::active(crate::bugs::Bug::RaftLeaseReads) {
-            *self.lease_from.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
-        }
-        written
+        done
     }
 
     /// Planted bug `raft-lease-reads`: whether this node leads and a quorum confirmed it
@@ -452,7 +434,10 @@ impl RaftNode {
         forwarded: bool,
     ) -> Result<ClientReply, ClientError> {
         let leader_hint = match &req {
-            ClientRequest::Write(cmd) => match self.write_renewing_lease(cmd.clone()).await {
+            ClientRequest::Write(cmd) => match self
+                .renewing_lease(self.raft.client_write(cmd.clone()))
+                .await
+            {
                 Ok(resp) => return Ok(ClientReply::Written(resp.data)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
                 Err(e) => return Err(ClientError::Unavailable(e.to_string())),
@@ -478,7 +463,7 @@ impl RaftNode {
                     .await
                     .map_err(|e| ClientError::Unavailable(e.to_string()))
             }
-            read => match self.confirm_leadership().await {
+            read => match self.renewing_lease(self.raft.ensure_linearizable()).await {
                 Ok(_) => {
                     return self
                         .read_local(read.clone())

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+// madsim-tokio's `Instant`: simulated time inside a simulation, the OS clock in real mode.
 use tokio::time::Instant;
 
 /// Most drift a clock may have, in ppm either way (at -100 % it would stand still; at

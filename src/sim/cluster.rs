@@ -162,12 +162,12 @@ fn died(deaths: &Deaths, node: u64, why: String) {
         });
 }
 
-/// Armed cuts waiting for a Raft event, by node: whether it waits for votes (else appends),
-/// and how many more; and the nodes whose cut went off (their disks went dark too, if they
-/// have simulated disks).
+/// Armed cuts waiting for a Raft event, by node, with how many of those events are still to
+/// come (`Votes` or `Appends`); and the nodes whose cut went off (their disks went dark too,
+/// if they have simulated disks).
 #[derive(Default)]
 struct Wires {
-    armed: BTreeMap<u64, (bool, u64)>,
+    armed: BTreeMap<u64, CutAfter>,
     tripped: std::collections::BTreeSet<u64>,
 }
 
@@ -187,11 +187,8 @@ fn node_probe(
     };
     let (tripwires, disks) = (tripwires.clone(), disks.clone());
     Probe::new(move |event| {
-        let trips = match &event {
-            RaftEvent::VoteSaved(_) => Some(true),
-            RaftEvent::Appended(_) => Some(false),
-            _ => None,
-        };
+        let counts = matches!(event, RaftEvent::VoteSaved(_) | RaftEvent::Appended(_));
+        let votes = matches!(event, RaftEvent::VoteSaved(_));
         record
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -201,18 +198,21 @@ fn node_probe(
                 incarnation,
                 event,
             });
-        let Some(votes) = trips else { return };
+        if !counts {
+            return;
+        }
         let mut wires = tripwires.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((on_votes, left)) = wires.armed.get_mut(&id) {
-            if *on_votes == votes {
-                *left -= 1;
-                if *left == 0 {
-                    wires.armed.remove(&id);
-                    wires.tripped.insert(id);
-                    for d in disks.sim_disks() {
-                        d.cut_power_now();
-                    }
-                }
+        let left = match wires.armed.get_mut(&id) {
+            Some(CutAfter::Votes(n)) if votes => n,
+            Some(CutAfter::Appends(n)) if !votes => n,
+            _ => return,
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            wires.armed.remove(&id);
+            wires.tripped.insert(id);
+            for d in disks.sim_disks() {
+                d.cut_power_now();
             }
         }
     })
@@ -571,13 +571,12 @@ impl Cluster {
                     disk.cut_power_after_syncs(n);
                 }
             }
-            CutAfter::Votes(n) | CutAfter::Appends(n) => {
-                let votes = matches!(after, CutAfter::Votes(_));
+            CutAfter::Votes(_) | CutAfter::Appends(_) => {
                 self.tripwires
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .armed
-                    .insert(id, (votes, n.max(1)));
+                    .insert(id, after);
             }
         }
     }

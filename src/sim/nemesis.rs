@@ -103,8 +103,7 @@ pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) 
                     let power = (*crashes.choose(&mut rng).expect("not empty")
                         == NemesisKind::PowerLoss)
                         .then(|| *PowerLossMode::ALL.choose(&mut rng).expect("modes"));
-                    let most = 1u64 << rng.gen_range(0..=6u32);
-                    (n, power, CutAfter::Syncs(rng.gen_range(1..=most)))
+                    (n, power, draw_syncs(&mut rng))
                 })
             };
             if let Some((n, power, after)) = armed {
@@ -132,11 +131,14 @@ fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
     Some(match *ways.choose(rng)? {
         0 => CutAfter::Votes(1),
         1 => CutAfter::Appends(rng.gen_range(1..=4)),
-        _ => {
-            let most = 1u64 << rng.gen_range(0..=6u32);
-            CutAfter::Syncs(rng.gen_range(1..=most))
-        }
+        _ => draw_syncs(rng),
     })
+}
+
+/// A cut after 1 to 64 syncs, small counts as likely as large ranges.
+fn draw_syncs(rng: &mut impl Rng) -> CutAfter {
+    let most = 1u64 << rng.gen_range(0..=6u32);
+    CutAfter::Syncs(rng.gen_range(1..=most))
 }
 
 async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {
