@@ -616,6 +616,13 @@ impl Cluster {
         self.handle.restart(self.hosts[&id].id());
     }
 
+    /// Whether a fault left bytes on the node's disks that no recovery restores (a bit
+    /// flipped or a write misdirected). Such a node may rightly never serve again: its storage
+    /// refuses to open rather than serve what it cannot trust.
+    pub fn disk_damaged(&self, id: u64) -> bool {
+        self.disks[&id].sim_disks().any(SimDisk::is_damaged)
+    }
+
     /// Whether the node's shard is up.
     pub fn is_up(&self, id: u64) -> bool {
         self.shard(id).is_some()

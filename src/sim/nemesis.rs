@@ -248,6 +248,7 @@ async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {
                 write_error_rate: 0.01,
                 sync_error_rate: 0.01,
                 read_error_rate: 0.01,
+                misdirected_read_rate: 0.01,
                 latency_us_min: 50,
                 latency_us_max: 5_000,
                 ..DiskFaults::none()

@@ -264,10 +264,12 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
             ..d
         })
         .collect();
-    // Every replica must serve at the end: the heal restarted whatever a fault stopped.
+    // Every replica must serve at the end: the heal restarted whatever a fault stopped. A
+    // node whose disk a fault damaged for good may stay down; refusing to open is its job.
     let not_back: Vec<u64> = workload::current(&members)
         .into_iter()
         .filter(|&id| !cluster.is_up(id) || cluster.raft(id).is_some_and(|r| r.fatal().is_some()))
+        .filter(|&id| !cluster.disk_damaged(id))
         .collect();
     let snapshots_installed = cluster
         .node_ids()

@@ -19,12 +19,28 @@
 //!   Detected the same way; a retry after restart reads correct bytes.
 //! - **I/O errors** on read, write or sync — returned as `std::io::Error`. redb latches after
 //!   a failed write or sync; the node must stop (fail-stop) and restart from its disk.
+//! - **misdirected writes** — a write lands a few sectors away from where it was aimed: the
+//!   sectors it meant to change keep their old bytes (a lost write) and the sectors it hit
+//!   hold bytes meant for elsewhere. Not recoverable; detected, never served (see below).
+//! - **misdirected reads** — a read returns the bytes of sectors a few sectors away; the image
+//!   is intact. Detected; a retry after restart reads correct bytes.
 //! - **latency** — each operation charges a random delay, collected with
 //!   [`SimDisk::take_latency`] and slept by the async storage layer in simulated time.
 //! - **lying sync** — `sync_data` reports success without persisting: a planted bug that the
 //!   crash tests must catch, not a fault real disks are allowed to have.
+//!
+//! **Sector integrity.** The device stores end-to-end protection with every sector, as T10
+//! protection information does: the address the sector was written for and its write
+//! generation, which the storage stack keeps apart from the data (as ZFS and btrfs keep block
+//! checksums in the metadata that points at the block). Every read checks them and fails with
+//! an I/O error naming the sector when a sector holds bytes meant for another address, misses
+//! its last write, or was read from the wrong address. redb checks its own page checksums only
+//! when a database opens; this check is what makes a misdirected page fail-stop while it runs.
+//! The model records only sectors whose protection disagrees; a correctly written sector costs
+//! nothing. Power loss never creates a disagreement: what survives of a sector is written with
+//! its protection, as a drive writes a sector and its protection information together.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -54,8 +70,15 @@ pub struct DiskFaults {
     pub latency_us_min: u64,
     /// Largest latency charged per operation, in microseconds.
     pub latency_us_max: u64,
+    /// A write lands 1 to 8 sectors away from its offset (see the module documentation).
+    pub misdirected_write_rate: f64,
+    /// A read returns the bytes 1 to 8 sectors away from its offset.
+    pub misdirected_read_rate: f64,
     /// Sync reports success but persists nothing (a planted bug, for checking the checks).
     pub sync_lies: bool,
+    /// Reads skip the sector integrity check and serve misdirected bytes (a control, for
+    /// checking that the tests of misdirected I/O can fail).
+    pub integrity_unchecked: bool,
 }
 
 impl DiskFaults {
@@ -64,18 +87,20 @@ impl DiskFaults {
         Self::default()
     }
 
-    /// The error and bit-flip rates, by field name.
-    fn rates(&self) -> [(&'static str, f64); 5] {
+    /// The error, bit-flip and misdirection rates, by field name.
+    fn rates(&self) -> [(&'static str, f64); 7] {
         [
             ("read_error_rate", self.read_error_rate),
             ("write_error_rate", self.write_error_rate),
             ("sync_error_rate", self.sync_error_rate),
             ("read_bitflip_rate", self.read_bitflip_rate),
             ("write_bitflip_rate", self.write_bitflip_rate),
+            ("misdirected_write_rate", self.misdirected_write_rate),
+            ("misdirected_read_rate", self.misdirected_read_rate),
         ]
     }
 
-    /// Whether any error or bit-flip rate is above 0 (a node may fail-stop).
+    /// Whether any error, bit-flip or misdirection rate is above 0 (a node may fail-stop).
     pub fn has_errors(&self) -> bool {
         self.rates().iter().any(|(_, r)| *r > 0.0)
     }
@@ -135,8 +160,21 @@ pub struct DiskStats {
     pub power_losses: u64,
     /// Unsynced sectors lost (wholly or partly) to power losses.
     pub sectors_lost: u64,
+    /// Writes and reads misdirected.
+    pub misdirected: u64,
+    /// Reads refused because a sector's protection disagreed.
+    pub integrity_errors: u64,
     /// Bytes of the durable image.
     pub durable_bytes: u64,
+}
+
+/// A sector whose protection information disagrees with what the stack expects there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Misplaced {
+    /// It holds bytes a misdirected write meant for sector `meant_for`.
+    Foreign { meant_for: u64 },
+    /// It missed its last write, which a misdirected write put elsewhere.
+    Stale,
 }
 
 #[derive(Debug)]
@@ -145,6 +183,12 @@ struct DiskState {
     durable: Vec<u8>,
     /// Sectors written since the last sync.
     dirty: BTreeSet<u64>,
+    /// Sectors of the live image whose protection disagrees (see [`Misplaced`]).
+    misplaced: BTreeMap<u64, Misplaced>,
+    /// The same, for the durable image.
+    durable_misplaced: BTreeMap<u64, Misplaced>,
+    /// A fault stored bytes no recovery can restore (a bit flipped or a write misdirected).
+    damaged: bool,
     faults: DiskFaults,
     rng: StdRng,
     pending_latency: Duration,
@@ -177,6 +221,9 @@ impl SimDisk {
                 live: Vec::new(),
                 durable: Vec::new(),
                 dirty: BTreeSet::new(),
+                misplaced: BTreeMap::new(),
+                durable_misplaced: BTreeMap::new(),
+                damaged: false,
                 faults,
                 rng: StdRng::seed_from_u64(seed),
                 pending_latency: Duration::ZERO,
@@ -211,6 +258,13 @@ impl SimDisk {
             durable_bytes: s.durable.len() as u64,
             ..s.stats
         }
+    }
+
+    /// Whether a fault stored bytes that no recovery restores: a bit flipped on write or a
+    /// misdirected write. A node on a damaged disk may stay down for good (its storage
+    /// refuses to open), which is the correct outcome, not a failure of the run.
+    pub fn is_damaged(&self) -> bool {
+        self.lock().damaged
     }
 
     /// Bytes written since the last sync that a power loss could drop.
@@ -289,6 +343,7 @@ impl SimDisk {
             let start = sector * SECTOR_BYTES;
             if start >= len {
                 s.stats.sectors_lost += 1;
+                s.durable_misplaced.remove(&sector);
                 continue;
             }
             let end = (start + SECTOR_BYTES).min(len).min(s.live.len() as u64);
@@ -310,6 +365,14 @@ impl SimDisk {
             if keep < end.saturating_sub(start) {
                 s.stats.sectors_lost += 1;
             }
+            // A sector that kept any of its unsynced bytes keeps what its protection says
+            // about them; one that kept none is as the last sync left it.
+            let after = if keep > 0 {
+                s.misplaced.get(&sector).copied()
+            } else {
+                s.durable_misplaced.get(&sector).copied()
+            };
+            set_misplaced(&mut s.durable_misplaced, sector, after);
             let (a, b) = (start as usize, (start + keep) as usize);
             if b > a {
                 let src = s.live[a..b].to_vec();
@@ -317,6 +380,7 @@ impl SimDisk {
             }
         }
         s.live = s.durable.clone();
+        s.misplaced = s.durable_misplaced.clone();
     }
 
     /// The number of bytes in the durable image (what survives any power loss).
@@ -341,7 +405,85 @@ impl SimDisk {
     }
 }
 
+/// Records what a sector's protection says (`None`: it agrees).
+fn set_misplaced(map: &mut BTreeMap<u64, Misplaced>, sector: u64, what: Option<Misplaced>) {
+    match what {
+        Some(m) => map.insert(sector, m),
+        None => map.remove(&sector),
+    };
+}
+
+/// The sectors `len > 0` bytes at `offset` touch.
+fn sectors(offset: u64, len: u64) -> std::ops::RangeInclusive<u64> {
+    offset / SECTOR_BYTES..=(offset + len - 1) / SECTOR_BYTES
+}
+
+fn integrity_error(sector: u64, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "integrity check failed at sector {sector} (offset {}): {what}",
+            sector * SECTOR_BYTES
+        ),
+    )
+}
+
 impl DiskState {
+    /// Where a misdirected operation on `len` bytes at `offset` goes instead: 1 to 8 whole
+    /// sectors away, on a side that ends at or before `limit` (`None` if neither does).
+    fn misdirect(&mut self, offset: u64, len: u64, limit: u64) -> Option<u64> {
+        let shift = self.rng.gen_range(1..=8u64) * SECTOR_BYTES;
+        let down = offset.checked_sub(shift);
+        let up = offset
+            .checked_add(shift)
+            .filter(|o| o.checked_add(len).is_some_and(|e| e <= limit));
+        let prefer_up = self.rng.gen_bool(0.5);
+        match (down, up) {
+            (Some(_), Some(u)) if prefer_up => Some(u),
+            (Some(d), _) => Some(d),
+            (None, u) => u,
+        }
+    }
+
+    /// The first sector of `len > 0` bytes at `offset` whose protection disagrees, as an error.
+    fn verify(&mut self, offset: u64, len: u64) -> Result<(), io::Error> {
+        let found = self
+            .misplaced
+            .range(sectors(offset, len))
+            .next()
+            .map(|(&sector, &m)| (sector, m));
+        let Some((sector, m)) = found else {
+            return Ok(());
+        };
+        self.stats.integrity_errors += 1;
+        Err(integrity_error(
+            sector,
+            &match m {
+                Misplaced::Foreign { meant_for } => {
+                    format!("it holds bytes written for sector {meant_for}")
+                }
+                Misplaced::Stale => "it misses its last write".to_string(),
+            },
+        ))
+    }
+
+    /// Stores `data` at `offset`, growing the image as needed; the sectors are dirty.
+    fn store(&mut self, offset: u64, data: &[u8]) -> Result<std::ops::Range<usize>, io::Error> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .and_then(|e| usize::try_from(e).ok())
+            .ok_or_else(|| io::Error::other("write past the addressable end"))?;
+        if end > self.live.len() {
+            self.live.resize(end, 0);
+        }
+        let a = offset as usize;
+        self.live[a..end].copy_from_slice(data);
+        for sector in sectors(offset, data.len() as u64) {
+            self.dirty.insert(sector);
+        }
+        Ok(a..end)
+    }
+
     fn charge_latency(&mut self) {
         let (lo, hi) = (self.faults.latency_us_min, self.faults.latency_us_max);
         if hi > 0 {
@@ -431,15 +573,41 @@ impl redb::StorageBackend for SimDiskBackend {
             s.stats.io_errors += 1;
             return Err(injected("read", offset));
         }
+        let len = out.len() as u64;
         let end = offset
-            .checked_add(out.len() as u64)
+            .checked_add(len)
             .filter(|&e| e <= s.live.len() as u64)
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("read of {} bytes at {offset} past the end", out.len()),
+                    format!("read of {len} bytes at {offset} past the end"),
                 )
             })?;
+        if len == 0 {
+            return Ok(());
+        }
+        let rate = s.faults.misdirected_read_rate;
+        if s.roll(rate) {
+            let limit = s.live.len() as u64;
+            if let Some(from) = s.misdirect(offset, len, limit) {
+                s.stats.misdirected += 1;
+                if s.faults.integrity_unchecked {
+                    let from = from as usize;
+                    out.copy_from_slice(&s.live[from..from + out.len()]);
+                    return Ok(());
+                }
+                // The sectors that came back carry the address they were written for, which
+                // is not the one asked for.
+                s.stats.integrity_errors += 1;
+                return Err(integrity_error(
+                    offset / SECTOR_BYTES,
+                    &format!("the read returned sector {}", from / SECTOR_BYTES),
+                ));
+            }
+        }
+        if !s.faults.integrity_unchecked {
+            s.verify(offset, len)?;
+        }
         out.copy_from_slice(&s.live[offset as usize..end as usize]);
         let rate = s.faults.read_bitflip_rate;
         if s.roll(rate) {
@@ -457,6 +625,8 @@ impl redb::StorageBackend for SimDiskBackend {
         // A length change is metadata that only a sync makes durable; the sectors it touches
         // are dirty until then.
         let (lo, hi) = (old.min(len) as u64, old.max(len) as u64);
+        let first_gone = (len as u64).div_ceil(SECTOR_BYTES);
+        s.misplaced.retain(|&sector, _| sector < first_gone);
         if hi > lo {
             for sector in lo / SECTOR_BYTES..=(hi - 1) / SECTOR_BYTES {
                 s.dirty.insert(sector);
@@ -483,6 +653,8 @@ impl redb::StorageBackend for SimDiskBackend {
         let len = s.live.len();
         s.durable.resize(len, 0);
         for &sector in &s.dirty {
+            let what = s.misplaced.get(&sector).copied();
+            set_misplaced(&mut s.durable_misplaced, sector, what);
             let a = (sector * SECTOR_BYTES) as usize;
             if a >= len {
                 continue;
@@ -509,23 +681,41 @@ impl redb::StorageBackend for SimDiskBackend {
         if data.is_empty() {
             return Ok(());
         }
-        let end = offset
-            .checked_add(data.len() as u64)
-            .and_then(|e| usize::try_from(e).ok())
-            .ok_or_else(|| io::Error::other("write past the addressable end"))?;
-        if end > s.live.len() {
-            s.live.resize(end, 0);
+        let len = data.len() as u64;
+        let rate = s.faults.misdirected_write_rate;
+        if s.roll(rate) {
+            if let Some(to) = s.misdirect(offset, len, u64::MAX) {
+                s.stats.misdirected += 1;
+                s.damaged = true;
+                // The aimed-at sectors keep their old bytes; the hit ones hold these.
+                for sector in sectors(offset, len) {
+                    s.misplaced.insert(sector, Misplaced::Stale);
+                    s.dirty.insert(sector);
+                }
+                s.store(to, data)?;
+                for sector in sectors(to, len) {
+                    let meant_for = (sector * SECTOR_BYTES + offset - to) / SECTOR_BYTES;
+                    s.misplaced.insert(sector, Misplaced::Foreign { meant_for });
+                }
+                return Ok(());
+            }
         }
-        let a = offset as usize;
-        s.live[a..end].copy_from_slice(data);
+        let range = s.store(offset, data)?;
+        // A sector written whole agrees with its protection again; a partly written one
+        // still holds the bytes it held.
+        let whole = offset.div_ceil(SECTOR_BYTES)..(offset + len) / SECTOR_BYTES;
+        if !whole.is_empty() {
+            let stale: Vec<u64> = s.misplaced.range(whole).map(|(&k, _)| k).collect();
+            for sector in stale {
+                s.misplaced.remove(&sector);
+            }
+        }
         let rate = s.faults.write_bitflip_rate;
         if s.roll(rate) {
-            let mut stored = s.live[a..end].to_vec();
+            let mut stored = s.live[range.clone()].to_vec();
             s.flip_bit(&mut stored);
-            s.live[a..end].copy_from_slice(&stored);
-        }
-        for sector in offset / SECTOR_BYTES..=(end as u64 - 1) / SECTOR_BYTES {
-            s.dirty.insert(sector);
+            s.live[range].copy_from_slice(&stored);
+            s.damaged = true;
         }
         Ok(())
     }
@@ -639,5 +829,99 @@ mod tests {
             (out, disk.stats())
         };
         assert_eq!(run(9), run(9));
+    }
+
+    fn misdirecting(seed: u64, write: f64, read: f64) -> SimDisk {
+        SimDisk::new(
+            seed,
+            DiskFaults {
+                misdirected_write_rate: write,
+                misdirected_read_rate: read,
+                ..DiskFaults::none()
+            },
+        )
+    }
+
+    /// Where the write of one sector of 9s at sector 10 went, found by looking at the image.
+    fn written_sector(disk: &SimDisk) -> Option<u64> {
+        let s = disk.lock();
+        (0..s.live.len() as u64 / SECTOR_BYTES).find(|&k| s.live[(k * SECTOR_BYTES) as usize] == 9)
+    }
+
+    #[test]
+    fn a_misdirected_write_fails_reads_where_it_was_aimed_and_where_it_landed() {
+        let disk = misdirecting(4, 1.0, 0.0);
+        let b = disk.backend();
+        b.set_len(32 * SECTOR_BYTES).unwrap();
+        b.write(10 * SECTOR_BYTES, &[9; SECTOR_BYTES as usize])
+            .unwrap();
+        let landed = written_sector(&disk).expect("the bytes landed somewhere");
+        assert_ne!(landed, 10);
+        assert!(disk.is_damaged());
+        disk.set_faults(DiskFaults::none());
+        let mut out = vec![0u8; SECTOR_BYTES as usize];
+        let aimed = b.read(10 * SECTOR_BYTES, &mut out).unwrap_err().to_string();
+        assert!(
+            aimed.contains("sector 10") && aimed.contains("misses its last write"),
+            "{aimed}"
+        );
+        let hit = b
+            .read(landed * SECTOR_BYTES, &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(hit.contains("written for sector 10"), "{hit}");
+        // A read that touches neither is served.
+        b.read(0, &mut out[..100]).unwrap_or_else(|e| {
+            assert!(landed == 0, "{e}");
+        });
+        // It survives a sync and a power loss, and a restart's reads still refuse it.
+        b.sync_data().unwrap();
+        disk.power_loss(PowerLossMode::DropAll);
+        assert!(b.read(10 * SECTOR_BYTES, &mut out).is_err());
+        // Writing the whole sector again makes it agree.
+        b.write(10 * SECTOR_BYTES, &[1; SECTOR_BYTES as usize])
+            .unwrap();
+        b.read(10 * SECTOR_BYTES, &mut out).unwrap();
+        assert_eq!(out, vec![1u8; SECTOR_BYTES as usize]);
+        // A partial write of a sector still holding foreign bytes leaves it refused.
+        b.write(landed * SECTOR_BYTES, &[2; 10]).unwrap();
+        assert!(b.read(landed * SECTOR_BYTES, &mut out[..10]).is_err());
+        assert_eq!(disk.stats().misdirected, 1);
+    }
+
+    #[test]
+    fn an_unsynced_misdirected_write_lost_to_power_leaves_the_disk_readable() {
+        let disk = misdirecting(5, 1.0, 0.0);
+        let b = disk.backend();
+        b.set_len(32 * SECTOR_BYTES).unwrap();
+        b.sync_data().unwrap();
+        disk.set_faults(DiskFaults {
+            misdirected_write_rate: 1.0,
+            ..DiskFaults::none()
+        });
+        b.write(10 * SECTOR_BYTES, &[9; SECTOR_BYTES as usize])
+            .unwrap();
+        disk.power_loss(PowerLossMode::DropAll);
+        let mut out = vec![0u8; (32 * SECTOR_BYTES) as usize];
+        b.read(0, &mut out).unwrap();
+        assert!(out.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn a_misdirected_read_is_refused_and_the_image_stays_intact() {
+        let disk = misdirecting(6, 0.0, 1.0);
+        let b = disk.backend();
+        b.set_len(32 * SECTOR_BYTES).unwrap();
+        b.write(12 * SECTOR_BYTES, &[3; 100]).unwrap();
+        let mut out = [0u8; 100];
+        let e = b.read(12 * SECTOR_BYTES, &mut out).unwrap_err().to_string();
+        assert!(
+            e.contains("sector 12") && e.contains("returned sector"),
+            "{e}"
+        );
+        assert!(!disk.is_damaged());
+        disk.set_faults(DiskFaults::none());
+        b.read(12 * SECTOR_BYTES, &mut out).unwrap();
+        assert_eq!(out, [3; 100]);
     }
 }
