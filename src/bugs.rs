@@ -66,6 +66,9 @@ pub enum Bug {
     /// after a quorum confirmed it, timed on its own clock: a leader lease, which is safe only
     /// while every node's clock keeps time.
     RaftLeaseReads,
+    /// A Raft follower hands a snapshot to openraft as its first chunk arrives instead of
+    /// staging it, so a transfer cut mid-stream fails the install, which stops the node.
+    RaftInstallUnstaged,
 }
 
 impl Bug {
@@ -92,6 +95,7 @@ impl Bug {
             Bug::RaftPurgeUngated => "raft-purge-ungated",
             Bug::RaftInitNotIdempotent => "raft-init-not-idempotent",
             Bug::RaftLeaseReads => "raft-lease-reads",
+            Bug::RaftInstallUnstaged => "raft-install-unstaged",
         }
     }
 
@@ -114,6 +118,7 @@ impl Bug {
             Bug::RaftPurgeUngated => &["raft-power-outage", "raft-snapshot-crash"],
             Bug::RaftInitNotIdempotent => &["raft-crash-restart"],
             Bug::RaftLeaseReads => &["raft-clock-drift"],
+            Bug::RaftInstallUnstaged => &["raft-snapshot-cut"],
         }
     }
 

@@ -1,6 +1,7 @@
 //! What the Raft stack reports as it runs, for the invariant checks: each node's log store
 //! and state machine emit a [`RaftEvent`] at their seams (a vote saved, entries durable, a
-//! truncation, a purge, a commit, applies, snapshots), and whoever started the node collects
+//! truncation, a purge, a commit, applies, snapshots; and snapshot chunks arriving, which
+//! armed faults time themselves against), and whoever started the node collects
 //! them with the node and its incarnation, in the order they happened.
 //!
 //! The stack emits through a [`Probe`]; a node started without one (real deployments,
@@ -96,6 +97,13 @@ pub enum RaftEvent {
     SnapshotBuilt(Option<LogPos>),
     /// The state machine installed a leader's snapshot covering up to here.
     SnapshotInstalled(Option<LogPos>),
+    /// A data chunk of a snapshot arrived from a leader (it has not been taken yet).
+    SnapshotChunk {
+        /// The sender.
+        from: u64,
+        /// The chunk's position in its transfer, from 0.
+        seq: u64,
+    },
 }
 
 /// One recorded event.
@@ -131,6 +139,9 @@ pub struct EventCounts {
     pub snapshots_built: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// Snapshot data chunks received.
+    #[serde(default)]
+    pub snapshot_chunks: u64,
 }
 
 impl EventCounts {
@@ -147,6 +158,7 @@ impl EventCounts {
                 RaftEvent::Applied(_) => &mut c.applies,
                 RaftEvent::SnapshotBuilt(_) => &mut c.snapshots_built,
                 RaftEvent::SnapshotInstalled(_) => &mut c.snapshots_installed,
+                RaftEvent::SnapshotChunk { .. } => &mut c.snapshot_chunks,
                 RaftEvent::LogRecovered { .. }
                 | RaftEvent::StateMachineOpened { .. }
                 | RaftEvent::Committed(_) => continue,

@@ -81,7 +81,8 @@ pub fn reaches(bug: Bug, s: &Scenario) -> bool {
         Bug::RaftFollowerLocalReads
         | Bug::RaftLeaderLocalScans
         | Bug::RaftAppendAckEarly
-        | Bug::RaftLeaseReads => mode == ShardKind::Raft,
+        | Bug::RaftLeaseReads
+        | Bug::RaftInstallUnstaged => mode == ShardKind::Raft,
         Bug::ScanValuesShifted => true,
     }
 }

@@ -116,8 +116,17 @@ pub enum RaftReply {
 
 /// How long an RPC may take when openraft gives no deadline.
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a snapshot chunk (including the final install) may take.
+/// How long the last message of a snapshot transfer, which waits for the install, may take;
+/// and how long a receiver waits for the next chunk before it drops a transfer.
 pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a data chunk waits for its acknowledgement before it is sent again. A staged
+/// chunk is acknowledged on arrival and a streamed one once the install takes it.
+pub const DATA_CHUNK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How many times a data chunk is sent before the transfer gives up (the network may lose a
+/// chunk or its acknowledgement; the receiver acknowledges a repeat of the chunk it just
+/// took without taking it twice). After that the connection counts as broken, and openraft
+/// sends the snapshot again from its start.
+pub const DATA_CHUNK_ATTEMPTS: u32 = 3;
 
 /// Creates a client per peer.
 #[derive(Clone)]
@@ -126,6 +135,8 @@ pub struct NetworkFactory {
     pub id: NodeId,
     /// This node's transport.
     pub transport: Transport,
+    /// Bytes of snapshot stream per chunk.
+    pub chunk_bytes: usize,
 }
 
 /// A client to one peer.
@@ -134,6 +145,7 @@ pub struct NetworkClient {
     target: NodeId,
     addr: Result<SocketAddr, String>,
     transport: Transport,
+    chunk_bytes: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -148,6 +160,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 .parse()
                 .map_err(|e| format!("bad address {:?} of node {target}: {e}", node.addr)),
             transport: self.transport.clone(),
+            chunk_bytes: self.chunk_bytes,
         }
     }
 }
@@ -231,7 +244,7 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
             }),
             meta: Vec::new(),
         };
-        let mut chunks = local_chunks(&storage, &snapshot, header)
+        let mut chunks = local_chunks(&storage, &snapshot, header, self.chunk_bytes)
             .await
             .map_err(|e| {
                 StreamingError::StorageError(
@@ -257,15 +270,26 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
             };
             let len = data.len();
             super::snapshot::held::add(len);
-            let chunk = SnapshotChunk {
-                from: self.id,
-                vote,
-                meta: meta.clone(),
-                seq,
-                data,
-                done,
+            let (timeout, attempts) = if done {
+                (CHUNK_TIMEOUT, 1)
+            } else {
+                (DATA_CHUNK_TIMEOUT, DATA_CHUNK_ATTEMPTS)
             };
-            let reply = self.call(RaftRpc::Chunk(chunk), CHUNK_TIMEOUT).await;
+            let mut reply = Err(NetError::Timeout(timeout));
+            for _ in 0..attempts {
+                let chunk = SnapshotChunk {
+                    from: self.id,
+                    vote,
+                    meta: meta.clone(),
+                    seq,
+                    data: data.clone(),
+                    done,
+                };
+                reply = self.call(RaftRpc::Chunk(chunk), timeout).await;
+                if !matches!(reply, Err(NetError::Timeout(_))) {
+                    break;
+                }
+            }
             super::snapshot::held::sub(len);
             match reply {
                 Ok(RaftReply::Chunk(Ok(None))) if !done => seq += 1,

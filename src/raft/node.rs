@@ -44,6 +44,9 @@ pub struct RaftOptions {
     pub keep_after_snapshot: u64,
     /// How long a client request may wait.
     pub client_timeout_ms: u64,
+    /// Bytes of snapshot stream per chunk sent to a follower (small values make scenario
+    /// snapshots span many chunks).
+    pub snapshot_chunk_bytes: usize,
     /// This node's place among `of` nodes in election order: `(rank, of)`. Set by whoever
     /// starts the cluster, not by scenario files; see [`RaftOptions::election_timeout_ms`].
     #[serde(skip)]
@@ -59,6 +62,7 @@ impl Default for RaftOptions {
             snapshot_every: 5_000,
             keep_after_snapshot: 1_000,
             client_timeout_ms: 2_000,
+            snapshot_chunk_bytes: crate::storage::stream::DEFAULT_CHUNK_BYTES,
             election_rank: None,
         }
     }
@@ -104,6 +108,12 @@ impl RaftOptions {
     }
 
     fn config(&self) -> Result<Config, String> {
+        if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&self.snapshot_chunk_bytes) {
+            return Err(format!(
+                "snapshot_chunk_bytes = {} is outside {MIN_CHUNK_BYTES}..={MAX_CHUNK_BYTES}",
+                self.snapshot_chunk_bytes
+            ));
+        }
         let (election_min, election_max) = self.election_timeout_ms();
         Config {
             cluster_name: "odgm-sim".into(),
@@ -120,12 +130,56 @@ impl RaftOptions {
     }
 }
 
+/// The smallest and largest `snapshot_chunk_bytes`.
+pub const MIN_CHUNK_BYTES: usize = 64;
+/// See [`MIN_CHUNK_BYTES`].
+pub const MAX_CHUNK_BYTES: usize = 16 << 20;
+
+/// Bytes of a snapshot a follower stages in memory before it starts installing. A transfer
+/// that breaks off before its end costs a staged snapshot nothing but the bytes: openraft
+/// never saw it, and the leader sends it again. A larger snapshot streams into the install
+/// as it arrives, so memory stays bounded; a transfer of one of those that breaks off fails
+/// the install, which openraft takes as fatal (the node stops, its state intact).
+pub const STAGE_BYTES: usize = 32 << 20;
+
 /// A snapshot being received from a leader.
 struct Incoming {
     snapshot_id: String,
+    vote: openraft::Vote<NodeId>,
+    meta: super::types::SnapshotMeta,
     next_seq: u64,
-    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, StorageError>>,
-    install: tokio::task::JoinHandle<Result<openraft::raft::SnapshotResponse<NodeId>, String>>,
+    body: IncomingBody,
+}
+
+enum IncomingBody {
+    /// Chunks held until the last one arrives (at most [`STAGE_BYTES`]).
+    Staged { chunks: Vec<Vec<u8>>, bytes: usize },
+    /// Chunks fed to an install that started early.
+    Streaming {
+        tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, StorageError>>,
+        install: tokio::task::JoinHandle<Result<openraft::raft::SnapshotResponse<NodeId>, String>>,
+    },
+}
+
+impl Incoming {
+    /// Takes the body out, leaving an empty staging (which releases nothing on drop).
+    fn take_body(&mut self) -> IncomingBody {
+        std::mem::replace(
+            &mut self.body,
+            IncomingBody::Staged {
+                chunks: Vec::new(),
+                bytes: 0,
+            },
+        )
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let IncomingBody::Staged { chunks, .. } = &self.body {
+            super::snapshot::held::sub(chunks.iter().map(Vec::len).sum());
+        }
+    }
 }
 
 /// A running Raft node.
@@ -139,6 +193,7 @@ pub struct RaftNode {
     log: LogStore,
     incoming: Mutex<BTreeMap<NodeId, Incoming>>,
     options: RaftOptions,
+    probe: Probe,
     snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
     current_snapshot: CurrentSnapshot,
     /// Planted bug `raft-lease-reads`: when a confirmation round that proved this node
@@ -180,8 +235,10 @@ impl RaftNode {
         let network = NetworkFactory {
             id,
             transport: transport.clone(),
+            chunk_bytes: options.snapshot_chunk_bytes,
         };
-        let mut log = LogStore::with_purge_gate(log, sm.durable_applied()).with_probe(probe);
+        let mut log =
+            LogStore::with_purge_gate(log, sm.durable_applied()).with_probe(probe.clone());
         log.report_recovered()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -199,6 +256,7 @@ impl RaftNode {
             log,
             incoming: Mutex::new(BTreeMap::new()),
             options,
+            probe,
             snapshots_installed,
             current_snapshot,
             lease_from: Mutex::new(None),
@@ -243,6 +301,24 @@ impl RaftNode {
         m.running_state.as_ref().err().map(|e| e.to_string())
     }
 
+    /// Waits until this node's Raft core stops: why, if it stopped on an error (`None`: it
+    /// was shut down).
+    pub async fn stopped(&self) -> Option<String> {
+        let why = |m: &openraft::RaftMetrics<NodeId, BasicNode>| match &m.running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(w) = why(&metrics.borrow()) {
+                return Some(w);
+            }
+            if metrics.changed().await.is_err() {
+                return why(&metrics.borrow());
+            }
+        }
+    }
+
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
@@ -274,29 +350,35 @@ impl RaftNode {
         }
     }
 
-    /// Takes one chunk of a snapshot from a leader. The first chunk starts the install (which
-    /// drains a bounded channel as chunks arrive) and a watchdog: if the sender goes silent
-    /// for [`CHUNK_TIMEOUT`], the watchdog drops the channel, the decoder sees a stream with
-    /// no trailer, and the install fails atomically (the old state stays; openraft then
-    /// stops the node, which is fail-stop rather than a state machine waiting forever).
+    /// Takes one chunk of a snapshot from a leader. The first chunk starts a transfer and a
+    /// watchdog that drops it if the sender goes silent for [`CHUNK_TIMEOUT`]. Chunks are
+    /// staged until the last one arrives, and only then handed to openraft, so a transfer
+    /// that breaks off (a partition, a crashed leader, a newer snapshot) costs nothing: the
+    /// leader sends the snapshot again from its start. A snapshot larger than
+    /// [`STAGE_BYTES`] starts its install early and streams into it instead (see there).
     async fn receive_chunk(
         self: &Arc<Self>,
         c: SnapshotChunk,
     ) -> Result<Option<openraft::raft::SnapshotResponse<NodeId>>, String> {
+        if !c.done {
+            self.probe.emit(|| crate::probe::RaftEvent::SnapshotChunk {
+                from: c.from,
+                seq: c.seq,
+            });
+        }
+        if !c.done {
+            let map = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+            if map
+                .get(&c.from)
+                .is_some_and(|s| s.snapshot_id == c.meta.snapshot_id && c.seq + 1 == s.next_seq)
+            {
+                // The chunk just taken, sent again (its acknowledgement was lost, or the
+                // transfer started over): the same snapshot has the same bytes.
+                return Ok(None);
+            }
+        }
         if c.seq == 0 {
             // A new snapshot from this leader replaces any unfinished one.
-            let (tx, rx) = tokio::sync::mpsc::channel(INCOMING_CHUNKS);
-            let raft = self.raft.clone();
-            let (vote, meta) = (c.vote, c.meta.clone());
-            let install = tokio::spawn(async move {
-                let snapshot = Snapshot {
-                    meta,
-                    snapshot: Box::new(SnapshotData::Incoming(rx)),
-                };
-                raft.install_full_snapshot(vote, snapshot)
-                    .await
-                    .map_err(|e| e.to_string())
-            });
             let old = self
                 .incoming
                 .lock()
@@ -305,9 +387,13 @@ impl RaftNode {
                     c.from,
                     Incoming {
                         snapshot_id: c.meta.snapshot_id.clone(),
+                        vote: c.vote,
+                        meta: c.meta.clone(),
                         next_seq: 0,
-                        tx,
-                        install,
+                        body: IncomingBody::Staged {
+                            chunks: Vec::new(),
+                            bytes: 0,
+                        },
                     },
                 );
             drop(old);
@@ -319,7 +405,7 @@ impl RaftNode {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&c.from);
-            let Some(s) =
+            let Some(mut s) =
                 session.filter(|s| s.snapshot_id == c.meta.snapshot_id && s.next_seq == c.seq)
             else {
                 return Err(format!(
@@ -327,20 +413,27 @@ impl RaftNode {
                     c.meta.snapshot_id, c.from
                 ));
             };
-            drop(s.tx);
-            return match s.install.await {
+            let install = match s.take_body() {
+                IncomingBody::Staged { chunks, .. } => {
+                    let (tx, install) = self.start_install(s.vote, s.meta.clone(), chunks.len());
+                    for chunk in chunks {
+                        // The channel holds them all: it was made that large.
+                        let _ = tx.try_send(Ok(chunk));
+                    }
+                    install
+                }
+                IncomingBody::Streaming { install, .. } => install,
+            };
+            return match install.await {
                 Ok(Ok(resp)) => Ok(Some(resp)),
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(e.to_string()),
             };
         }
-        let tx = {
+        let (tx, mut send) = {
             let mut map = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get_mut(&c.from) {
-                Some(s) if s.snapshot_id == c.meta.snapshot_id && s.next_seq == c.seq => {
-                    s.next_seq += 1;
-                    s.tx.clone()
-                }
+            let s = match map.get_mut(&c.from) {
+                Some(s) if s.snapshot_id == c.meta.snapshot_id && s.next_seq == c.seq => s,
                 Some(s) => {
                     return Err(format!(
                         "chunk {} of {} out of order (expected {} of {})",
@@ -348,21 +441,76 @@ impl RaftNode {
                     ))
                 }
                 None => return Err(format!("no snapshot in progress from node {}", c.from)),
+            };
+            s.next_seq += 1;
+            super::snapshot::held::add(c.data.len());
+            let stage = if crate::bugs::active(crate::bugs::Bug::RaftInstallUnstaged) {
+                0
+            } else {
+                STAGE_BYTES
+            };
+            match &mut s.body {
+                IncomingBody::Staged { chunks, bytes } if *bytes + c.data.len() <= stage => {
+                    *bytes += c.data.len();
+                    chunks.push(c.data);
+                    return Ok(None);
+                }
+                IncomingBody::Staged { .. } => {
+                    // Too large to stage: install as it arrives, starting with what came.
+                    let IncomingBody::Staged { mut chunks, .. } = s.take_body() else {
+                        unreachable!("matched above")
+                    };
+                    let (tx, install) = self.start_install(s.vote, s.meta.clone(), INCOMING_CHUNKS);
+                    s.body = IncomingBody::Streaming {
+                        tx: tx.clone(),
+                        install,
+                    };
+                    chunks.push(c.data);
+                    (tx, chunks)
+                }
+                IncomingBody::Streaming { tx, .. } => (tx.clone(), vec![c.data]),
             }
         };
-        let len = c.data.len();
-        super::snapshot::held::add(len);
-        match crate::rt::timers::timeout(CHUNK_TIMEOUT, tx.send(Ok(c.data))).await {
-            Ok(Ok(())) => Ok(None),
-            _ => {
-                super::snapshot::held::sub(len);
-                self.incoming
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&c.from);
-                Err("the install stopped taking chunks".into())
+        send.reverse();
+        while let Some(chunk) = send.pop() {
+            let len = chunk.len();
+            if let Ok(Ok(())) = crate::rt::timers::timeout(CHUNK_TIMEOUT, tx.send(Ok(chunk))).await
+            {
+                continue;
             }
+            super::snapshot::held::sub(len + send.iter().map(Vec::len).sum::<usize>());
+            self.incoming
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&c.from);
+            return Err("the install stopped taking chunks".into());
         }
+        Ok(None)
+    }
+
+    /// Starts openraft's install of a snapshot fed through a channel of `capacity` chunks.
+    #[allow(clippy::type_complexity)]
+    fn start_install(
+        &self,
+        vote: openraft::Vote<NodeId>,
+        meta: super::types::SnapshotMeta,
+        capacity: usize,
+    ) -> (
+        tokio::sync::mpsc::Sender<Result<Vec<u8>, StorageError>>,
+        tokio::task::JoinHandle<Result<openraft::raft::SnapshotResponse<NodeId>, String>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let raft = self.raft.clone();
+        let install = tokio::spawn(async move {
+            let snapshot = Snapshot {
+                meta,
+                snapshot: Box::new(SnapshotData::Incoming(rx)),
+            };
+            raft.install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        (tx, install)
     }
 
     /// Drops a transfer that makes no progress for [`CHUNK_TIMEOUT`] (see `receive_chunk`).

@@ -372,6 +372,7 @@ pub fn local_chunks(
     storage: &DynStorage,
     snapshot: &ZeroCopySnapshot,
     header: SnapshotHeader,
+    chunk_bytes: usize,
 ) -> impl std::future::Future<
     Output = Result<
         futures::stream::BoxStream<'static, Result<Vec<u8>, StorageError>>,
@@ -382,7 +383,7 @@ pub fn local_chunks(
     let snapshot = snapshot.clone();
     async move {
         let pairs = storage.create_kv_snapshot_stream(&snapshot).await?;
-        stream::encode(&header, pairs, DEFAULT_CHUNK_BYTES)
+        stream::encode(&header, pairs, chunk_bytes)
     }
 }
 
@@ -559,7 +560,7 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
                         snapshot_id: meta.snapshot_id.clone(),
                         ..SnapshotHeader::default()
                     };
-                    local_chunks(&storage, &snapshot, header)
+                    local_chunks(&storage, &snapshot, header, DEFAULT_CHUNK_BYTES)
                         .await
                         .map_err(sm_read)?
                 }

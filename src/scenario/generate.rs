@@ -141,6 +141,11 @@ pub fn chaos(seed: u64) -> Drawn {
         let every = d.range("snapshot_every", 20i32..=300);
         options.raft.snapshot_every = every as u64;
         options.raft.keep_after_snapshot = d.int("keep_after_snapshot", 1..=(every / 2).min(50));
+        // Small chunks make those snapshots travel in many chunks, which faults can cut.
+        options.raft.snapshot_chunk_bytes = d.weighted(
+            "snapshot_chunk_bytes",
+            &[(128, 2), (1024, 1), (64 * 1024, 1)],
+        );
     }
     let network = if nodes > 1 {
         let lo = d.int("latency_min_ms", 1..=5);

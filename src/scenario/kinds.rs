@@ -165,8 +165,8 @@ impl FaultKind {
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             FaultKind::Partition => &["groups"],
-            FaultKind::Isolate
-            | FaultKind::Clog
+            FaultKind::Isolate => &["node", "after"],
+            FaultKind::Clog
             | FaultKind::Restart
             | FaultKind::Pause
             | FaultKind::Resume
@@ -186,7 +186,7 @@ impl FaultKind {
     pub fn optional_fields(self) -> &'static [&'static str] {
         match self {
             FaultKind::ClockSkew => &["offset_ms", "drift_ppm"],
-            FaultKind::PowerLoss | FaultKind::Kill => &["after"],
+            FaultKind::PowerLoss | FaultKind::Kill | FaultKind::Isolate => &["after"],
             _ => &[],
         }
     }

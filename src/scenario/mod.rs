@@ -145,9 +145,9 @@ impl<'de> Deserialize<'de> for Target {
 /// Longest an armed crash or power cut waits for what it is timed against, in simulated ms.
 pub const ARMED_CUT_WINDOW_MS: u64 = 2_000;
 
-/// What an armed crash or power cut waits for: the node's next N completed syncs (the redb
-/// engine, whose disks are simulated), votes saved or log appends acknowledged (Raft). In a
-/// scenario file: `after = { votes = 1 }`.
+/// What an armed crash, power cut or isolation waits for: the node's next N completed syncs
+/// (the redb engine, whose disks are simulated), votes saved, log appends acknowledged or
+/// snapshot chunks received (Raft). In a scenario file: `after = { votes = 1 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CutAfter {
@@ -157,6 +157,9 @@ pub enum CutAfter {
     Votes(u64),
     /// Appends the Raft log store reported durable.
     Appends(u64),
+    /// Snapshot data chunks received from a leader (Raft): the fault lands between two
+    /// chunks of a transfer.
+    Chunks(u64),
 }
 
 impl CutAfter {
@@ -166,7 +169,10 @@ impl CutAfter {
     /// How many it waits for.
     pub fn count(self) -> u64 {
         match self {
-            CutAfter::Syncs(n) | CutAfter::Votes(n) | CutAfter::Appends(n) => n,
+            CutAfter::Syncs(n)
+            | CutAfter::Votes(n)
+            | CutAfter::Appends(n)
+            | CutAfter::Chunks(n) => n,
         }
     }
 }
@@ -184,6 +190,12 @@ pub enum Fault {
     Isolate {
         /// The node.
         node: Target,
+        /// Armed rather than now: the links go right after the node's next N votes saved,
+        /// appends acknowledged or snapshot chunks received (`after = { chunks = 3 }` cuts a
+        /// snapshot transfer between two chunks); if that does not happen within
+        /// [`ARMED_CUT_WINDOW_MS`], the isolation comes then. Not `syncs`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<CutAfter>,
     },
     /// Cut the link from one node to another only.
     OneWay {

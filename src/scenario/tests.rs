@@ -260,3 +260,28 @@ fn armed_cuts_parse_round_trip_and_are_checked() {
     assert!(e.message.contains("simulated disks"), "{e}");
     parse(&fjall.replace("syncs = 2", "appends = 2")).unwrap();
 }
+
+#[test]
+fn an_armed_isolation_waits_for_raft_events_not_syncs() {
+    let armed = |after: &str| {
+        format!(
+            "{GOOD}\n[[schedule]]\nat_ms = 9000\nfault = \"isolate\"\nnode = 2\nafter = {after}\n"
+        )
+    };
+    let s = parse(&armed("{ chunks = 3 }")).unwrap();
+    assert_eq!(
+        s.schedule.last().unwrap().fault,
+        Fault::Isolate {
+            node: Target::Node(2),
+            after: Some(crate::scenario::CutAfter::Chunks(3)),
+        }
+    );
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+    let text = armed("{ syncs = 3 }");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.line, line_of(&text, "after = { syncs = 3 }"), "{e}");
+    assert!(e.message.contains("votes, appends or chunks"), "{e}");
+    // Chunks are Raft's.
+    let e = parse(&as_mst(&armed("{ chunks = 1 }"))).unwrap_err();
+    assert!(e.message.contains("Raft's"), "{e}");
+}

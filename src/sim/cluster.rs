@@ -24,6 +24,9 @@ use crate::storage::{
     RedbStorage, SimDisk,
 };
 
+mod wires;
+use wires::{Trip, Tripwires, Wire};
+
 /// Election timeout slots of a Raft cluster's nodes (see
 /// [`crate::raft::RaftOptions::election_timeout_ms`]): each incarnation of a node draws a
 /// slot no other node holds, so no two nodes share an election timeout, and which node asks
@@ -162,33 +165,20 @@ fn died(deaths: &Deaths, node: u64, why: String) {
         });
 }
 
-/// Armed cuts waiting for a Raft event, by node, with how many of those events are still to
-/// come (`Votes` or `Appends`); and the nodes whose cut went off (their disks went dark too,
-/// if they have simulated disks).
-#[derive(Default)]
-struct Wires {
-    armed: BTreeMap<u64, CutAfter>,
-    tripped: std::collections::BTreeSet<u64>,
-}
-
-type Tripwires = Arc<Mutex<Wires>>;
-
-/// A probe for one incarnation of node `id`, recording into `record` (or none). A vote or
-/// append it hears of may trip a power cut armed on the node: its disks go dark at once.
+/// A probe for one incarnation of node `id`, recording into `record` (or none). What it
+/// hears may trip a wire armed on the node.
 fn node_probe(
     record: Option<&RaftRecord>,
     tripwires: &Tripwires,
-    disks: &NodeDisks,
     id: u64,
     incarnation: u64,
 ) -> Probe {
     let Some(record) = record.cloned() else {
         return Probe::default();
     };
-    let (tripwires, disks) = (tripwires.clone(), disks.clone());
+    let tripwires = tripwires.clone();
     Probe::new(move |event| {
-        let counts = matches!(event, RaftEvent::VoteSaved(_) | RaftEvent::Appended(_));
-        let votes = matches!(event, RaftEvent::VoteSaved(_));
+        tripwires.hear(id, &event);
         record
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -198,23 +188,6 @@ fn node_probe(
                 incarnation,
                 event,
             });
-        if !counts {
-            return;
-        }
-        let mut wires = tripwires.lock().unwrap_or_else(|e| e.into_inner());
-        let left = match wires.armed.get_mut(&id) {
-            Some(CutAfter::Votes(n)) if votes => n,
-            Some(CutAfter::Appends(n)) if !votes => n,
-            _ => return,
-        };
-        *left = left.saturating_sub(1);
-        if *left == 0 {
-            wires.armed.remove(&id);
-            wires.tripped.insert(id);
-            for d in disks.sim_disks() {
-                d.cut_power_now();
-            }
-        }
     })
 }
 
@@ -343,7 +316,7 @@ impl Cluster {
                         (addresses.clone(), shards.clone(), opener.clone());
                     let incarnation =
                         incarnations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let probe = node_probe(record.as_ref(), &tripwires, &d, id, incarnation);
+                    let probe = node_probe(record.as_ref(), &tripwires, id, incarnation);
                     let deaths = deaths.clone();
                     let boot = match jitter {
                         0 => Duration::ZERO,
@@ -399,10 +372,21 @@ impl Cluster {
                                 return;
                             }
                         };
+                        let raft = shard
+                            .as_any()
+                            .downcast_ref::<crate::shard::RaftShard>()
+                            .map(|s| s.raft_node().clone());
                         shards
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .insert(id, shard);
+                        // A Raft core that stops on an error is a death when it happens, even
+                        // if a later fault restarts the node.
+                        if let Some(raft) = raft {
+                            if let Some(why) = raft.stopped().await {
+                                died(&deaths, id, format!("Raft core stopped: {why}"));
+                            }
+                        }
                         std::future::pending::<()>().await;
                     }
                 })
@@ -498,11 +482,7 @@ impl Cluster {
     /// Stops a node (its tasks end; its disks keep what was synced and what was not, until a
     /// power loss).
     pub fn kill(&self, id: u64) {
-        self.tripwires
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tripped
-            .remove(&id);
+        self.tripwires.disarm(id, Wire::Crash);
         self.shards
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -532,11 +512,15 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for id in self.node_ids() {
-            if let Some(why) = self.raft(id).and_then(|r| r.fatal()) {
+            let Some(why) = self.raft(id).and_then(|r| r.fatal()) else {
+                continue;
+            };
+            let why = format!("Raft core stopped: {why}");
+            if !out.iter().any(|d| d.node == id && d.why == why) {
                 out.push(Death {
                     node: id,
                     at_ms: super::trace::now_us() / 1000,
-                    why: format!("Raft core stopped: {why}"),
+                    why,
                 });
             }
         }
@@ -562,8 +546,8 @@ impl Cluster {
     }
 
     /// Arms a power cut on a node's disks (redb): they go dark right after `after` has
-    /// happened (the injector then stops the node and cuts its power). Votes and appends are
-    /// heard through the Raft probe, so they need a recording cluster.
+    /// happened (the injector then stops the node and cuts its power). Votes, appends and
+    /// chunks are heard through the Raft probe, so they need a recording cluster.
     pub fn arm_power_cut(&self, id: u64, after: CutAfter) {
         match after {
             CutAfter::Syncs(n) => {
@@ -571,12 +555,9 @@ impl Cluster {
                     disk.cut_power_after_syncs(n);
                 }
             }
-            CutAfter::Votes(_) | CutAfter::Appends(_) => {
-                self.tripwires
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .armed
-                    .insert(id, after);
+            CutAfter::Votes(_) | CutAfter::Appends(_) | CutAfter::Chunks(_) => {
+                let disks = self.disks[&id].sim_disks().cloned().collect();
+                self.tripwires.arm(id, after, Trip::PowerOff(disks));
             }
         }
     }
@@ -584,11 +565,7 @@ impl Cluster {
     /// Disarms a node's armed cut; whether one was armed and had not gone off.
     pub fn disarm_power_cut(&self, id: u64) -> bool {
         let out = self.power_is_out(id);
-        let wire = {
-            let mut w = self.tripwires.lock().unwrap_or_else(|e| e.into_inner());
-            w.tripped.remove(&id);
-            w.armed.remove(&id).is_some()
-        };
+        let wire = self.tripwires.disarm(id, Wire::Crash);
         let mut syncs = false;
         for disk in self.disks[&id].sim_disks() {
             syncs |= disk.sync_cut_armed();
@@ -599,12 +576,35 @@ impl Cluster {
 
     /// Whether a node's armed cut went off (its disks, if simulated, went dark).
     pub fn power_is_out(&self, id: u64) -> bool {
-        self.tripwires
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tripped
-            .contains(&id)
+        self.tripwires.tripped(id, Wire::Crash)
             || self.disks[&id].sim_disks().any(SimDisk::is_powered_off)
+    }
+
+    /// Arms an isolation of a node (Raft, recording cluster): every link between it and the
+    /// others is cut right after `after` (votes, appends or chunks; not syncs) has happened.
+    pub fn arm_isolation(&self, id: u64, after: CutAfter) {
+        let others = self
+            .hosts
+            .iter()
+            .filter(|(n, _)| **n != id)
+            .map(|(_, h)| h.id())
+            .collect();
+        let trip = Trip::Isolate {
+            node: self.hosts[&id].id(),
+            others,
+        };
+        self.tripwires.arm(id, after, trip);
+    }
+
+    /// Disarms a node's armed isolation; whether one was armed and had not gone off.
+    pub fn disarm_isolation(&self, id: u64) -> bool {
+        let gone_off = self.tripwires.tripped(id, Wire::Isolate);
+        self.tripwires.disarm(id, Wire::Isolate) && !gone_off
+    }
+
+    /// Whether a node's armed isolation went off (its links are cut).
+    pub fn isolation_went_off(&self, id: u64) -> bool {
+        self.tripwires.tripped(id, Wire::Isolate)
     }
 
     /// Restarts a node from its disks.

@@ -217,16 +217,20 @@ impl Injector {
                 });
                 self.begin(FaultKind::Partition, format!("{groups:?}"), None, true);
             }
-            Fault::Isolate { node } => {
+            Fault::Isolate { node, after } => {
                 let Some(n) = self.resolve(*node) else {
                     return skipped();
                 };
-                let others: Vec<u64> = c.node_ids().into_iter().filter(|x| *x != n).collect();
-                c.partition(&[vec![n], others]);
-                self.cut(Fault::Isolate {
-                    node: Target::Node(n),
-                });
-                self.begin(FaultKind::Isolate, format!("node {n} ({node})"), None, true);
+                match after {
+                    None => {
+                        self.cut(Fault::Isolate {
+                            node: Target::Node(n),
+                            after: None,
+                        });
+                        self.isolate(n, &node.to_string());
+                    }
+                    Some(after) => self.arm_isolation(n, *after),
+                }
             }
             Fault::OneWay { from, to } => {
                 let (Some(a), Some(b)) = (self.resolve(*from), self.resolve(*to)) else {
@@ -255,6 +259,9 @@ impl Injector {
             Fault::Heal => {
                 if self.net_faulted.swap(false, Ordering::Relaxed) {
                     self.record(Fault::Heal);
+                }
+                for n in c.node_ids() {
+                    c.disarm_isolation(n);
                 }
                 c.heal();
                 self.end(&CUTS, None);
@@ -389,6 +396,50 @@ impl Injector {
                 if tokio::time::Instant::now() >= deadline {
                     if inj.cluster.disarm_power_cut(n) {
                         inj.stop(n, power);
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+    }
+
+    /// Cuts every link between node `n` and the others now.
+    fn isolate(&self, n: u64, why: &str) {
+        let c = &self.cluster;
+        let others: Vec<u64> = c.node_ids().into_iter().filter(|x| *x != n).collect();
+        c.partition(&[vec![n], others]);
+        self.begin(FaultKind::Isolate, format!("node {n} ({why})"), None, true);
+    }
+
+    /// Arms an isolation of node `n` that lands right after `after` (see
+    /// [`Cluster::arm_isolation`]): the links go inside the probe call that trips it, and a
+    /// watcher records it; if it has not gone off within [`ARMED_CUT_WINDOW_MS`], the watcher
+    /// isolates the node then. The heal before that disarms it.
+    pub(super) fn arm_isolation(self: &Arc<Self>, n: u64, after: CutAfter) {
+        self.cut(Fault::Isolate {
+            node: Target::Node(n),
+            after: Some(after),
+        });
+        self.cluster.arm_isolation(n, after);
+        trace::record(format_args!(
+            "fault armed isolation: node {n} after {after:?}"
+        ));
+        let inj = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(ARMED_CUT_WINDOW_MS);
+            loop {
+                if inj.healed.load(Ordering::Relaxed) {
+                    return;
+                }
+                if inj.cluster.isolation_went_off(n) {
+                    let why = format!("armed, went off after {after:?}");
+                    inj.begin(FaultKind::Isolate, format!("node {n} ({why})"), None, true);
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    if inj.cluster.disarm_isolation(n) {
+                        inj.isolate(n, &format!("armed, {after:?} did not come in time"));
                     }
                     return;
                 }
@@ -577,6 +628,7 @@ impl Injector {
                 self.stop(n, Some(PowerLossMode::DropAll));
             }
             self.cluster.disarm_power_cut(n);
+            self.cluster.disarm_isolation(n);
         }
         self.cluster.heal();
         self.end(&CUTS, None);

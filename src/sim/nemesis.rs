@@ -62,6 +62,14 @@ pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) 
         .filter(|k| matches!(k, NemesisKind::Kill | NemesisKind::PowerLoss))
         .collect();
     let syncs = inj.cluster.spec.engine == EngineKind::Redb;
+    // Kinds that cut links: with one on, a returning node may be isolated again in the
+    // middle of the snapshot it catches up with.
+    let cuts = kinds.iter().any(|(k, _)| {
+        matches!(
+            k,
+            NemesisKind::Partition | NemesisKind::Clog | NemesisKind::OneWay
+        )
+    }) && inj.cluster.spec.record;
     loop {
         let (gap, hold, roll) = {
             let mut rng = crate::rt::thread_rng();
@@ -113,17 +121,32 @@ pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) 
                 inj.restart(n);
             }
         }
+        if cuts && !returning.is_empty() {
+            let armed = {
+                let mut rng = crate::rt::thread_rng();
+                rng.gen_bool(0.25).then(|| {
+                    let n = *returning.choose(&mut rng).expect("not empty");
+                    (n, CutAfter::Chunks(rng.gen_range(1..=4)))
+                })
+            };
+            if let Some((n, after)) = armed {
+                inj.arm_isolation(n, after);
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(Duration::from_millis(hold).min(left)).await;
+                inj.apply(&Fault::Heal).await;
+            }
+        }
     }
 }
 
-/// What an armed crash or power cut waits for, if the cluster can time one: a vote or a few
-/// appends (Raft, whose events the cluster records) or some syncs (simulated disks: 1 to 64,
-/// small counts as likely as large ranges, so the cut lands early in a burst of writes as
-/// often as late).
+/// What an armed crash or power cut waits for, if the cluster can time one: a vote, a few
+/// appends or a few snapshot chunks (Raft, whose events the cluster records) or some syncs
+/// (simulated disks: 1 to 64, small counts as likely as large ranges, so the cut lands early
+/// in a burst of writes as often as late).
 fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
     let mut ways = Vec::new();
     if c.spec.record {
-        ways.extend([0, 1]);
+        ways.extend([0, 1, 3]);
     }
     if c.spec.engine == EngineKind::Redb {
         ways.push(2);
@@ -131,6 +154,7 @@ fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
     Some(match *ways.choose(rng)? {
         0 => CutAfter::Votes(1),
         1 => CutAfter::Appends(rng.gen_range(1..=4)),
+        3 => CutAfter::Chunks(rng.gen_range(1..=4)),
         _ => draw_syncs(rng),
     })
 }

@@ -181,8 +181,8 @@ impl<'a> Schedule<'a> {
         Ok(())
     }
 
-    /// An armed cut's trigger: a count from 1 to [`CutAfter::MAX_COUNT`]; votes and appends
-    /// only on Raft.
+    /// An armed cut's trigger: a count from 1 to [`CutAfter::MAX_COUNT`]; votes, appends and
+    /// chunks only on Raft.
     fn cut_after(&self, e: &Entry<'_>) -> Result<Option<CutAfter>> {
         let Some(after) = e.raw.after.as_ref() else {
             return Ok(None);
@@ -198,7 +198,7 @@ impl<'a> Schedule<'a> {
         }
         if !matches!(a, CutAfter::Syncs(_)) && self.cluster.mode != crate::shard::ShardKind::Raft {
             return refuse(format!(
-                "votes and appends are Raft's; this cluster runs {}",
+                "votes, appends and chunks are Raft's; this cluster runs {}",
                 self.cluster.mode.name()
             ));
         }
@@ -243,9 +243,18 @@ impl<'a> Schedule<'a> {
                 Fault::Partition { groups }
             }
             FaultKind::Isolate => {
+                let after = self.cut_after(e)?;
+                if let Some(a @ CutAfter::Syncs(_)) = after {
+                    return refuse(
+                        raw.after.as_ref().map_or(e.span.clone(), |a| a.span()),
+                        "after",
+                        format!("an isolation waits for votes, appends or chunks, not {a:?}"),
+                    );
+                }
                 self.net_faulted = true;
                 Fault::Isolate {
                     node: self.target(e, &raw.node, "node")?,
+                    after,
                 }
             }
             FaultKind::Clog => {
