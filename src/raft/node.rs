@@ -162,6 +162,14 @@ enum IncomingBody {
 }
 
 impl Incoming {
+    /// Whether `c` belongs to this transfer: the same snapshot from the same leader's term. A
+    /// transfer of the same snapshot under a newer vote is another transfer: its install
+    /// must carry the newer vote, or openraft refuses it and the leader, seeing its own vote
+    /// in the refusal, takes the snapshot as installed.
+    fn is_of(&self, c: &SnapshotChunk) -> bool {
+        self.snapshot_id == c.meta.snapshot_id && self.vote == c.vote
+    }
+
     /// Takes the body out, leaving an empty staging (which releases nothing on drop).
     fn take_body(&mut self) -> IncomingBody {
         std::mem::replace(
@@ -370,7 +378,7 @@ impl RaftNode {
             let map = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             if map
                 .get(&c.from)
-                .is_some_and(|s| s.snapshot_id == c.meta.snapshot_id && c.seq + 1 == s.next_seq)
+                .is_some_and(|s| s.is_of(&c) && c.seq + 1 == s.next_seq)
             {
                 // The chunk just taken, sent again (its acknowledgement was lost, or the
                 // transfer started over): the same snapshot has the same bytes.
@@ -405,9 +413,7 @@ impl RaftNode {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&c.from);
-            let Some(mut s) =
-                session.filter(|s| s.snapshot_id == c.meta.snapshot_id && s.next_seq == c.seq)
-            else {
+            let Some(mut s) = session.filter(|s| s.is_of(&c) && s.next_seq == c.seq) else {
                 return Err(format!(
                     "no complete snapshot {} from node {}",
                     c.meta.snapshot_id, c.from
@@ -433,7 +439,7 @@ impl RaftNode {
         let (tx, mut send) = {
             let mut map = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
             let s = match map.get_mut(&c.from) {
-                Some(s) if s.snapshot_id == c.meta.snapshot_id && s.next_seq == c.seq => s,
+                Some(s) if s.is_of(&c) && s.next_seq == c.seq => s,
                 Some(s) => {
                     return Err(format!(
                         "chunk {} of {} out of order (expected {} of {})",
@@ -582,12 +588,25 @@ impl RaftNode {
         forwarded: bool,
     ) -> Result<ClientReply, ClientError> {
         let leader_hint = match &req {
+            // Only a node that believes it leads submits a write; any other forwards it
+            // untouched. openraft answers `ForwardToLeader` both to a write it refused and to
+            // one it had logged and then dropped from its log (a deposed leader's pending
+            // entries, which the next leader may already have committed), so once a write is
+            // submitted here, that answer no longer says it did not take effect: forwarding
+            // it then could run it twice.
+            ClientRequest::Write(_) if self.leader() != Some(self.id) => self.leader(),
             ClientRequest::Write(cmd) => match self
                 .renewing_lease(self.raft.client_write(cmd.clone()))
                 .await
             {
                 Ok(resp) => return Ok(ClientReply::Written(resp.data)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return Err(ClientError::Unavailable(format!(
+                        "this node stopped leading with the write pending; it may or may not \
+                         take effect (leader now {:?})",
+                        f.leader_id
+                    )))
+                }
                 Err(e) => return Err(ClientError::Unavailable(e.to_string())),
             },
             multi @ (ClientRequest::Scan { .. } | ClientRequest::Count)

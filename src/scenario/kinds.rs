@@ -118,7 +118,7 @@ impl Need {
             Need::DurableRaftLog => format!(
                 "{what} of a Raft node on the memory engine: its log and vote would vanish and \
                  it would come back empty under its old identity, which Raft does not allow \
-                 (use redb or fjall)"
+                 (use redb or fjall, or kill one node by id and replace it with remove_replica)"
             ),
         }
     }

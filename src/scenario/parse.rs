@@ -129,7 +129,7 @@ pub(super) fn parse(text: &str, file: &str, default_name: &str) -> Result<Scenar
     for (i, entry) in raw.schedule.into_iter().enumerate() {
         schedule.entry(i, entry)?;
     }
-    let schedule = schedule.entries;
+    let schedule = schedule.finish()?;
     let nemesis = raw
         .nemesis
         .map(|n| nemesis(&ctx, &cluster, n))

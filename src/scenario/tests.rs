@@ -285,3 +285,33 @@ fn an_armed_isolation_waits_for_raft_events_not_syncs() {
     let e = parse(&as_mst(&armed("{ chunks = 1 }"))).unwrap_err();
     assert!(e.message.contains("Raft's"), "{e}");
 }
+
+#[test]
+fn a_killed_memory_raft_node_must_be_replaced_not_restarted() {
+    let base = "duration_ms = 12000\nquiet_ms = 3000\n[cluster]\nmode = \"raft\"\nengine = \"memory\"\nnodes = 3\nspares = 1\n";
+    let entry = |at: u64, fault: &str, node: &str| {
+        format!("[[schedule]]\nat_ms = {at}\nfault = \"{fault}\"\nnode = {node}\n")
+    };
+    let kill = entry(3000, "kill", "2");
+    let replaced = format!(
+        "{base}{kill}{}{}",
+        entry(4000, "remove_replica", "2"),
+        entry(5000, "add_replica", "4")
+    );
+    parse(&replaced).unwrap();
+    // Never replaced: refused at the kill.
+    let text = format!("{base}{kill}");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.line, line_of(&text, "node = 2"), "{e}");
+    assert!(e.message.contains("never replaced"), "{e}");
+    // Restarted as itself: refused at the restart.
+    let text = format!("{base}{kill}{}", entry(4000, "restart", "2"));
+    let e = parse(&text).unwrap_err();
+    assert!(
+        e.message.contains("remove it with remove_replica first"),
+        "{e}"
+    );
+    // A kill of whichever node leads cannot be matched to a replacement.
+    let text = format!("{base}{}", entry(3000, "kill", "\"leader\""));
+    assert!(parse(&text).unwrap_err().message.contains("memory engine"));
+}

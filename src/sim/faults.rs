@@ -647,8 +647,15 @@ impl Injector {
                 ));
             }
         }
+        // A Raft node on the memory engine that a kill emptied and the schedule replaced
+        // stays down: it may not come back under its old identity.
+        let emptied = self.cluster.spec.kind == crate::shard::ShardKind::Raft
+            && self.cluster.spec.engine == EngineKind::Memory;
         let down: Vec<u64> = lock(&self.down).iter().copied().collect();
         for n in down {
+            if emptied && !lock(&self.members).contains(&n) {
+                continue;
+            }
             self.restart(n);
         }
         if self.cluster.spec.engine == EngineKind::Redb {

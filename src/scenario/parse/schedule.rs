@@ -1,7 +1,7 @@
 //! The `[[schedule]]` entries: each gives exactly the fields its kind takes, hits nodes that
 //! exist, fits the cluster, and undoes only what an earlier entry broke.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -58,6 +58,10 @@ pub(super) struct Schedule<'a> {
     net_faulted: bool,
     any_down: bool,
     any_paused: bool,
+    /// Raft nodes on the memory engine that a kill emptied, with the kill's entry index and
+    /// span: each must be replaced (removed from the membership) and never restarted as
+    /// itself before that.
+    emptied: BTreeMap<u64, (usize, Range<usize>)>,
 }
 
 /// One schedule entry being validated: its index, the raw entry and its span.
@@ -92,7 +96,25 @@ impl<'a> Schedule<'a> {
             net_faulted: false,
             any_down: false,
             any_paused: false,
+            emptied: BTreeMap::new(),
         }
+    }
+
+    /// The schedule, once every entry is in: refused if a Raft node on the memory engine
+    /// was killed and never replaced.
+    pub(super) fn finish(self) -> Result<Vec<ScheduledFault>> {
+        if let Some((n, (i, span))) = self.emptied.into_iter().next() {
+            return Err(self.ctx.err(
+                span,
+                &format!("schedule[{i}].node"),
+                format!(
+                    "kill of Raft node {n} on the memory engine, which is never replaced: its \
+                     log and vote vanish, so it may only come back as a new member (remove it \
+                     with remove_replica, and add a spare)"
+                ),
+            ));
+        }
+        Ok(self.entries)
     }
 
     fn total(&self) -> u64 {
@@ -140,14 +162,50 @@ impl<'a> Schedule<'a> {
             kind,
         };
         self.fields(&e)?;
+        let mut replaced_later = None;
         if let Some(need) = Need::first_unmet(kind.needs(), self.cluster) {
-            return Err(ctx.err(
-                raw.fault.span(),
-                &field("fault"),
-                need.unmet(kind.name(), self.cluster),
-            ));
+            // A Raft node on the memory engine may be killed if the schedule then replaces
+            // it (see `finish`): Raft allows an emptied node back only as a new member.
+            let node = raw.node.as_ref().map(|n| n.get_ref());
+            match (need, kind, node) {
+                (Need::DurableRaftLog, FaultKind::Kill, Some(toml::Value::Integer(n)))
+                    if raw.after.is_none() =>
+                {
+                    replaced_later = Some(*n as u64);
+                }
+                _ => {
+                    return Err(ctx.err(
+                        raw.fault.span(),
+                        &field("fault"),
+                        need.unmet(kind.name(), self.cluster),
+                    ))
+                }
+            }
+        }
+        if kind == FaultKind::Restart {
+            if let Some(toml::Value::Integer(n)) = raw.node.as_ref().map(|n| n.get_ref()) {
+                if self.emptied.contains_key(&(*n as u64)) {
+                    return Err(ctx.err(
+                        Self::node_span(&e),
+                        &field("node"),
+                        format!(
+                            "restart of Raft node {n}, whose log and vote vanished with the \
+                             memory engine; remove it with remove_replica first"
+                        ),
+                    ));
+                }
+            }
         }
         let fault = self.fault(&e)?;
+        if let (Some(n), Fault::Kill { .. }) = (replaced_later, &fault) {
+            self.emptied.insert(n, (i, Self::node_span(&e)));
+        }
+        if let Fault::RemoveReplica {
+            node: Target::Node(n),
+        } = &fault
+        {
+            self.emptied.remove(n);
+        }
         self.entries.push(ScheduledFault { at_ms: at, fault });
         Ok(())
     }
