@@ -548,10 +548,12 @@ fn new_node_snapshot_and_membership_change() {
     });
 }
 
-/// A leader that goes silent in the middle of a snapshot: the receiver drops the transfer
-/// after `CHUNK_TIMEOUT`, the install fails without touching the data, and the node stops
-/// instead of waiting forever.
-async fn silent_snapshot_sender() {
+/// A leader that goes silent in the middle of a snapshot: the receiver drops the staged
+/// transfer after `CHUNK_TIMEOUT`, openraft never saw it, and the node keeps running with its
+/// data untouched. With `staged` false (the planted bug `raft-install-unstaged`, switched on
+/// by the caller) the install started with the first chunk, fails when the transfer is
+/// dropped, and stops the node: the control that shows the first case can fail.
+async fn silent_snapshot_sender(staged: bool) {
     use odgm_sim::raft::network::{SnapshotChunk, CHUNK_TIMEOUT};
     use odgm_sim::storage::stream;
     let cluster = Cluster::start_with_spares(0, 1, options()).await;
@@ -588,9 +590,10 @@ async fn silent_snapshot_sender() {
     );
     tokio::time::sleep(CHUNK_TIMEOUT * 3).await;
     let running = node.raft.metrics().borrow().running_state.clone();
-    assert!(
-        running.is_err(),
-        "the node stopped after the failed install: {running:?}"
+    assert_eq!(
+        running.is_ok(),
+        staged,
+        "a staged transfer's loss leaves the node running; an unstaged one stops it: {running:?}"
     );
     assert_eq!(
         node.app_storage().get(b"old").await.unwrap(),
@@ -606,6 +609,21 @@ async fn silent_snapshot_sender() {
 #[test]
 fn silent_snapshot_sender_is_dropped() {
     common::sweep("silent_snapshot_sender_is_dropped", 3, |_| {
-        silent_snapshot_sender()
+        silent_snapshot_sender(true)
     });
+}
+
+#[test]
+fn silent_snapshot_sender_stops_a_node_that_installs_unstaged() {
+    common::sweep(
+        "silent_snapshot_sender_stops_a_node_that_installs_unstaged",
+        2,
+        |_| {
+            odgm_sim::bugs::set_active(&[odgm_sim::bugs::Bug::RaftInstallUnstaged]);
+            async {
+                silent_snapshot_sender(false).await;
+                odgm_sim::bugs::set_active(&[]);
+            }
+        },
+    );
 }

@@ -115,7 +115,7 @@ impl Bug {
             Bug::RaftLeaderLocalScans => &["raft-leader-partition"],
             Bug::RaftVoteNotSynced => &["raft-cut-on-vote"],
             Bug::RaftAppendAckEarly => &["raft-leader-partition", "raft-crash-restart"],
-            Bug::RaftPurgeUngated => &["raft-power-outage", "raft-snapshot-crash"],
+            Bug::RaftPurgeUngated => &["raft-snapshot-install", "raft-power-outage"],
             Bug::RaftInitNotIdempotent => &["raft-crash-restart"],
             Bug::RaftLeaseReads => &["raft-clock-drift"],
             Bug::RaftInstallUnstaged => &["raft-snapshot-cut"],

@@ -146,8 +146,8 @@ impl<'de> Deserialize<'de> for Target {
 pub const ARMED_CUT_WINDOW_MS: u64 = 2_000;
 
 /// What an armed crash, power cut or isolation waits for: the node's next N completed syncs
-/// (the redb engine, whose disks are simulated), votes saved, log appends acknowledged or
-/// snapshot chunks received (Raft). In a scenario file: `after = { votes = 1 }`.
+/// (the redb engine, whose disks are simulated), votes saved, log appends acknowledged,
+/// snapshot chunks received or log purges (Raft). In a scenario file: `after = { votes = 1 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CutAfter {
@@ -160,6 +160,9 @@ pub enum CutAfter {
     /// Snapshot data chunks received from a leader (Raft): the fault lands between two
     /// chunks of a transfer.
     Chunks(u64),
+    /// Log purges the Raft log store made durable (after a snapshot is built or installed):
+    /// the fault lands between the purge and whatever the node does next.
+    Purges(u64),
 }
 
 impl CutAfter {
@@ -172,7 +175,8 @@ impl CutAfter {
             CutAfter::Syncs(n)
             | CutAfter::Votes(n)
             | CutAfter::Appends(n)
-            | CutAfter::Chunks(n) => n,
+            | CutAfter::Chunks(n)
+            | CutAfter::Purges(n) => n,
         }
     }
 }

@@ -280,7 +280,7 @@ fn an_armed_isolation_waits_for_raft_events_not_syncs() {
     let text = armed("{ syncs = 3 }");
     let e = parse(&text).unwrap_err();
     assert_eq!(e.line, line_of(&text, "after = { syncs = 3 }"), "{e}");
-    assert!(e.message.contains("votes, appends or chunks"), "{e}");
+    assert!(e.message.contains("waits for Raft events"), "{e}");
     // Chunks are Raft's.
     let e = parse(&as_mst(&armed("{ chunks = 1 }"))).unwrap_err();
     assert!(e.message.contains("Raft's"), "{e}");

@@ -555,7 +555,10 @@ impl Cluster {
                     disk.cut_power_after_syncs(n);
                 }
             }
-            CutAfter::Votes(_) | CutAfter::Appends(_) | CutAfter::Chunks(_) => {
+            CutAfter::Votes(_)
+            | CutAfter::Appends(_)
+            | CutAfter::Chunks(_)
+            | CutAfter::Purges(_) => {
                 let disks = self.disks[&id].sim_disks().cloned().collect();
                 self.tripwires.arm(id, after, Trip::PowerOff(disks));
             }
@@ -581,7 +584,7 @@ impl Cluster {
     }
 
     /// Arms an isolation of a node (Raft, recording cluster): every link between it and the
-    /// others is cut right after `after` (votes, appends or chunks; not syncs) has happened.
+    /// others is cut right after `after` (votes, appends, chunks or purges; not syncs) has happened.
     pub fn arm_isolation(&self, id: u64, after: CutAfter) {
         let others = self
             .hosts

@@ -140,13 +140,13 @@ pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) 
 }
 
 /// What an armed crash or power cut waits for, if the cluster can time one: a vote, a few
-/// appends or a few snapshot chunks (Raft, whose events the cluster records) or some syncs
+/// appends, a few snapshot chunks or a log purge (Raft, whose events the cluster records) or some syncs
 /// (simulated disks: 1 to 64, small counts as likely as large ranges, so the cut lands early
 /// in a burst of writes as often as late).
 fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
     let mut ways = Vec::new();
     if c.spec.record {
-        ways.extend([0, 1, 3]);
+        ways.extend([0, 1, 3, 4]);
     }
     if c.spec.engine == EngineKind::Redb {
         ways.push(2);
@@ -155,6 +155,7 @@ fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
         0 => CutAfter::Votes(1),
         1 => CutAfter::Appends(rng.gen_range(1..=4)),
         3 => CutAfter::Chunks(rng.gen_range(1..=4)),
+        4 => CutAfter::Purges(1),
         _ => draw_syncs(rng),
     })
 }

@@ -256,7 +256,7 @@ impl<'a> Schedule<'a> {
         }
         if !matches!(a, CutAfter::Syncs(_)) && self.cluster.mode != crate::shard::ShardKind::Raft {
             return refuse(format!(
-                "votes, appends and chunks are Raft's; this cluster runs {}",
+                "votes, appends, chunks and purges are Raft's; this cluster runs {}",
                 self.cluster.mode.name()
             ));
         }
@@ -306,7 +306,7 @@ impl<'a> Schedule<'a> {
                     return refuse(
                         raw.after.as_ref().map_or(e.span.clone(), |a| a.span()),
                         "after",
-                        format!("an isolation waits for votes, appends or chunks, not {a:?}"),
+                        format!("an isolation waits for Raft events (votes, appends, chunks, purges), not {a:?}"),
                     );
                 }
                 self.net_faulted = true;

@@ -1,5 +1,5 @@
 //! Tripwires: faults armed to land right after something a node's Raft stack reports (its
-//! next N votes saved, appends made durable, or snapshot chunks received), heard through the
+//! next N votes saved, appends made durable, snapshot chunks received or log purges), heard through the
 //! node's probe as it happens, so the fault lands between two steps of the stack with
 //! nothing in between.
 //!
@@ -118,7 +118,8 @@ impl Tripwires {
             let left = match (after, event) {
                 (CutAfter::Votes(n), RaftEvent::VoteSaved(_))
                 | (CutAfter::Appends(n), RaftEvent::Appended(_))
-                | (CutAfter::Chunks(n), RaftEvent::SnapshotChunk { .. }) => n,
+                | (CutAfter::Chunks(n), RaftEvent::SnapshotChunk { .. })
+                | (CutAfter::Purges(n), RaftEvent::Purged(_)) => n,
                 _ => continue,
             };
             *left = left.saturating_sub(1);
