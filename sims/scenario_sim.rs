@@ -633,3 +633,13 @@ fn the_quiet_phase_is_whole_when_a_fault_runs_late() {
 fn a_snapshot_resent_by_a_new_leader_and_a_deposed_leaders_writes_run_once() {
     regression_passes("chaos-430", 430);
 }
+
+/// Chaos seed 1714: elections livelocked for the rest of the run. Election ranks spread
+/// from 150 to 525 ms; a node with a shorter log, refused for it, retried after its own
+/// timeout plus openraft's smaller-log backoff (452 ms), before the node with the longer log
+/// (525 ms) ever asked, so it took every new term first. Ranks now stay within that retry
+/// (`RaftOptions::max_election_ranks`).
+#[test]
+fn the_node_with_the_longer_log_gets_to_campaign() {
+    regression_passes("chaos-1714", 1714);
+}

@@ -90,7 +90,8 @@ impl RaftOptions {
     /// from the whole range, as openraft does.
     ///
     /// Ranks are the configuration the stack ships with: a deployment gives each node its own
-    /// election slot. Jittered boots and drifting clocks do not make them unnecessary: the
+    /// election slot, as many as [`RaftOptions::max_election_ranks`] allows (nodes beyond it
+    /// share one). Jittered boots and drifting clocks do not make them unnecessary: the
     /// range 150-300 ms holds only two or three ticks, and two survivors of a three-node
     /// cluster that drew timeouts on the same tick were seen splitting the vote term after
     /// term for more than ten seconds.
@@ -99,12 +100,31 @@ impl RaftOptions {
         match self.election_rank {
             Some((rank, of)) if of > 1 => {
                 let tick = (3 * self.heartbeat_ms).div_ceil(2);
-                let spacing = (max.saturating_sub(min) / (of - 1)).max(tick);
+                // Spread over the range, but never so far that the slowest rank fires after
+                // the quickest one's smaller-log retry (see `max_election_ranks`).
+                let latest = (3 * min + 2).saturating_sub(tick + self.heartbeat_ms);
+                let spacing = (max.saturating_sub(min) / (of - 1))
+                    .min(latest.saturating_sub(min) / (of - 1))
+                    .max(tick);
                 let t = min + rank.min(of - 1) * spacing;
                 (t, t + 1)
             }
             _ => (min, max),
         }
+    }
+
+    /// How many election ranks fit one tick apart. A node whose vote request is refused for
+    /// its shorter log waits its own timeout plus openraft's smaller-log backoff (twice its
+    /// largest timeout) before it asks again: at least `3 * min + 2` ms for the quickest rank.
+    /// The slowest rank, whose node may hold the longer log, must fire before that, by a tick
+    /// and a heartbeat of network delay; otherwise the node with the longer log never asks
+    /// first, the shorter log's node takes each new term first, and the election livelocks
+    /// (seen with six ranks, 150 to 525 ms: no leader for the rest of the run).
+    pub fn max_election_ranks(&self) -> u64 {
+        let tick = (3 * self.heartbeat_ms).div_ceil(2).max(1);
+        let min = self.election_timeout_min_ms;
+        let latest = (3 * min + 2).saturating_sub(tick + self.heartbeat_ms);
+        latest.saturating_sub(min) / tick + 1
     }
 
     fn config(&self) -> Result<Config, String> {
@@ -758,4 +778,47 @@ async fn rejoin_as_follower(
 
 fn unexpected(reply: ClientReply) -> ClientError {
     ClientError::Unavailable(format!("unexpected reply {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RaftOptions;
+
+    /// The slowest election rank fires before the quickest rank's retry after a refusal for
+    /// its shorter log, by a tick and a heartbeat, whatever the timings; and the defaults fit
+    /// three ranks (150, 225 and 300 ms).
+    #[test]
+    fn the_slowest_rank_campaigns_before_a_shorter_log_asks_again() {
+        let defaults = RaftOptions::default();
+        assert_eq!(defaults.max_election_ranks(), 3);
+        let at = |o: &RaftOptions, rank, of| o.ranked(rank, of).election_timeout_ms().0;
+        assert_eq!(
+            (0..3).map(|r| at(&defaults, r, 3)).collect::<Vec<_>>(),
+            [150, 225, 300]
+        );
+        for heartbeat_ms in [10, 50, 100] {
+            for min in [150, 300, 1000] {
+                for max in [min, 2 * min, 10 * min] {
+                    let o = RaftOptions {
+                        heartbeat_ms,
+                        election_timeout_min_ms: min,
+                        election_timeout_max_ms: max,
+                        ..RaftOptions::default()
+                    };
+                    let of = o.max_election_ranks();
+                    let tick = (3 * heartbeat_ms).div_ceil(2);
+                    if of < 2 {
+                        continue;
+                    }
+                    let slowest = at(&o, of - 1, of);
+                    assert!(
+                        slowest + tick + heartbeat_ms <= 3 * min + 2,
+                        "{o:?}: rank {} of {of} at {slowest} ms",
+                        of - 1
+                    );
+                    assert!(at(&o, 1, of) >= at(&o, 0, of) + tick);
+                }
+            }
+        }
+    }
 }

@@ -7,56 +7,21 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::check::convergence::ReplicaState;
-use crate::probe::{Probe, RaftEvent};
+use crate::probe::RaftEvent;
 use crate::scenario::CutAfter;
 use crate::shard::factory::{AddressBook, Service};
-use crate::shard::{
-    DynShard, NodeClock, NodeContext, ObjectShard, ShardClient, ShardFactory, ShardKind,
-    ShardMetadata, ShardOptions,
-};
-use crate::storage::{
-    DiskFaults, DynStorage, EngineKind, FjallOptions, FjallStorage, MemoryStorage, PowerLossMode,
-    RedbStorage, SimDisk,
-};
+use crate::shard::{DynShard, NodeClock, ShardClient, ShardKind, ShardMetadata, ShardOptions};
+use crate::storage::{DiskFaults, EngineKind, PowerLossMode, SimDisk};
 
+mod boot;
 mod wires;
+pub use boot::{Death, RaftRecord, Store, StoreOpener};
+use boot::{Deaths, ElectionSlots, NodeDisks, Shards};
 use wires::{Trip, Tripwires, Wire};
-
-/// Election timeout slots of a Raft cluster's nodes (see
-/// [`crate::raft::RaftOptions::election_timeout_ms`]): each incarnation of a node draws a
-/// slot no other node holds, so no two nodes share an election timeout, and which node asks
-/// for votes first changes with the seed and with every restart.
-#[derive(Clone)]
-struct ElectionSlots {
-    held: Arc<Mutex<BTreeMap<u64, u64>>>,
-    slots: u64,
-}
-
-impl ElectionSlots {
-    /// Slots for `nodes` nodes: two more than nodes, so a restarting node always has a choice.
-    fn new(nodes: u64) -> ElectionSlots {
-        ElectionSlots {
-            held: Arc::default(),
-            slots: nodes + 2,
-        }
-    }
-
-    /// A free slot for `node` (its previous slot counts as free), as (slot, slots).
-    fn draw(&self, node: u64) -> (u64, u64) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let free: Vec<u64> = (0..self.slots)
-            .filter(|s| !held.iter().any(|(n, h)| *n != node && h == s))
-            .collect();
-        let slot = free[(crate::rt::random_u64() % free.len() as u64) as usize];
-        held.insert(node, slot);
-        (slot, self.slots)
-    }
-}
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -86,111 +51,6 @@ pub struct ClusterSpec {
     pub boot_jitter_ms: u64,
 }
 
-/// Which of a node's two stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Store {
-    /// Application data (the state machine's, for Raft).
-    App,
-    /// The Raft log.
-    Log,
-}
-
-impl std::fmt::Display for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Store::App => "app",
-            Store::Log => "log",
-        })
-    }
-}
-
-/// Opens node `id`'s store; called by every incarnation of the node.
-type OpenFn = dyn Fn(u64, Store) -> futures::future::BoxFuture<'static, Result<DynStorage, String>>
-    + Send
-    + Sync;
-
-/// A [`ClusterSpec::open`] function.
-#[derive(Clone)]
-pub struct StoreOpener(pub Arc<OpenFn>);
-
-impl std::fmt::Debug for StoreOpener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreOpener")
-    }
-}
-
-/// A node's durable resources, which outlive its incarnations.
-#[derive(Clone)]
-struct NodeDisks {
-    app: Option<SimDisk>,
-    log: Option<SimDisk>,
-    dir: Option<PathBuf>,
-}
-
-impl NodeDisks {
-    /// The simulated disks (redb nodes have two; others none).
-    fn sim_disks(&self) -> impl Iterator<Item = &SimDisk> {
-        [&self.app, &self.log].into_iter().flatten()
-    }
-}
-
-type Shards = Arc<Mutex<BTreeMap<u64, DynShard>>>;
-
-/// What the nodes' Raft storage reported, in the order it happened.
-pub type RaftRecord = Arc<Mutex<Vec<crate::probe::Recorded>>>;
-
-/// A node that stopped by itself: its storage did not open, its shard did not start or
-/// initialize, its endpoint did not bind, or its Raft core stopped on a fatal error.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Death {
-    /// The node.
-    pub node: u64,
-    /// When, in simulated ms since the simulation started.
-    pub at_ms: u64,
-    /// Why, as the node said.
-    pub why: String,
-}
-
-type Deaths = Arc<Mutex<Vec<Death>>>;
-
-fn died(deaths: &Deaths, node: u64, why: String) {
-    tracing::error!(node, "{why}");
-    deaths
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(Death {
-            node,
-            at_ms: super::trace::now_us() / 1000,
-            why,
-        });
-}
-
-/// A probe for one incarnation of node `id`, recording into `record` (or none). What it
-/// hears may trip a wire armed on the node.
-fn node_probe(
-    record: Option<&RaftRecord>,
-    tripwires: &Tripwires,
-    id: u64,
-    incarnation: u64,
-) -> Probe {
-    let Some(record) = record.cloned() else {
-        return Probe::default();
-    };
-    let tripwires = tripwires.clone();
-    Probe::new(move |event| {
-        tripwires.hear(id, &event);
-        record
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(crate::probe::Recorded {
-                at_us: super::trace::now_us(),
-                node: id,
-                incarnation,
-                event,
-            });
-    })
-}
-
 /// A running cluster.
 pub struct Cluster {
     /// What was started.
@@ -216,30 +76,6 @@ pub fn node_addr(id: u64) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), 7000)
 }
 
-/// Opens a node's store on the cluster's engine: redb on the node's simulated disk, fjall in
-/// its folder, or in memory.
-fn open_storage(
-    engine: EngineKind,
-    disk: Option<&SimDisk>,
-    dir: Option<&PathBuf>,
-    store: Store,
-) -> Result<DynStorage, String> {
-    let opened: crate::storage::Result<DynStorage> = match engine {
-        EngineKind::Memory => Ok(Arc::new(MemoryStorage::new())),
-        EngineKind::Redb => {
-            RedbStorage::open_on_disk(disk.expect("redb nodes have a disk").clone())
-                .map(|s| Arc::new(s) as DynStorage)
-        }
-        EngineKind::Fjall => FjallStorage::open(
-            &dir.expect("fjall nodes have a folder")
-                .join(store.to_string()),
-            FjallOptions::default(),
-        )
-        .map(|s| Arc::new(s) as DynStorage),
-    };
-    opened.map_err(|e| e.to_string())
-}
-
 impl Cluster {
     /// Starts every node and the client host; replicas initialize themselves.
     pub async fn start(spec: ClusterSpec) -> Cluster {
@@ -256,7 +92,7 @@ impl Cluster {
             sync_lies: crate::bugs::active(crate::bugs::Bug::DiskSyncLies),
             ..DiskFaults::none()
         };
-        let election_slots = ElectionSlots::new(total);
+        let election_slots = ElectionSlots::new(total, spec.options.raft.max_election_ranks());
         crate::rt::timers::clear();
         let record: Option<RaftRecord> = spec.record.then(Arc::default);
         let tripwires = Tripwires::default();
@@ -296,100 +132,27 @@ impl Cluster {
                 kind: spec.kind,
                 options: spec.options.clone(),
             };
-            let election_slots = election_slots.clone();
-            let (engine, addresses, shards) = (spec.engine, addresses.clone(), shards.clone());
-            let opener = spec.open.clone();
-            let (record, tripwires, deaths) = (record.clone(), tripwires.clone(), deaths.clone());
-            let incarnations = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let jitter = spec.boot_jitter_ms;
+            let boot = boot::Boot {
+                id,
+                engine: spec.engine,
+                disks: d,
+                meta,
+                clock,
+                addresses: addresses.clone(),
+                shards: shards.clone(),
+                opener: spec.open.clone(),
+                record: record.clone(),
+                tripwires: tripwires.clone(),
+                deaths: deaths.clone(),
+                election_slots: election_slots.clone(),
+                incarnations: Arc::default(),
+                jitter_ms: spec.boot_jitter_ms,
+            };
             let host = handle
                 .create_node()
                 .name(format!("node-{id}"))
                 .ip(node_addr(id).ip())
-                .init(move || {
-                    let (d, mut meta, clock) = (d.clone(), meta.clone(), clock.clone());
-                    if meta.kind == ShardKind::Raft {
-                        let (rank, of) = election_slots.draw(id);
-                        meta.options.raft = meta.options.raft.ranked(rank, of);
-                    }
-                    let (addresses, shards, opener) =
-                        (addresses.clone(), shards.clone(), opener.clone());
-                    let incarnation =
-                        incarnations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let probe = node_probe(record.as_ref(), &tripwires, id, incarnation);
-                    let deaths = deaths.clone();
-                    let boot = match jitter {
-                        0 => Duration::ZERO,
-                        j => Duration::from_millis(crate::rt::random_u64() % (j + 1)),
-                    };
-                    async move {
-                        // A machine takes its own time to boot: nodes' timers do not tick
-                        // in lock-step.
-                        if !boot.is_zero() {
-                            tokio::time::sleep(boot).await;
-                        }
-                        let (app, log) = match opener {
-                            Some(o) => (o.0(id, Store::App).await, o.0(id, Store::Log).await),
-                            None => (
-                                open_storage(engine, d.app.as_ref(), d.dir.as_ref(), Store::App),
-                                open_storage(engine, d.log.as_ref(), d.dir.as_ref(), Store::Log),
-                            ),
-                        };
-                        let (app, log) = match (app, log) {
-                            (Ok(a), Ok(l)) => (a, l),
-                            (Err(e), _) | (_, Err(e)) => {
-                                // Fail-stop: a node whose storage does not open stays down.
-                                died(&deaths, id, format!("storage did not open: {e}"));
-                                return;
-                            }
-                        };
-                        let ctx = NodeContext {
-                            node: id,
-                            addresses: addresses.clone(),
-                            app,
-                            log: Some(log),
-                            clock,
-                            probe,
-                        };
-                        let shard = match ShardFactory::create(meta, ctx).await {
-                            Ok(s) => s,
-                            Err(e) => {
-                                died(&deaths, id, format!("shard did not start: {e}"));
-                                return;
-                            }
-                        };
-                        if let Err(e) = shard.initialize().await {
-                            died(&deaths, id, format!("shard did not initialize: {e}"));
-                            return;
-                        }
-                        let addr = addresses
-                            .addr(id, Service::Client)
-                            .expect("every node has an address");
-                        let _server = match ObjectShard::serve(shard.clone(), addr).await {
-                            Ok(s) => s,
-                            Err(e) => {
-                                died(&deaths, id, format!("client endpoint: {e}"));
-                                return;
-                            }
-                        };
-                        let raft = shard
-                            .as_any()
-                            .downcast_ref::<crate::shard::RaftShard>()
-                            .map(|s| s.raft_node().clone());
-                        shards
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(id, shard);
-                        // A Raft core that stops on an error is a death when it happens, even
-                        // if a later fault restarts the node.
-                        if let Some(raft) = raft {
-                            if let Some(why) = raft.stopped().await {
-                                died(&deaths, id, format!("Raft core stopped: {why}"));
-                            }
-                        }
-                        std::future::pending::<()>().await;
-                    }
-                })
+                .init(move || boot.incarnation())
                 .build();
             crate::rt::timers::register(host.id(), clocks[&id].timers().clone());
             hosts.insert(id, host);

@@ -101,9 +101,10 @@ pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) 
             _ => Vec::new(),
         };
         undo_fault(&inj, undo).await;
-        // A node coming back catches up (appends, truncations, snapshot installs) in a burst
-        // of writes; now and then a crash or power cut is armed to land inside that burst.
-        if syncs && !crashes.is_empty() && !returning.is_empty() {
+        // A node coming back catches up (appends, truncations, snapshot installs and the
+        // purges after them) in a burst of writes; now and then a crash or power cut is armed
+        // to land inside that burst.
+        if (syncs || inj.cluster.spec.record) && !crashes.is_empty() && !returning.is_empty() {
             let armed = {
                 let mut rng = crate::rt::thread_rng();
                 rng.gen_bool(0.5).then(|| {
@@ -111,7 +112,7 @@ pub async fn run(inj: Arc<Injector>, cfg: Nemesis, until: tokio::time::Instant) 
                     let power = (*crashes.choose(&mut rng).expect("not empty")
                         == NemesisKind::PowerLoss)
                         .then(|| *PowerLossMode::ALL.choose(&mut rng).expect("modes"));
-                    (n, power, draw_syncs(&mut rng))
+                    (n, power, draw_catch_up(&mut rng, &inj.cluster))
                 })
             };
             if let Some((n, power, after)) = armed {
@@ -160,6 +161,18 @@ fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
     })
 }
 
+/// What a crash armed on a node coming back waits for: some syncs (simulated disks), or the
+/// first log purge or a few snapshot chunks of its catch-up (Raft).
+fn draw_catch_up(rng: &mut impl Rng, c: &Cluster) -> CutAfter {
+    let raft = c.spec.record;
+    match rng.gen_range(0..3) {
+        1 if raft => CutAfter::Purges(1),
+        2 if raft => CutAfter::Chunks(rng.gen_range(1..=4)),
+        _ if c.spec.engine == EngineKind::Redb => draw_syncs(rng),
+        _ => CutAfter::Purges(1),
+    }
+}
+
 /// A cut after 1 to 64 syncs, small counts as likely as large ranges.
 fn draw_syncs(rng: &mut impl Rng) -> CutAfter {
     let most = 1u64 << rng.gen_range(0..=6u32);
@@ -177,7 +190,20 @@ async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {
             if nodes.len() < 2 {
                 return Undo::Nothing;
             }
-            let cut = 1 + rng_pick(nodes.len() - 1);
+            // Half the time the leader alone, as in a real leader failover: the cut where a
+            // deposed leader that still believes it leads (a lease, a stalled clock, a stale
+            // read) does its damage.
+            let leader = c
+                .raft_leader()
+                .filter(|_| crate::rt::thread_rng().gen_bool(0.5));
+            if let Some(l) = leader {
+                nodes.retain(|n| *n != l);
+                nodes.insert(0, l);
+            }
+            let cut = match leader {
+                Some(_) => 1,
+                None => 1 + rng_pick(nodes.len() - 1),
+            };
             let groups = vec![nodes[..cut].to_vec(), nodes[cut..].to_vec()];
             inj.apply(&Fault::Partition { groups }).await;
             Undo::Heal
