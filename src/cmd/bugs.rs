@@ -109,6 +109,10 @@ pub struct Hunt {
     /// the unbugged stack, not catches.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub control_failed: Vec<Caught>,
+    /// Generic hunts: runs that failed only because the checker's budget ran out (no verdict
+    /// is no evidence of the bug; the hunt goes on).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undecided: Vec<Caught>,
 }
 
 /// The run that caught a bug.
@@ -178,6 +182,7 @@ pub fn hunt(
         by: caught.map(|r| Caught::of(&r, bug)),
         skipped: None,
         control_failed: Vec::new(),
+        undecided: Vec::new(),
     }
 }
 
@@ -217,7 +222,7 @@ pub fn hunt_generic(
     };
     let (mut seed, mut runs, mut skipped) = (start_seed, 0u64, 0u64);
     let mut caught: Option<SweepRun> = None;
-    let mut control_failed = Vec::new();
+    let (mut control_failed, mut undecided) = (Vec::new(), Vec::new());
     while caught.is_none() && runs < budget && started.elapsed_secs() < seconds {
         let mut batch = Vec::new();
         while batch.len() < jobs.max(1) && runs + (batch.len() as u64) < budget {
@@ -241,6 +246,10 @@ pub fn hunt_generic(
                 let _ = std::fs::remove_file(&r.scenario);
                 continue;
             }
+            if r.undecided() {
+                undecided.push(Caught::of(&r, bug));
+                continue;
+            }
             let c = control(exe, &r, out);
             if c.passed() {
                 caught = Some(r);
@@ -258,6 +267,7 @@ pub fn hunt_generic(
         by: caught.map(|r| Caught::of(&r, bug)),
         skipped: Some(skipped),
         control_failed,
+        undecided,
     })
 }
 
@@ -390,6 +400,12 @@ pub(super) fn print_hunt(h: &Hunt, files: &[PathBuf]) {
                 )
             }
         ),
+    }
+    for c in &h.undecided {
+        println!(
+            "  {:<28} seed {} has no verdict (not a catch): {}",
+            "", c.seed, c.what
+        );
     }
     for c in &h.control_failed {
         println!(

@@ -140,6 +140,16 @@ impl SweepRun {
         self.report.as_ref().is_ok_and(|r| r.passed)
     }
 
+    /// Whether it failed only for want of a verdict: every failure is the checker's budget
+    /// running out, which says nothing about a bug.
+    pub fn undecided(&self) -> bool {
+        self.report.as_ref().is_ok_and(|r| {
+            !r.passed
+                && !r.failures.is_empty()
+                && r.failures.iter().all(|f| !f.kind().is_violation())
+        })
+    }
+
     /// What it found.
     pub fn findings(&self) -> Findings {
         Findings {
