@@ -425,7 +425,7 @@ impl RaftNode {
                     },
                 );
             drop(old);
-            self.watch_transfer(c.from, c.meta.snapshot_id.clone());
+            self.watch_transfer(c.from, c.meta.snapshot_id.clone(), c.vote);
         }
         if c.done {
             let session = self
@@ -540,7 +540,12 @@ impl RaftNode {
     }
 
     /// Drops a transfer that makes no progress for [`CHUNK_TIMEOUT`] (see `receive_chunk`).
-    fn watch_transfer(self: &Arc<Self>, from: NodeId, snapshot_id: String) {
+    fn watch_transfer(
+        self: &Arc<Self>,
+        from: NodeId,
+        snapshot_id: String,
+        vote: openraft::Vote<NodeId>,
+    ) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut seen = u64::MAX;
@@ -549,7 +554,7 @@ impl RaftNode {
                 let Some(node) = weak.upgrade() else { return };
                 let mut map = node.incoming.lock().unwrap_or_else(|e| e.into_inner());
                 match map.get(&from) {
-                    Some(s) if s.snapshot_id == snapshot_id => {
+                    Some(s) if s.snapshot_id == snapshot_id && s.vote == vote => {
                         if s.next_seq == seen {
                             tracing::warn!(from, %snapshot_id, "snapshot sender went silent; dropping the transfer");
                             map.remove(&from);

@@ -307,10 +307,16 @@ fn a_killed_memory_raft_node_must_be_replaced_not_restarted() {
     // Restarted as itself: refused at the restart.
     let text = format!("{base}{kill}{}", entry(4000, "restart", "2"));
     let e = parse(&text).unwrap_err();
-    assert!(
-        e.message.contains("remove it with remove_replica first"),
-        "{e}"
-    );
+    assert!(e.message.contains("only as a new member"), "{e}");
+    // Nor after it was replaced, nor through a restart of every down node.
+    for restart in [
+        entry(6000, "restart", "2"),
+        entry(6000, "restart", "\"all\""),
+    ] {
+        let text = format!("{replaced}{restart}");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("only as a new member"), "{e}");
+    }
     // A kill of whichever node leads cannot be matched to a replacement.
     let text = format!("{base}{}", entry(3000, "kill", "\"leader\""));
     assert!(parse(&text).unwrap_err().message.contains("memory engine"));

@@ -647,16 +647,16 @@ impl Injector {
                 ));
             }
         }
-        // A Raft node on the memory engine that a kill emptied and the schedule replaced
-        // stays down: it may not come back under its old identity.
+        // A Raft node on the memory engine that a kill emptied stays down: it may come back
+        // only as a new member, never under its old identity (validation requires the
+        // schedule to replace it; if the replacement failed, the run reports it not back).
         let emptied = self.cluster.spec.kind == crate::shard::ShardKind::Raft
             && self.cluster.spec.engine == EngineKind::Memory;
         let down: Vec<u64> = lock(&self.down).iter().copied().collect();
         for n in down {
-            if emptied && !lock(&self.members).contains(&n) {
-                continue;
+            if !emptied {
+                self.restart(n);
             }
-            self.restart(n);
         }
         if self.cluster.spec.engine == EngineKind::Redb {
             for n in self.cluster.node_ids() {

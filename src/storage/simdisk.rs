@@ -21,7 +21,8 @@
 //!   a failed write or sync; the node must stop (fail-stop) and restart from its disk.
 //! - **misdirected writes** — a write lands a few sectors away from where it was aimed: the
 //!   sectors it meant to change keep their old bytes (a lost write) and the sectors it hit
-//!   hold bytes meant for elsewhere. Not recoverable; detected, never served (see below).
+//!   hold bytes meant for elsewhere. Detected, never served (see below); once synced, not
+//!   recoverable until the sectors are written whole again.
 //! - **misdirected reads** — a read returns the bytes of sectors a few sectors away; the image
 //!   is intact. Detected; a retry after restart reads correct bytes.
 //! - **latency** — each operation charges a random delay, collected with
@@ -187,8 +188,8 @@ struct DiskState {
     misplaced: BTreeMap<u64, Misplaced>,
     /// The same, for the durable image.
     durable_misplaced: BTreeMap<u64, Misplaced>,
-    /// A fault stored bytes no recovery can restore (a bit flipped or a write misdirected).
-    damaged: bool,
+    /// A bit was flipped in a written range (the stored bytes are wrong until rewritten).
+    flipped_on_write: bool,
     faults: DiskFaults,
     rng: StdRng,
     pending_latency: Duration,
@@ -223,7 +224,7 @@ impl SimDisk {
                 dirty: BTreeSet::new(),
                 misplaced: BTreeMap::new(),
                 durable_misplaced: BTreeMap::new(),
-                damaged: false,
+                flipped_on_write: false,
                 faults,
                 rng: StdRng::seed_from_u64(seed),
                 pending_latency: Duration::ZERO,
@@ -264,7 +265,8 @@ impl SimDisk {
     /// misdirected write. A node on a damaged disk may stay down for good (its storage
     /// refuses to open), which is the correct outcome, not a failure of the run.
     pub fn is_damaged(&self) -> bool {
-        self.lock().damaged
+        let s = self.lock();
+        s.flipped_on_write || !s.misplaced.is_empty() || !s.durable_misplaced.is_empty()
     }
 
     /// Bytes written since the last sync that a power loss could drop.
@@ -684,9 +686,10 @@ impl redb::StorageBackend for SimDiskBackend {
         let len = data.len() as u64;
         let rate = s.faults.misdirected_write_rate;
         if s.roll(rate) {
-            if let Some(to) = s.misdirect(offset, len, u64::MAX) {
+            // It lands inside the image (or where this write would have grown it to).
+            let limit = (s.live.len() as u64).max(offset.saturating_add(len));
+            if let Some(to) = s.misdirect(offset, len, limit) {
                 s.stats.misdirected += 1;
-                s.damaged = true;
                 // The aimed-at sectors keep their old bytes; the hit ones hold these.
                 for sector in sectors(offset, len) {
                     s.misplaced.insert(sector, Misplaced::Stale);
@@ -715,7 +718,7 @@ impl redb::StorageBackend for SimDiskBackend {
             let mut stored = s.live[range.clone()].to_vec();
             s.flip_bit(&mut stored);
             s.live[range].copy_from_slice(&stored);
-            s.damaged = true;
+            s.flipped_on_write = true;
         }
         Ok(())
     }

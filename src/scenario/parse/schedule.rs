@@ -62,6 +62,8 @@ pub(super) struct Schedule<'a> {
     /// span: each must be replaced (removed from the membership) and never restarted as
     /// itself before that.
     emptied: BTreeMap<u64, (usize, Range<usize>)>,
+    /// Every node a kill emptied, replaced or not: none may restart.
+    emptied_ever: BTreeSet<u64>,
 }
 
 /// One schedule entry being validated: its index, the raw entry and its span.
@@ -97,6 +99,7 @@ impl<'a> Schedule<'a> {
             any_down: false,
             any_paused: false,
             emptied: BTreeMap::new(),
+            emptied_ever: BTreeSet::new(),
         }
     }
 
@@ -182,23 +185,30 @@ impl<'a> Schedule<'a> {
                 }
             }
         }
-        if kind == FaultKind::Restart {
-            if let Some(toml::Value::Integer(n)) = raw.node.as_ref().map(|n| n.get_ref()) {
-                if self.emptied.contains_key(&(*n as u64)) {
-                    return Err(ctx.err(
-                        Self::node_span(&e),
-                        &field("node"),
-                        format!(
-                            "restart of Raft node {n}, whose log and vote vanished with the \
-                             memory engine; remove it with remove_replica first"
-                        ),
-                    ));
-                }
+        if kind == FaultKind::Restart && !self.emptied_ever.is_empty() {
+            // An emptied node never comes back as itself, replaced or not; and a restart of
+            // whichever nodes are down would restart it.
+            let which = match raw.node.as_ref().map(|n| n.get_ref()) {
+                Some(toml::Value::Integer(n)) if !self.emptied_ever.contains(&(*n as u64)) => None,
+                Some(toml::Value::Integer(n)) => Some(format!("Raft node {n}")),
+                _ => Some("\"all\" (or a role) while an emptied node is down".to_string()),
+            };
+            if let Some(which) = which {
+                return Err(ctx.err(
+                    Self::node_span(&e),
+                    &field("node"),
+                    format!(
+                        "restart of {which}: a Raft node killed on the memory engine lost its \
+                         log and vote, and may come back only as a new member (remove it with \
+                         remove_replica and add a spare)"
+                    ),
+                ));
             }
         }
         let fault = self.fault(&e)?;
         if let (Some(n), Fault::Kill { .. }) = (replaced_later, &fault) {
             self.emptied.insert(n, (i, Self::node_span(&e)));
+            self.emptied_ever.insert(n);
         }
         if let Fault::RemoveReplica {
             node: Target::Node(n),

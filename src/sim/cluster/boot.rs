@@ -24,8 +24,8 @@ use crate::storage::{
 /// Election timeout slots of a Raft cluster's nodes (see
 /// [`crate::raft::RaftOptions::election_timeout_ms`]): each incarnation of a node draws a
 /// slot no other node holds while there are enough, so no two nodes share an election
-/// timeout, and which node asks for votes first changes with the seed and with every
-/// restart. There are at most [`crate::raft::RaftOptions::max_election_ranks`] slots.
+/// timeout, and which node asks for votes first changes with the seed (and with a restart,
+/// while a slot is free). There are at most [`crate::raft::RaftOptions::max_election_ranks`] slots.
 #[derive(Clone)]
 pub(super) struct ElectionSlots {
     held: Arc<Mutex<BTreeMap<u64, u64>>>,
