@@ -652,9 +652,9 @@ impl Injector {
         // schedule to replace it; if the replacement failed, the run reports it not back).
         let emptied = self.cluster.spec.kind == crate::shard::ShardKind::Raft
             && self.cluster.spec.engine == EngineKind::Memory;
-        let down: Vec<u64> = lock(&self.down).iter().copied().collect();
-        for n in down {
-            if !emptied {
+        if !emptied {
+            let down: Vec<u64> = lock(&self.down).iter().copied().collect();
+            for n in down {
                 self.restart(n);
             }
         }

@@ -61,9 +61,8 @@ pub(super) struct Schedule<'a> {
     /// Raft nodes on the memory engine that a kill emptied, with the kill's entry index and
     /// span: each must be replaced (removed from the membership) and never restarted as
     /// itself before that.
-    emptied: BTreeMap<u64, (usize, Range<usize>)>,
-    /// Every node a kill emptied, replaced or not: none may restart.
-    emptied_ever: BTreeSet<u64>,
+    /// A replaced node stays here, without its kill (`None`): it may not restart either.
+    emptied: BTreeMap<u64, Option<(usize, Range<usize>)>>,
 }
 
 /// One schedule entry being validated: its index, the raw entry and its span.
@@ -99,14 +98,17 @@ impl<'a> Schedule<'a> {
             any_down: false,
             any_paused: false,
             emptied: BTreeMap::new(),
-            emptied_ever: BTreeSet::new(),
         }
     }
 
     /// The schedule, once every entry is in: refused if a Raft node on the memory engine
     /// was killed and never replaced.
     pub(super) fn finish(self) -> Result<Vec<ScheduledFault>> {
-        if let Some((n, (i, span))) = self.emptied.into_iter().next() {
+        let unreplaced = self
+            .emptied
+            .into_iter()
+            .find_map(|(n, kill)| kill.map(|k| (n, k)));
+        if let Some((n, (i, span))) = unreplaced {
             return Err(self.ctx.err(
                 span,
                 &format!("schedule[{i}].node"),
@@ -185,11 +187,11 @@ impl<'a> Schedule<'a> {
                 }
             }
         }
-        if kind == FaultKind::Restart && !self.emptied_ever.is_empty() {
+        if kind == FaultKind::Restart && !self.emptied.is_empty() {
             // An emptied node never comes back as itself, replaced or not; and a restart of
             // whichever nodes are down would restart it.
             let which = match raw.node.as_ref().map(|n| n.get_ref()) {
-                Some(toml::Value::Integer(n)) if !self.emptied_ever.contains(&(*n as u64)) => None,
+                Some(toml::Value::Integer(n)) if !self.emptied.contains_key(&(*n as u64)) => None,
                 Some(toml::Value::Integer(n)) => Some(format!("Raft node {n}")),
                 _ => Some("\"all\" (or a role) while an emptied node is down".to_string()),
             };
@@ -207,14 +209,15 @@ impl<'a> Schedule<'a> {
         }
         let fault = self.fault(&e)?;
         if let (Some(n), Fault::Kill { .. }) = (replaced_later, &fault) {
-            self.emptied.insert(n, (i, Self::node_span(&e)));
-            self.emptied_ever.insert(n);
+            self.emptied.insert(n, Some((i, Self::node_span(&e))));
         }
         if let Fault::RemoveReplica {
             node: Target::Node(n),
         } = &fault
         {
-            self.emptied.remove(n);
+            if let Some(kill) = self.emptied.get_mut(n) {
+                *kill = None;
+            }
         }
         self.entries.push(ScheduledFault { at_ms: at, fault });
         Ok(())
