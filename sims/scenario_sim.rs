@@ -499,7 +499,7 @@ fn each_raft_event_check_fires_on_a_broken_component() {
         ),
         (
             "raft-cut-on-vote",
-            4,
+            1,
             "raft-vote-not-synced",
             &[CheckKind::ElectionSafety, CheckKind::Durability],
         ),

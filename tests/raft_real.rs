@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use odgm_sim::raft::{RaftNode, RaftOptions, ShardCommand, ShardOp};
-use odgm_sim::storage::{DynStorage, MemoryStorage};
+use odgm_sim::storage::{DynDevice, DynStorage, FileDevice, MemoryStorage};
 
 async fn wait_leader(nodes: &[Arc<RaftNode>]) -> u64 {
     for _ in 0..200 {
@@ -25,9 +25,13 @@ async fn wait_leader(nodes: &[Arc<RaftNode>]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_over_loopback() {
+    let dir = tempfile::tempdir().expect("temp dir");
     let mut nodes = Vec::new();
     for id in 1..=3u64 {
-        let log: DynStorage = Arc::new(MemoryStorage::new());
+        // The Raft log on a real file, as a real deployment keeps it.
+        let log: DynDevice = Arc::new(
+            FileDevice::open(&dir.path().join(format!("raft-{id}.log"))).expect("log file"),
+        );
         let app: DynStorage = Arc::new(MemoryStorage::new());
         let node = RaftNode::start(
             id,

@@ -1,11 +1,12 @@
-//! The Raft log over any storage engine: entries under their big-endian index in the data
-//! namespace; vote and last purged id in the meta namespace. The last log id is the last
-//! entry's (or the last purged id when no entry is left), so an append writes entries only. Every
-//! change is one atomic, durable write batch, done before the call reports success (for
-//! `append`, before the flush callback fires), so it survives crash and restart.
+//! The Raft log: openraft's log storage over the append-only segmented log of
+//! [`segments`], on a block device of its own (the simulated disk in simulation, a file in
+//! real mode), apart from the application data. One sync per append batch (group commit);
+//! the vote and the purge point live in the log's superblock, synced when they change.
 //!
 //! The newest entries are also kept decoded in memory ([`CACHED_ENTRIES`] of them), since
-//! replication reads what was just appended; older ones are read from the storage.
+//! replication reads what was just appended; older ones are read from the device.
+
+pub mod segments;
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -17,18 +18,13 @@ use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use segments::{LogError, SegmentLog, DEFAULT_SEGMENT_BYTES};
+
 use super::state_machine::DurableApplied;
 use super::types::{entry_id, pos};
 use super::types::{Entry, LogId, RaftStorageError, TypeConfig, Vote};
 use crate::probe::{Probe, RaftEvent, VoteRec};
-use crate::storage::{DynStorage, KeyRange, Pair, WriteBatch};
-
-const VOTE: &[u8] = b"raft/vote";
-const LAST_PURGED: &[u8] = b"raft/last_purged";
-
-fn entry_key(index: u64) -> Vec<u8> {
-    index.to_be_bytes().to_vec()
-}
+use crate::storage::DynDevice;
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RaftStorageError> {
     bincode::serialize(v).map_err(|e| StorageIOError::write(&e).into())
@@ -133,29 +129,76 @@ impl Tail {
 /// How long a purge waits for the state machine to make the purged entries' effects durable.
 pub const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The log store. Clones share the storage and the in-memory tail.
+/// What the superblock holds for openraft: the vote and the last purged id.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+struct Meta {
+    vote: Option<Vote>,
+    purged: Option<LogId>,
+}
+
+/// The log store. Clones share the log and the in-memory tail.
 #[derive(Clone)]
 pub struct LogStore {
-    storage: DynStorage,
+    log: Arc<Mutex<SegmentLog>>,
     tail: Arc<Mutex<Tail>>,
     purge_gate: Option<DurableApplied>,
     probe: Probe,
 }
 
 impl LogStore {
-    /// A log store over `storage` (a storage of its own, not the shard's application data).
-    pub fn new(storage: DynStorage) -> Self {
-        Self {
-            storage,
+    /// Opens (or creates) the log on `device`, with segments of `segment_bytes` if it is new.
+    pub fn open(device: DynDevice, segment_bytes: u64) -> Result<Self, RaftStorageError> {
+        let log =
+            SegmentLog::open(device, segment_bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+        Ok(Self {
+            log: Arc::new(Mutex::new(log)),
             tail: Arc::default(),
             purge_gate: None,
             probe: Probe::default(),
-        }
+        })
     }
 
     /// This log store, reporting what it makes durable to `probe`.
     pub fn with_probe(self, probe: Probe) -> Self {
         Self { probe, ..self }
+    }
+
+    /// This log store, whose purges wait until `gate` (its state machine's) says the purged
+    /// entries' effects are durable.
+    ///
+    /// openraft purges the log as soon as it hands a snapshot to the state machine, before
+    /// the install is done, and the state machine syncs its applies only now and then. A
+    /// crash in between would leave a log purged past what the state machine holds, with
+    /// nothing left to apply the difference from.
+    pub fn with_purge_gate(self, gate: DurableApplied) -> Self {
+        Self {
+            purge_gate: Some(gate),
+            ..self
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, SegmentLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps off the latency the device charged (simulated disks only).
+    async fn charge_latency(&self) {
+        let latency = self.log().take_latency();
+        if !latency.is_zero() {
+            crate::rt::sleep(latency).await;
+        }
+    }
+
+    fn meta(&self) -> Result<Meta, RaftStorageError> {
+        let log = self.log();
+        match log.state() {
+            [] => Ok(Meta::default()),
+            bytes => decode(bytes),
+        }
     }
 
     /// Reports what the log holds as the node starts (its vote, last purged position and
@@ -164,96 +207,69 @@ impl LogStore {
         if !self.probe.on() {
             return Ok(());
         }
-        let vote: Option<Vote> = self.meta(VOTE).await?;
-        let purged: Option<LogId> = self.meta(LAST_PURGED).await?;
+        let meta = self.meta()?;
         let mut entries = Vec::new();
-        for (_, v) in self.raw(Bound::Unbounded, Bound::Unbounded).await? {
-            let e: Entry = decode(&v)?;
-            entries.push(entry_id(&e.log_id, &v));
+        for (bytes, e) in self.raw(Bound::Unbounded, Bound::Unbounded)? {
+            entries.push(entry_id(&e.log_id, &bytes));
         }
         self.probe.emit(|| RaftEvent::LogRecovered {
-            vote: vote.as_ref().map(vote_rec),
-            purged: purged.as_ref().map(pos),
+            vote: meta.vote.as_ref().map(vote_rec),
+            purged: meta.purged.as_ref().map(pos),
             entries,
         });
         Ok(())
     }
 
-    /// A log store whose purges wait until `gate` (its state machine's) says the purged
-    /// entries' effects are durable.
-    ///
-    /// openraft purges the log as soon as it hands a snapshot to the state machine, before
-    /// the install is done, and the state machine syncs its applies only now and then. A
-    /// crash in between would leave a log purged past what the state machine holds, with
-    /// nothing left to apply the difference from.
-    pub fn with_purge_gate(storage: DynStorage, gate: DurableApplied) -> Self {
-        Self {
-            purge_gate: Some(gate),
-            ..Self::new(storage)
-        }
-    }
-
-    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
-        self.tail.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, RaftStorageError> {
-        match self.storage.get_meta(key).await {
-            Ok(Some(bytes)) => decode(&bytes).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(StorageIOError::read_logs(&e).into()),
-        }
-    }
-
-    async fn commit(&self, batch: WriteBatch) -> Result<(), RaftStorageError> {
-        self.storage
-            .write_batch(batch)
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e).into())
-    }
-
-    /// Applies a change to the tail and commits the same change to the storage. On an error
-    /// the tail is dropped, since what reached the storage is unknown.
-    async fn commit_and_update(
-        &self,
-        batch: WriteBatch,
-        change: impl FnOnce(&mut Tail),
-    ) -> Result<(), RaftStorageError> {
-        change(&mut self.tail());
-        let r = self.commit(batch).await;
-        if r.is_err() {
-            *self.tail() = Tail::default();
-        }
-        r
-    }
-
-    /// The keys of the entries in `[start, end]` bounds (no decoding).
-    async fn entry_keys(
+    /// The stored entries (encoded and decoded) with indices within the bounds.
+    fn raw(
         &self,
         start: Bound<u64>,
         end: Bound<u64>,
-    ) -> Result<Vec<Vec<u8>>, RaftStorageError> {
-        Ok(self
-            .raw(start, end)
-            .await?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
+    ) -> Result<Vec<(Vec<u8>, Entry)>, RaftStorageError> {
+        let log = self.log();
+        let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
+            return Ok(Vec::new());
+        };
+        let from = match start {
+            Bound::Included(i) => i.max(first),
+            Bound::Excluded(i) => i.saturating_add(1).max(first),
+            Bound::Unbounded => first,
+        };
+        let to = match end {
+            Bound::Included(i) => i.min(last),
+            Bound::Excluded(i) => match i.checked_sub(1) {
+                Some(i) => i.min(last),
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => last,
+        };
+        let mut out = Vec::new();
+        for index in from..=to {
+            if from > to {
+                break;
+            }
+            let bytes = log.read(index).map_err(|e| StorageIOError::read_logs(&e))?;
+            let e: Entry = decode(&bytes)?;
+            out.push((bytes, e));
+        }
+        Ok(out)
     }
 
-    /// The stored (key, encoded entry) pairs with indices within the bounds.
-    async fn raw(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Pair>, RaftStorageError> {
-        let key = |b: Bound<u64>| b.map(entry_key);
-        self.storage
-            .scan(
-                KeyRange {
-                    start: key(start),
-                    end: key(end),
-                },
-                usize::MAX,
-            )
-            .await
-            .map_err(|e| StorageIOError::read_logs(&e).into())
+    /// Runs a change on the log and the same change on the tail. On an error the tail is
+    /// dropped, since what reached the device is unknown (the log stops).
+    async fn change(
+        &self,
+        op: impl FnOnce(&mut SegmentLog) -> Result<(), LogError>,
+        tail_change: impl FnOnce(&mut Tail),
+        err: fn(&LogError) -> StorageIOError<u64>,
+    ) -> Result<(), RaftStorageError> {
+        let r = op(&mut self.log());
+        match &r {
+            Ok(()) => tail_change(&mut self.tail()),
+            Err(_) => *self.tail() = Tail::default(),
+        }
+        self.charge_latency().await;
+        r.map_err(|e| err(&e).into())
     }
 
     /// Every entry the log holds (not purged), for checks: index -> (term, a hash of the
@@ -263,7 +279,7 @@ impl LogStore {
     ) -> Result<std::collections::BTreeMap<u64, (u64, u64)>, RaftStorageError> {
         use std::hash::Hasher;
         let mut out = std::collections::BTreeMap::new();
-        for e in self.entries(Bound::Unbounded, Bound::Unbounded).await? {
+        for (_, e) in self.raw(Bound::Unbounded, Bound::Unbounded)? {
             let mut h = rustc_hash::FxHasher::default();
             h.write(&encode(&e.payload)?);
             out.insert(e.log_id.index, (e.log_id.leader_id.term, h.finish()));
@@ -271,16 +287,14 @@ impl LogStore {
         Ok(out)
     }
 
-    async fn entries(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<Vec<Entry>, RaftStorageError> {
-        self.raw(start, end)
-            .await?
-            .iter()
-            .map(|(_, v)| decode(v))
-            .collect()
+    async fn save_meta(&self, meta: &Meta, sync: bool) -> Result<(), RaftStorageError> {
+        let bytes = encode(meta)?;
+        self.change(
+            |log| log.set_state(bytes, sync),
+            |_| {},
+            |e| StorageIOError::write_vote(e),
+        )
+        .await
     }
 }
 
@@ -293,7 +307,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if let Some(hit) = self.tail().get(start, end) {
             return Ok(hit);
         }
-        self.entries(start, end).await
+        let r = self
+            .raw(start, end)
+            .map(|v| v.into_iter().map(|(_, e)| e).collect());
+        self.charge_latency().await;
+        r
     }
 }
 
@@ -301,10 +319,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
-        let last_purged: Option<LogId> = self.meta(LAST_PURGED).await?;
-        // Read once per start; the log holds what was not purged yet.
-        let last = match self.raw(Bound::Unbounded, Bound::Unbounded).await?.last() {
-            Some((_, v)) => Some(decode::<Entry>(v)?.log_id),
+        let last_purged = self.meta()?.purged;
+        let last = self.log().last_index();
+        let last = match last {
+            Some(i) => self
+                .raw(Bound::Included(i), Bound::Included(i))?
+                .pop()
+                .map(|(_, e)| e.log_id),
             None => None,
         };
         Ok(LogState {
@@ -318,20 +339,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
-        let mut b = WriteBatch::new();
-        b.put_meta(VOTE, encode(vote)?);
+        let meta = Meta {
+            vote: Some(*vote),
+            ..self.meta()?
+        };
         // Planted bug: the vote waits for the next sync instead of forcing one.
-        b.unsynced = crate::bugs::active(crate::bugs::Bug::RaftVoteNotSynced);
-        self.storage
-            .write_batch(b)
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        let sync = !crate::bugs::active(crate::bugs::Bug::RaftVoteNotSynced);
+        self.save_meta(&meta, sync).await?;
         self.probe.emit(|| RaftEvent::VoteSaved(vote_rec(vote)));
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, RaftStorageError> {
-        self.meta(VOTE).await
+        Ok(self.meta()?.vote)
     }
 
     // `read_committed` keeps openraft's default and `save_committed` saves nothing: the
@@ -354,23 +374,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut b = WriteBatch::new();
-        let entries: Vec<Entry> = entries.into_iter().collect();
+        // Entries the purge point covers are not kept (openraft appends none in practice).
+        let floor = self.log().purged().map_or(0, |p| p + 1);
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|e| e.log_id.index >= floor)
+            .collect();
+        let mut encoded = Vec::with_capacity(entries.len());
         let mut ids = Vec::new();
         for e in &entries {
             let bytes = encode(e)?;
             if self.probe.on() {
                 ids.push(entry_id(&e.log_id, &bytes));
             }
-            b.put(entry_key(e.log_id.index), bytes);
+            encoded.push((e.log_id.index, bytes));
         }
         // Planted bug: acknowledge entries the disk may not hold yet.
-        b.unsynced = crate::bugs::active(crate::bugs::Bug::RaftAckBeforeSync);
+        let sync = !crate::bugs::active(crate::bugs::Bug::RaftAckBeforeSync);
         // Durable before the callback: openraft may count this entry toward a quorum.
         let r = if entries.is_empty() {
             Ok(())
         } else {
-            self.commit_and_update(b, |tail| tail.append(entries)).await
+            let refs: Vec<(u64, &[u8])> = encoded.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            self.change(
+                |log| log.append(&refs, sync),
+                |tail| tail.append(entries),
+                |e| StorageIOError::write_logs(e),
+            )
+            .await
         };
         match &r {
             Ok(()) => {
@@ -383,19 +414,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        // Remove entries at and after `log_id.index`.
-        let doomed = self
-            .entry_keys(Bound::Included(log_id.index), Bound::Unbounded)
-            .await?;
-        let mut b = WriteBatch::new();
-        for key in doomed {
-            b.delete(key);
-        }
         // Reported before it is written: from here on a crash may leave either log.
         self.probe
             .emit(|| RaftEvent::Truncated { from: log_id.index });
-        self.commit_and_update(b, |tail| tail.truncate(log_id.index))
-            .await
+        self.change(
+            |log| log.truncate(log_id.index),
+            |tail| tail.truncate(log_id.index),
+            |e| StorageIOError::write_logs(e),
+        )
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
@@ -406,16 +433,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .await
                 .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
         }
-        let doomed = self
-            .entry_keys(Bound::Unbounded, Bound::Included(log_id.index))
-            .await?;
-        let mut b = WriteBatch::new();
-        for key in doomed {
-            b.delete(key);
-        }
-        b.put_meta(LAST_PURGED, encode(&log_id)?);
-        self.commit_and_update(b, |tail| tail.purge(log_id.index))
-            .await?;
+        let meta = encode(&Meta {
+            purged: Some(log_id),
+            ..self.meta()?
+        })?;
+        self.change(
+            |log| log.purge(log_id.index, meta),
+            |tail| tail.purge(log_id.index),
+            |e| StorageIOError::write_logs(e),
+        )
+        .await?;
         self.probe.emit(|| RaftEvent::Purged(pos(&log_id)));
         Ok(())
     }

@@ -8,6 +8,7 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod read_batch;
 pub mod runtime;
 pub mod snapshot;
 pub mod state_machine;

@@ -2,7 +2,7 @@
 //! requests over the transport.
 //!
 //! Reads are linearizable: the leader confirms its leadership with a quorum
-//! (`ensure_linearizable`) and waits until it has applied up to the read point before reading
+//! (a confirmation round shared by concurrent reads, [`super::read_batch`]) and waits until it has applied up to the read point before reading
 //! its state machine. A follower never answers from its local state: it forwards the request
 //! to the leader it knows, once, or answers `NotLeader`.
 
@@ -19,6 +19,7 @@ use super::network::{
     ClientError, ClientReply, ClientRequest, NetworkFactory, RaftReply, RaftRpc, SnapshotChunk,
     CHUNK_TIMEOUT,
 };
+use super::read_batch::{ReadBatcher, RoundFn};
 use super::snapshot::{SnapshotData, INCOMING_CHUNKS};
 use super::state_machine::CurrentSnapshot;
 use super::types::{CommandResult, NodeId, ShardCommand, TypeConfig};
@@ -26,7 +27,7 @@ use super::{LogStore, ObjectShardStateMachine};
 use crate::net::{NetError, Transport};
 use crate::probe::Probe;
 use crate::storage::write_back::WriteBack;
-use crate::storage::{DynStorage, StorageError};
+use crate::storage::{DynDevice, DynStorage, StorageError};
 
 /// Timing and snapshot settings of a Raft shard.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +48,9 @@ pub struct RaftOptions {
     /// Bytes of snapshot stream per chunk sent to a follower (small values make scenario
     /// snapshots span many chunks).
     pub snapshot_chunk_bytes: usize,
+    /// Size of the Raft log's segments, bytes (used when a node's log is created; an
+    /// existing log keeps its own). Small segments roll over and reuse freed slots often.
+    pub log_segment_bytes: u64,
     /// This node's place among `of` nodes in election order: `(rank, of)`. Set by whoever
     /// starts the cluster, not by scenario files; see [`RaftOptions::election_timeout_ms`].
     #[serde(skip)]
@@ -63,6 +67,7 @@ impl Default for RaftOptions {
             keep_after_snapshot: 1_000,
             client_timeout_ms: 2_000,
             snapshot_chunk_bytes: crate::storage::stream::DEFAULT_CHUNK_BYTES,
+            log_segment_bytes: super::log_store::DEFAULT_SEGMENT_BYTES,
             election_rank: None,
         }
     }
@@ -132,6 +137,16 @@ impl RaftOptions {
             return Err(format!(
                 "snapshot_chunk_bytes = {} is outside {MIN_CHUNK_BYTES}..={MAX_CHUNK_BYTES}",
                 self.snapshot_chunk_bytes
+            ));
+        }
+        let segments = super::log_store::segments::MIN_SEGMENT_BYTES
+            ..=super::log_store::segments::MAX_SEGMENT_BYTES;
+        if !segments.contains(&self.log_segment_bytes) {
+            return Err(format!(
+                "log_segment_bytes = {} is outside {}..={}",
+                self.log_segment_bytes,
+                segments.start(),
+                segments.end()
             ));
         }
         let (election_min, election_max) = self.election_timeout_ms();
@@ -226,7 +241,27 @@ pub struct RaftNode {
     current_snapshot: CurrentSnapshot,
     /// Planted bug `raft-lease-reads`: when a confirmation round that proved this node
     /// leader started, on this node's clock.
-    lease_from: Mutex<Option<tokio::time::Instant>>,
+    lease_from: Lease,
+    /// Confirmation rounds shared by the reads this node serves.
+    reads: ReadBatcher,
+}
+
+/// Planted bug `raft-lease-reads`: when the last round that proved the node leader started.
+type Lease = Arc<Mutex<Option<tokio::time::Instant>>>;
+
+/// Runs `proof`, a round that shows a quorum took this node as leader when it started (a
+/// leadership confirmation or a committed write). Planted bug `raft-lease-reads`: a round that
+/// succeeds renews the lease from the time it started.
+async fn renewing_lease<T, E>(
+    lease: &Lease,
+    proof: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = crate::rt::timers::now();
+    let done = proof.await;
+    if done.is_ok() && crate::bugs::active(crate::bugs::Bug::RaftLeaseReads) {
+        *lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+    }
+    done
 }
 
 /// Why a node could not start.
@@ -247,7 +282,7 @@ impl RaftNode {
         id: NodeId,
         addr: SocketAddr,
         options: RaftOptions,
-        log: DynStorage,
+        log: DynDevice,
         app: DynStorage,
         probe: Probe,
     ) -> Result<Arc<RaftNode>, StartError> {
@@ -265,8 +300,10 @@ impl RaftNode {
             transport: transport.clone(),
             chunk_bytes: options.snapshot_chunk_bytes,
         };
-        let mut log =
-            LogStore::with_purge_gate(log, sm.durable_applied()).with_probe(probe.clone());
+        let mut log = LogStore::open(log, options.log_segment_bytes)
+            .map_err(|e| StartError::Raft(e.to_string()))?
+            .with_purge_gate(sm.durable_applied())
+            .with_probe(probe.clone());
         log.report_recovered()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -276,6 +313,19 @@ impl RaftNode {
         let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let lease_from = Lease::default();
+        let round: RoundFn = {
+            let (raft, lease) = (raft.clone(), lease_from.clone());
+            Arc::new(move || {
+                let (raft, lease) = (raft.clone(), lease.clone());
+                Box::pin(async move {
+                    renewing_lease(&lease, raft.get_read_log_id())
+                        .await
+                        .map(|(read_point, _applied)| read_point)
+                })
+            })
+        };
+        let reads = ReadBatcher::new(raft.clone(), round);
         let node = Arc::new(RaftNode {
             id,
             raft,
@@ -287,7 +337,8 @@ impl RaftNode {
             probe,
             snapshots_installed,
             current_snapshot,
-            lease_from: Mutex::new(None),
+            lease_from,
+            reads,
         });
         let weak = Arc::downgrade(&node);
         transport.serve(move |req: RaftRpc| {
@@ -581,21 +632,6 @@ impl RaftNode {
         })
     }
 
-    /// Runs `proof`, a round that shows a quorum took this node as leader when it started
-    /// (a leadership confirmation or a committed write). Planted bug `raft-lease-reads`: a
-    /// round that succeeds renews the lease from the time it started.
-    async fn renewing_lease<T, E>(
-        &self,
-        proof: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        let started = crate::rt::timers::now();
-        let done = proof.await;
-        if done.is_ok() && crate::bugs::active(crate::bugs::Bug::RaftLeaseReads) {
-            *self.lease_from.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
-        }
-        done
-    }
-
     /// Planted bug `raft-lease-reads`: whether this node leads and a quorum confirmed it
     /// less than the longest election timeout ago, on this node's clock. Voters refuse other
     /// candidates for that long after they last heard from a leader, on their clocks; the
@@ -620,20 +656,19 @@ impl RaftNode {
             // submitted here, that answer no longer says it did not take effect: forwarding
             // it then could run it twice.
             ClientRequest::Write(_) if self.leader() != Some(self.id) => self.leader(),
-            ClientRequest::Write(cmd) => match self
-                .renewing_lease(self.raft.client_write(cmd.clone()))
-                .await
-            {
-                Ok(resp) => return Ok(ClientReply::Written(resp.data)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    return Err(ClientError::Unavailable(format!(
-                        "this node stopped leading with the write pending; it may or may not \
+            ClientRequest::Write(cmd) => {
+                match renewing_lease(&self.lease_from, self.raft.client_write(cmd.clone())).await {
+                    Ok(resp) => return Ok(ClientReply::Written(resp.data)),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        return Err(ClientError::Unavailable(format!(
+                            "this node stopped leading with the write pending; it may or may not \
                          take effect (leader now {:?})",
-                        f.leader_id
-                    )))
+                            f.leader_id
+                        )))
+                    }
+                    Err(e) => return Err(ClientError::Unavailable(e.to_string())),
                 }
-                Err(e) => return Err(ClientError::Unavailable(e.to_string())),
-            },
+            }
             multi @ (ClientRequest::Scan { .. } | ClientRequest::Count)
                 if crate::bugs::active(crate::bugs::Bug::RaftLeaderLocalScans)
                     && self.leader() == Some(self.id) =>
@@ -655,7 +690,7 @@ impl RaftNode {
                     .await
                     .map_err(|e| ClientError::Unavailable(e.to_string()))
             }
-            read => match self.renewing_lease(self.raft.ensure_linearizable()).await {
+            read => match self.reads.ensure_linearizable().await {
                 Ok(_) => {
                     return self
                         .read_local(read.clone())

@@ -9,7 +9,7 @@ use super::{
     BasicShard, DynShard, MstShard, NodeClock, RaftShard, Result, ShardError, ShardKind,
     ShardMetadata,
 };
-use crate::storage::DynStorage;
+use crate::storage::{DynDevice, DynStorage};
 
 /// Port offsets from a node's base address: each service has its own endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +49,8 @@ pub struct NodeContext {
     pub addresses: AddressBook,
     /// Application storage (survives restarts of the node).
     pub app: DynStorage,
-    /// Raft log storage (Raft shards only).
-    pub log: Option<DynStorage>,
+    /// The Raft log's device (Raft shards only).
+    pub log: Option<DynDevice>,
     /// The node's clock (the simulation may skew it).
     pub clock: NodeClock,
     /// Where the node's Raft storage reports what it does (a default probe: nowhere).

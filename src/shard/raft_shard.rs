@@ -53,7 +53,7 @@ impl RaftShard {
         let log = ctx
             .log
             .clone()
-            .ok_or_else(|| ShardError::Invalid("a Raft shard needs a log storage".into()))?;
+            .ok_or_else(|| ShardError::Invalid("a Raft shard needs a log device".into()))?;
         let addr = ctx.addresses.addr(ctx.node, Service::Raft)?;
         let node = RaftNode::start(
             ctx.node,

@@ -19,7 +19,7 @@ use crate::storage::{DiskFaults, EngineKind, PowerLossMode, SimDisk};
 
 mod boot;
 mod wires;
-pub use boot::{Death, RaftRecord, Store, StoreOpener};
+pub use boot::{Death, RaftRecord, StoreOpener};
 use boot::{Deaths, ElectionSlots, NodeDisks, Shards};
 use wires::{Trip, Tripwires, Wire};
 

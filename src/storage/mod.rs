@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub mod device;
 mod error;
 pub mod fjall_engine;
 pub mod memory;
@@ -37,6 +38,7 @@ mod snapshot_registry;
 pub mod stream;
 pub mod write_back;
 
+pub use device::{BlockDevice, DynDevice, FileDevice, MemoryDevice};
 pub use error::{Result, StorageError};
 pub use fjall_engine::{FjallOptions, FjallStorage};
 pub use memory::MemoryStorage;

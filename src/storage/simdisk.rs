@@ -724,6 +724,29 @@ impl redb::StorageBackend for SimDiskBackend {
     }
 }
 
+/// The Raft log's view of a [`SimDisk`]: the same device redb sees.
+impl super::device::BlockDevice for SimDiskBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        redb::StorageBackend::len(self)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        redb::StorageBackend::read(self, offset, out)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        redb::StorageBackend::write(self, offset, data)
+    }
+
+    fn sync(&self) -> Result<(), io::Error> {
+        redb::StorageBackend::sync_data(self)
+    }
+
+    fn take_latency(&self) -> Duration {
+        self.disk.take_latency()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use crate::raft::snapshot::held;
 use crate::raft::{RaftNode, RaftOptions, ShardCommand, ShardOp};
 use crate::rt::Stopwatch;
 use crate::shard::{ObjectEntry, ShardKind, ShardOptions};
-use crate::sim::cluster::{node_addr, AckLog, Cluster, ClusterSpec, Store, StoreOpener};
+use crate::sim::cluster::{node_addr, AckLog, Cluster, ClusterSpec, StoreOpener};
 use crate::storage::DynStorage;
 use crate::storage::EngineKind;
 
@@ -65,12 +65,12 @@ fn runtime(seed: u64) -> madsim::runtime::Runtime {
 fn bench_cluster(args: &RaftSnapshotArgs, dir: &Arc<Scratch>, preload: u64) -> ClusterSpec {
     let (engine, value_bytes, dir) = (args.data.engine, args.data.value_bytes, dir.clone());
     let cache = args.data.cache_bytes();
-    let open = move |id: u64, store: Store| {
+    let open = move |id: u64| {
         let dir = dir.clone();
         let open: futures::future::BoxFuture<'static, Result<DynStorage, String>> =
             Box::pin(async move {
-                let s = open_bench_engine_with(engine, &dir, &format!("{store}{id}"), cache, 0)?;
-                if id == 1 && store == Store::App && preload > 0 {
+                let s = open_bench_engine_with(engine, &dir, &format!("app{id}"), cache, 0)?;
+                if id == 1 && preload > 0 {
                     // The engine's bulk path, generated as it is written.
                     let pairs =
                         futures::stream::iter((0..preload).map(move |k| {

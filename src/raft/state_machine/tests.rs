@@ -90,14 +90,16 @@ fn a_purge_waits_until_the_purged_effects_are_durable() {
     use openraft::storage::RaftLogStorage;
 
     use crate::raft::LogStore;
+    use crate::storage::MemoryDevice;
 
     let rt = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default());
     rt.block_on(async {
         let app = open_ephemeral(EngineKind::Memory, 1).unwrap();
         let mut sm = ObjectShardStateMachine::open(app).await.unwrap();
         let gate = sm.durable_applied();
-        let mut log =
-            LogStore::with_purge_gate(open_ephemeral(EngineKind::Memory, 2).unwrap(), gate.clone());
+        let mut log = LogStore::open(Arc::new(MemoryDevice::new()), 1 << 16)
+            .unwrap()
+            .with_purge_gate(gate.clone());
         for i in 1..=3 {
             sm.apply([put(i, "k", "v")]).await.unwrap();
         }
@@ -118,8 +120,9 @@ fn a_purge_waits_until_the_purged_effects_are_durable() {
             .expect("the purge completes once the applies are durable");
 
         // An install that fails releases a waiting purge with an error.
-        let mut log =
-            LogStore::with_purge_gate(open_ephemeral(EngineKind::Memory, 3).unwrap(), gate.clone());
+        let mut log = LogStore::open(Arc::new(MemoryDevice::new()), 1 << 16)
+            .unwrap()
+            .with_purge_gate(gate.clone());
         let purge = madsim::task::spawn(async move {
             log.purge(LogId::new(CommittedLeaderId::new(1, 1), 10))
                 .await

@@ -18,7 +18,8 @@ use crate::shard::{
 };
 use crate::sim::trace;
 use crate::storage::{
-    DynStorage, EngineKind, FjallOptions, FjallStorage, MemoryStorage, RedbStorage, SimDisk,
+    DynDevice, DynStorage, EngineKind, FileDevice, FjallOptions, FjallStorage, MemoryDevice,
+    MemoryStorage, RedbStorage, SimDisk,
 };
 
 /// Election timeout slots of a Raft cluster's nodes (see
@@ -58,28 +59,9 @@ impl ElectionSlots {
     }
 }
 
-/// Which of a node's two stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Store {
-    /// Application data (the state machine's, for Raft).
-    App,
-    /// The Raft log.
-    Log,
-}
-
-impl std::fmt::Display for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Store::App => "app",
-            Store::Log => "log",
-        })
-    }
-}
-
-/// Opens node `id`'s store; called by every incarnation of the node.
-type OpenFn = dyn Fn(u64, Store) -> futures::future::BoxFuture<'static, Result<DynStorage, String>>
-    + Send
-    + Sync;
+/// Opens node `id`'s application store; called by every incarnation of the node.
+type OpenFn =
+    dyn Fn(u64) -> futures::future::BoxFuture<'static, Result<DynStorage, String>> + Send + Sync;
 
 /// A [`ClusterSpec::open`] function.
 #[derive(Clone)]
@@ -100,7 +82,8 @@ pub(super) struct NodeDisks {
 }
 
 impl NodeDisks {
-    /// The simulated disks (redb nodes have two; others none).
+    /// The simulated disks (redb nodes have two, for the application data and the Raft log;
+    /// others none).
     pub(super) fn sim_disks(&self) -> impl Iterator<Item = &SimDisk> {
         [&self.app, &self.log].into_iter().flatten()
     }
@@ -163,13 +146,12 @@ fn node_probe(
     })
 }
 
-/// Opens a node's store on the cluster's engine: redb on the node's simulated disk, fjall in
-/// its folder, or in memory.
+/// Opens a node's application store on the cluster's engine: redb on the node's simulated
+/// disk, fjall in its folder, or in memory.
 fn open_storage(
     engine: EngineKind,
     disk: Option<&SimDisk>,
     dir: Option<&PathBuf>,
-    store: Store,
 ) -> Result<DynStorage, String> {
     let opened: crate::storage::Result<DynStorage> = match engine {
         EngineKind::Memory => Ok(Arc::new(MemoryStorage::new())),
@@ -178,13 +160,27 @@ fn open_storage(
                 .map(|s| Arc::new(s) as DynStorage)
         }
         EngineKind::Fjall => FjallStorage::open(
-            &dir.expect("fjall nodes have a folder")
-                .join(store.to_string()),
+            &dir.expect("fjall nodes have a folder").join("app"),
             FjallOptions::default(),
         )
         .map(|s| Arc::new(s) as DynStorage),
     };
     opened.map_err(|e| e.to_string())
+}
+
+/// Opens a node's Raft log device: its own simulated disk (redb nodes), a file in its folder
+/// (fjall nodes), or memory (memory-engine nodes, which never restart, and clusters whose
+/// stores a [`StoreOpener`] opens).
+fn open_log(d: &NodeDisks) -> Result<DynDevice, String> {
+    if let Some(disk) = &d.log {
+        return Ok(Arc::new(disk.backend()));
+    }
+    if let Some(dir) = &d.dir {
+        return FileDevice::open(&dir.join("raft.log"))
+            .map(|f| Arc::new(f) as DynDevice)
+            .map_err(|e| format!("raft log in {}: {e}", dir.display()));
+    }
+    Ok(Arc::new(MemoryDevice::new()))
 }
 
 /// Everything a node needs to boot, in every incarnation.
@@ -234,12 +230,14 @@ impl Boot {
             if !boot.is_zero() {
                 tokio::time::sleep(boot).await;
             }
-            let (app, log) = match opener {
-                Some(o) => (o.0(id, Store::App).await, o.0(id, Store::Log).await),
-                None => (
-                    open_storage(engine, d.app.as_ref(), d.dir.as_ref(), Store::App),
-                    open_storage(engine, d.log.as_ref(), d.dir.as_ref(), Store::Log),
-                ),
+            let app = match opener {
+                Some(o) => o.0(id).await,
+                None => open_storage(engine, d.app.as_ref(), d.dir.as_ref()),
+            };
+            let log = if meta.kind == ShardKind::Raft {
+                open_log(&d).map(Some)
+            } else {
+                Ok(None)
             };
             let (app, log) = match (app, log) {
                 (Ok(a), Ok(l)) => (a, l),
@@ -253,7 +251,7 @@ impl Boot {
                 node: id,
                 addresses: addresses.clone(),
                 app,
-                log: Some(log),
+                log,
                 clock,
                 probe,
             };
