@@ -303,6 +303,54 @@ async fn restarted_leader_reads_what_it_acknowledged() {
     assert_eq!(cluster.get(7).await, Some(44), "a read after the restart");
 }
 
+/// Reads that arrive on a leader together share one leadership confirmation round, and each
+/// still sees every write acknowledged before it was sent.
+async fn concurrent_reads_share_confirmation_rounds() {
+    let cluster = Cluster::start(3, options()).await;
+    let leader = cluster
+        .leader(Duration::from_secs(10))
+        .await
+        .expect("a leader is elected");
+    let counts = |c: &Cluster| odgm_sim::probe::EventCounts::of(&c.inner.raft_record());
+    let before = counts(&cluster);
+    for round in 1..=5u64 {
+        cluster.put(7, round).await;
+        let mut reads = Vec::new();
+        for _ in 0..20 {
+            let client = cluster.client.clone();
+            reads.push(tokio::spawn(async move {
+                let req = RaftRpc::Client(ClientRequest::Read(7u64.to_be_bytes().to_vec()));
+                client
+                    .call::<_, RaftReply>(addr(leader), &req, Duration::from_secs(2))
+                    .await
+            }));
+        }
+        for r in reads {
+            match r.await.unwrap() {
+                Ok(RaftReply::Client(Ok(ClientReply::Value(v)))) => {
+                    let v = v.map(|b| u64::from_be_bytes(b.try_into().unwrap()));
+                    assert_eq!(
+                        v,
+                        Some(round),
+                        "a read missed the write acknowledged before it"
+                    );
+                }
+                other => panic!("read failed: {other:?}"),
+            }
+        }
+    }
+    let after = counts(&cluster);
+    let (reads, rounds) = (
+        after.reads_confirmed - before.reads_confirmed,
+        after.read_rounds - before.read_rounds,
+    );
+    assert_eq!(reads, 100, "every read went through a confirmation round");
+    assert!(
+        rounds * 4 <= reads,
+        "100 concurrent reads took {rounds} rounds: they did not share them"
+    );
+}
+
 /// A leader cut off from the majority cannot commit; the majority elects another leader and
 /// goes on; after the heal every node holds the same data, without the minority's write.
 async fn minority_cannot_commit(n: u64) {
@@ -497,6 +545,13 @@ async fn drifting_clocks_elect_within_the_bound() {
 fn drifting_clocks_still_elect_within_the_bound() {
     common::sweep("drifting_clocks_still_elect_within_the_bound", 8, |_| {
         drifting_clocks_elect_within_the_bound()
+    });
+}
+
+#[test]
+fn concurrent_reads_share_rounds() {
+    common::sweep("concurrent_reads_share_rounds", 3, |_| {
+        concurrent_reads_share_confirmation_rounds()
     });
 }
 

@@ -104,6 +104,11 @@ pub enum RaftEvent {
         /// The chunk's position in its transfer, from 0.
         seq: u64,
     },
+    /// A leadership confirmation round ended; it answered this many reads at once.
+    ReadsConfirmed {
+        /// Reads the round answered.
+        reads: u64,
+    },
 }
 
 /// One recorded event.
@@ -142,6 +147,12 @@ pub struct EventCounts {
     /// Snapshot data chunks received.
     #[serde(default)]
     pub snapshot_chunks: u64,
+    /// Leadership confirmation rounds run for linearizable reads.
+    #[serde(default)]
+    pub read_rounds: u64,
+    /// Linearizable reads those rounds answered (more than one per round: shared rounds).
+    #[serde(default)]
+    pub reads_confirmed: u64,
 }
 
 impl EventCounts {
@@ -159,6 +170,10 @@ impl EventCounts {
                 RaftEvent::SnapshotBuilt(_) => &mut c.snapshots_built,
                 RaftEvent::SnapshotInstalled(_) => &mut c.snapshots_installed,
                 RaftEvent::SnapshotChunk { .. } => &mut c.snapshot_chunks,
+                RaftEvent::ReadsConfirmed { reads } => {
+                    c.reads_confirmed += reads;
+                    &mut c.read_rounds
+                }
                 RaftEvent::LogRecovered { .. }
                 | RaftEvent::StateMachineOpened { .. }
                 | RaftEvent::Committed(_) => continue,

@@ -323,6 +323,15 @@ fn print_reached(results: &[ChaosRun]) {
         runs(|c| c.snapshots_built),
         runs(|c| c.snapshots_installed),
     );
+    let (reads, rounds) = counts.iter().fold((0, 0), |(r, n), c| {
+        (r + c.reads_confirmed, n + c.read_rounds)
+    });
+    if rounds > 0 {
+        println!(
+            "  linearizable reads {reads} confirmed in {rounds} leadership rounds ({:.2} per round)",
+            reads as f64 / rounds as f64
+        );
+    }
 }
 
 /// Runs per mode and engine, so a reader sees what the budget covered.

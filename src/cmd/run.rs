@@ -97,6 +97,12 @@ pub fn run_command(args: &RunArgs) -> Result<ExitCode, String> {
                 out.report.snapshots_installed
             );
         }
+        if let Some(c) = out.report.raft_events.filter(|c| c.read_rounds > 0) {
+            println!(
+                "  linearizable reads: {} confirmed in {} leadership rounds",
+                c.reads_confirmed, c.read_rounds
+            );
+        }
         if let Some(ms) = out.report.converged_after_ms {
             println!("  converged {ms} ms after the heal");
         }

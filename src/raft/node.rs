@@ -325,7 +325,7 @@ impl RaftNode {
                 })
             })
         };
-        let reads = ReadBatcher::new(raft.clone(), round);
+        let reads = ReadBatcher::new(raft.clone(), round, probe.clone());
         let node = Arc::new(RaftNode {
             id,
             raft,

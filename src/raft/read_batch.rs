@@ -16,6 +16,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft};
 
 use super::types::{LogId, NodeId, TypeConfig};
+use crate::probe::{Probe, RaftEvent};
 
 /// The outcome of one confirmation round: the read point (every read confirmed by it must
 /// wait until the state machine has applied up to it) or why leadership was not confirmed.
@@ -39,15 +40,18 @@ pub struct ReadBatcher {
     queue: Arc<Mutex<Queue>>,
     round: RoundFn,
     raft: Raft<TypeConfig>,
+    probe: Probe,
 }
 
 impl ReadBatcher {
-    /// A batcher that confirms with `round` and waits for applies on `raft`.
-    pub fn new(raft: Raft<TypeConfig>, round: RoundFn) -> Self {
+    /// A batcher that confirms with `round`, waits for applies on `raft` and reports each
+    /// round to `probe`.
+    pub fn new(raft: Raft<TypeConfig>, round: RoundFn, probe: Probe) -> Self {
         Self {
             queue: Arc::default(),
             round,
             raft,
+            probe,
         }
     }
 
@@ -100,6 +104,8 @@ impl ReadBatcher {
                 std::mem::take(&mut q.waiting)
             };
             let outcome = (self.round)().await;
+            let reads = batch.len() as u64;
+            self.probe.emit(|| RaftEvent::ReadsConfirmed { reads });
             for tx in batch {
                 // A read that gave up (its client timed out) dropped its receiver.
                 let _ = tx.send(outcome.clone());

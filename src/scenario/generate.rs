@@ -137,14 +137,27 @@ pub fn chaos(seed: u64) -> Drawn {
     let quiet_ms = d.int("quiet_s", 3..=6) * 1000;
     let mut options = ShardOptions::default();
     if mode == ShardKind::Raft {
-        // Small snapshot intervals and short kept logs make lagging nodes install snapshots.
-        let every = d.range("snapshot_every", 20i32..=300);
+        // Small snapshot intervals and short kept logs make lagging nodes install snapshots:
+        // half the runs keep so little log that a node down for a second or two comes back
+        // to a snapshot (installs are where crashes do the most damage).
+        let short = d.coin("short_logs", 0.5);
+        let every = if short {
+            d.range("snapshot_every", 10i32..=40)
+        } else {
+            d.range("snapshot_every", 20i32..=300)
+        };
         options.raft.snapshot_every = every as u64;
-        options.raft.keep_after_snapshot = d.int("keep_after_snapshot", 1..=(every / 2).min(50));
+        let most_kept = if short { 5 } else { (every / 2).min(50) };
+        options.raft.keep_after_snapshot = d.int("keep_after_snapshot", 1..=most_kept);
         // Small chunks make those snapshots travel in many chunks, which faults can cut.
         options.raft.snapshot_chunk_bytes = d.weighted(
             "snapshot_chunk_bytes",
             &[(128, 2), (1024, 1), (64 * 1024, 1)],
+        );
+        // Small log segments roll over every few entries and reuse the slots purges free.
+        options.raft.log_segment_bytes = d.weighted(
+            "log_segment_bytes",
+            &[(1024, 1), (16 * 1024, 1), (1 << 20, 2)],
         );
     }
     let network = if nodes > 1 {

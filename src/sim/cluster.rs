@@ -292,6 +292,17 @@ impl Cluster {
 
     /// The nodes whose Raft storage saved a vote or an append at or after `since_us`.
     pub fn raft_writers_since(&self, since_us: u64) -> Vec<u64> {
+        self.raft_nodes_since(since_us, |e| {
+            matches!(e, RaftEvent::VoteSaved(_) | RaftEvent::Appended(_))
+        })
+    }
+
+    /// The nodes whose Raft storage saved a vote at or after `since_us`.
+    pub fn raft_voters_since(&self, since_us: u64) -> Vec<u64> {
+        self.raft_nodes_since(since_us, |e| matches!(e, RaftEvent::VoteSaved(_)))
+    }
+
+    fn raft_nodes_since(&self, since_us: u64, which: impl Fn(&RaftEvent) -> bool) -> Vec<u64> {
         let Some(record) = &self.record else {
             return Vec::new();
         };
@@ -300,7 +311,7 @@ impl Cluster {
             .iter()
             .rev()
             .take_while(|r| r.at_us >= since_us)
-            .filter(|r| matches!(r.event, RaftEvent::VoteSaved(_) | RaftEvent::Appended(_)))
+            .filter(|r| which(&r.event))
             .map(|r| r.node)
             .collect();
         nodes.sort_unstable();

@@ -162,12 +162,15 @@ fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
 }
 
 /// What a crash armed on a node coming back waits for: some syncs (simulated disks), or the
-/// first log purge or a few snapshot chunks of its catch-up (Raft).
+/// first vote of the election its return may set off, its first log purge or a few snapshot
+/// chunks of its catch-up (Raft). A node cut off for a while has been voting for itself
+/// term after term; the cluster it returns to often holds an election.
 fn draw_catch_up(rng: &mut impl Rng, c: &Cluster) -> CutAfter {
     let raft = c.spec.record;
-    match rng.gen_range(0..3) {
-        1 if raft => CutAfter::Purges(1),
+    match rng.gen_range(0..5) {
+        1 | 4 if raft => CutAfter::Purges(1),
         2 if raft => CutAfter::Chunks(rng.gen_range(1..=4)),
+        3 if raft => CutAfter::Votes(1),
         _ if c.spec.engine == EngineKind::Redb => draw_syncs(rng),
         _ => CutAfter::Purges(1),
     }
@@ -239,12 +242,18 @@ async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {
                 return Undo::Restart(n);
             };
             // An armed cut goes, every other time, to a node that is voting or appending now
-            // (if any is); otherwise to any live node, which may be idle until later.
-            let busy: Vec<u64> = c
-                .raft_writers_since(trace::now_us().saturating_sub(500_000))
-                .into_iter()
-                .filter(|n| live.contains(n))
-                .collect();
+            // (if any is; for a cut after a vote, one that voted lately: elections come in
+            // storms); otherwise to any live node, which may be idle until later.
+            let since = trace::now_us().saturating_sub(500_000);
+            let busy: Vec<u64> = match after {
+                CutAfter::Votes(_) => {
+                    c.raft_voters_since(trace::now_us().saturating_sub(2_000_000))
+                }
+                _ => c.raft_writers_since(since),
+            }
+            .into_iter()
+            .filter(|n| live.contains(n))
+            .collect();
             let prefer_busy = !busy.is_empty() && crate::rt::thread_rng().gen_bool(0.5);
             let Some(n) = inj.pick(if prefer_busy { &busy } else { &live }) else {
                 return Undo::Nothing;
