@@ -140,10 +140,29 @@ impl PageSource for SnapshotPages {
     }
 }
 
+/// Where temporary databases go: a memory-backed folder (`/dev/shm`) where the machine has
+/// one, else the system's temporary folder. A simulated fjall node's files live only as long
+/// as its run and a real disk adds nothing the run checks (fjall cannot lose power in
+/// simulation), but every fsync on one costs milliseconds of wall time.
+fn scratch_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        let probe = shm.join(format!("odgm-sim-probe-{}", std::process::id()));
+        if std::fs::create_dir(&probe).is_ok() {
+            let _ = std::fs::remove_dir(&probe);
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    })
+    .clone()
+}
+
 pub(crate) fn temp_path() -> PathBuf {
     // The name only has to be unique on this machine; it never influences behaviour.
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!(
+    scratch_root().join(format!(
         "odgm-sim-fjall-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
