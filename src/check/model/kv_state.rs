@@ -108,38 +108,141 @@ impl Hash for Rope {
     }
 }
 
-/// The state of [`KvModel`]: pairs sorted by key, values as [`Rope`]s. Copying a state for the
-/// search costs one allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct KvState(Vec<(Arc<str>, Arc<Rope>)>);
+/// Keys per chunk of a [`KvState`] before it splits.
+const CHUNK: usize = 32;
+
+/// Consecutive pairs of a [`KvState`], sorted by key.
+type Chunk = Vec<(Arc<str>, Arc<Rope>)>;
+
+/// The state of [`KvModel`]: pairs sorted by key, values as [`Rope`]s, in shared chunks of
+/// consecutive keys. The search copies a state for every step it tries; a copy shares every
+/// chunk, and a change copies only the chunk it touches, so a step costs the same with three
+/// keys or three hundred. Equality and hashing are by content (chunk boundaries depend on the
+/// order keys arrived in); the hash is kept incrementally, one term per pair.
+#[derive(Debug, Clone, Default)]
+pub struct KvState {
+    chunks: Vec<Arc<Chunk>>,
+    len: usize,
+    hash: u64,
+}
+
+/// One pair's term of the state's hash (terms are added, so order does not matter).
+fn pair_hash(key: &str, value: &Rope) -> u64 {
+    let mut h = rope_hash(0x9e37_79b9_7f4a_7c15, key.as_bytes());
+    h ^= (value.hash ^ value.len as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h.wrapping_mul(0xc4ce_b9fe_1a85_ec53)
+}
+
+impl PartialEq for KvState {
+    fn eq(&self, other: &KvState) -> bool {
+        if self.len != other.len || self.hash != other.hash {
+            return false;
+        }
+        if self.chunks.len() == other.chunks.len()
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return true;
+        }
+        self.iter()
+            .zip(other.iter())
+            .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+    }
+}
+
+impl Eq for KvState {}
+
+impl Hash for KvState {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.len.hash(h);
+        self.hash.hash(h);
+    }
+}
 
 impl KvState {
-    /// The value of a key.
-    pub fn get(&self, key: &str) -> Option<&Rope> {
-        self.find(key).ok().map(|i| &*self.0[i].1)
+    fn iter(&self) -> impl Iterator<Item = (&str, &Rope)> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(|(k, v)| (&**k, &**v))
     }
 
-    fn find(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| (**k).cmp(key))
+    /// The chunk that holds `key` or would: the first whose last key is at or past it (or
+    /// the last chunk).
+    fn chunk_of(&self, key: &str) -> usize {
+        let i = self
+            .chunks
+            .partition_point(|c| c.last().is_some_and(|(k, _)| &**k < key));
+        i.min(self.chunks.len().saturating_sub(1))
+    }
+
+    /// The value of a key.
+    pub fn get(&self, key: &str) -> Option<&Rope> {
+        let chunk = self.chunks.get(self.chunk_of(key))?;
+        let i = chunk.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        Some(&chunk[i].1)
+    }
+
+    /// Applies `change` to the value of `key` (`None`: absent), keeping chunks and hash.
+    fn update(&mut self, key: &str, change: impl FnOnce(Option<&Arc<Rope>>) -> Option<Arc<Rope>>) {
+        if self.chunks.is_empty() {
+            self.chunks.push(Arc::default());
+        }
+        let c = self.chunk_of(key);
+        let chunk = Arc::make_mut(&mut self.chunks[c]);
+        let found = chunk.binary_search_by(|(k, _)| (**k).cmp(key));
+        let old = found.ok().map(|i| chunk[i].1.clone());
+        let new = change(old.as_ref());
+        if let Some(v) = &old {
+            self.hash = self.hash.wrapping_sub(pair_hash(key, v));
+        }
+        if let Some(v) = &new {
+            self.hash = self.hash.wrapping_add(pair_hash(key, v));
+        }
+        match (found, new) {
+            (Ok(i), Some(v)) => chunk[i].1 = v,
+            (Ok(i), None) => {
+                chunk.remove(i);
+                self.len -= 1;
+                if chunk.is_empty() {
+                    self.chunks.remove(c);
+                }
+            }
+            (Err(i), Some(v)) => {
+                chunk.insert(i, (Arc::from(key), v));
+                self.len += 1;
+                if chunk.len() > 2 * CHUNK {
+                    let tail = chunk.split_off(CHUNK);
+                    self.chunks.insert(c + 1, Arc::new(tail));
+                }
+            }
+            (Err(_), None) => {
+                if chunk.is_empty() {
+                    self.chunks.remove(c);
+                }
+            }
+        }
     }
 
     pub(super) fn set(&mut self, key: &str, value: Arc<Rope>) {
-        match self.find(key) {
-            Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (Arc::from(key), value)),
-        }
+        self.update(key, |_| Some(value));
     }
 
     pub(super) fn append(&mut self, key: &str, suffix: &str) {
-        match self.find(key) {
-            Ok(i) => self.0[i].1 = Rope::append(&self.0[i].1, suffix),
-            Err(i) => self.0.insert(i, (Arc::from(key), Rope::leaf(suffix))),
-        }
+        self.update(key, |old| {
+            Some(match old {
+                Some(v) => Rope::append(v, suffix),
+                None => Rope::leaf(suffix),
+            })
+        });
     }
 
     pub(super) fn remove(&mut self, key: &str) {
-        if let Ok(i) = self.find(key) {
-            self.0.remove(i);
+        if self.get(key).is_some() {
+            self.update(key, |_| None);
         }
     }
 
@@ -149,20 +252,23 @@ impl KvState {
         start: Option<&'s str>,
         end: Option<&'s str>,
     ) -> impl Iterator<Item = (&'s str, &'s Rope)> + 's {
-        self.0
+        let first = start.map_or(0, |s| self.chunk_of(s));
+        self.chunks[first.min(self.chunks.len())..]
             .iter()
-            .filter(move |(k, _)| in_range(k, start, end))
+            .flat_map(|c| c.iter())
             .map(|(k, v)| (&**k, &**v))
+            .skip_while(move |(k, _)| start.is_some_and(|s| *k < s))
+            .take_while(move |(k, _)| end.is_none_or(|e| *k < e))
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     /// Whether no key is set.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
     }
 }
 

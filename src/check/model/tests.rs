@@ -149,3 +149,45 @@ fn kv_steps() {
     assert_eq!(m.step(&s, &get("b"), empty), Step::Unchanged);
     assert_eq!(KvModel::default().step(&s, &get("b"), empty), Step::Illegal);
 }
+
+/// States with the same pairs are equal and hash alike, however their keys arrived (chunk
+/// boundaries differ), and a copy changed in one key leaves the original as it was.
+#[test]
+fn kv_states_compare_by_content() {
+    use std::hash::BuildHasher;
+    let keys: Vec<String> = (0..200).map(|k| format!("{k}")).collect();
+    let mut a = KvState::default();
+    for k in &keys {
+        a.set(k, Rope::leaf(&format!("v{k}")));
+    }
+    let mut b = KvState::default();
+    for k in keys.iter().rev() {
+        b.set(k, Rope::leaf("x"));
+        b.append(k, "y");
+        b.remove(k);
+        b.set(k, Rope::leaf(&format!("v{k}")));
+    }
+    assert_eq!(a, b);
+    let hasher = std::collections::hash_map::RandomState::new();
+    assert_eq!(hasher.hash_one(&a), hasher.hash_one(&b));
+    let before = a.clone();
+    let mut c = a.clone();
+    c.append("150", "!");
+    assert_ne!(c, a);
+    assert_eq!(a, before);
+    assert_eq!(
+        c.get("150").map(|r| r.to_string_value()),
+        Some("v150!".into())
+    );
+    assert_eq!(
+        a.get("150").map(|r| r.to_string_value()),
+        Some("v150".into())
+    );
+    c.remove("150");
+    assert_eq!(c.len(), 199);
+    let range: Vec<&str> = a.range(Some("10"), Some("11")).map(|(k, _)| k).collect();
+    let want: Vec<String> = std::iter::once("10".to_string())
+        .chain((100..110).map(|k| k.to_string()))
+        .collect();
+    assert_eq!(range, want, "keys in [10, 11)");
+}
