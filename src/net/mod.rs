@@ -183,7 +183,8 @@ impl Transport {
                 };
                 let (ep, handler) = (ep.clone(), handler.clone());
                 tokio::spawn(async move {
-                    let resp = handler(req).await;
+                    // Boxed: a handler's future can be large, and the spawn moves it by value.
+                    let resp = Box::pin(handler(req)).await;
                     if let Ok(frame) = encode(id, &resp) {
                         let _ = send_frame(&ep, from, TAG_RESPONSE, frame).await;
                     }

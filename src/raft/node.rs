@@ -424,8 +424,10 @@ impl RaftNode {
             }
             RaftRpc::Append(r) => RaftReply::Append(self.raft.append_entries(r).await),
             RaftRpc::Vote(r) => RaftReply::Vote(self.raft.vote(r).await),
-            RaftRpc::Chunk(c) => RaftReply::Chunk(self.receive_chunk(c).await),
-            RaftRpc::Client(r) => RaftReply::Client(self.serve_client(r, false).await),
+            // Boxed: the common request (an append) should not carry the size of the largest
+            // one's future, which every spawn of a handler would copy.
+            RaftRpc::Chunk(c) => RaftReply::Chunk(Box::pin(self.receive_chunk(c)).await),
+            RaftRpc::Client(r) => RaftReply::Client(Box::pin(self.serve_client(r, false)).await),
         }
     }
 

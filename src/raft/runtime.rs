@@ -160,7 +160,9 @@ impl AsyncRuntime for RaftRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        RtJoinHandle(tokio::spawn(future))
+        // Boxed once here: openraft's task futures are large, and the executor would move
+        // them by value through each layer of its spawn.
+        RtJoinHandle(tokio::spawn(Box::pin(future)))
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {
