@@ -104,7 +104,8 @@ pub enum RaftEvent {
         /// The chunk's position in its transfer, from 0.
         seq: u64,
     },
-    /// A leadership confirmation round ended; it answered this many reads at once.
+    /// A leadership confirmation round confirmed this node leads; it answered this many
+    /// reads at once.
     ReadsConfirmed {
         /// Reads the round answered.
         reads: u64,

@@ -297,7 +297,7 @@ fn damaged_synced_record_is_refused_never_served() {
         dev.write(probe, &[byte[0] ^ 0x10]).unwrap();
         assert!(log.read(5).is_err(), "a damaged record is not served");
         drop(log);
-        match SegmentLog::open(dev, segment_bytes) {
+        match SegmentLog::open(dev, segment_bytes).map(|l| l.last_index()) {
             Err(LogError::Corrupt { at, what }) => {
                 assert!(at.contains("segment"), "names where: {at}");
                 assert!(what.contains("durable"), "says why: {what}");
@@ -363,4 +363,83 @@ fn oversized_entry_is_refused() {
     let big = vec![0u8; 600];
     let err = log.append(&[(0, big.as_slice())], true).unwrap_err();
     assert!(err.to_string().contains("does not fit a segment"), "{err}");
+}
+
+/// The byte offset of entry `index`'s record on a device, found by damaging bytes until a
+/// read of that entry fails (and undoing each).
+fn offset_of(dev: &MemoryDevice, log: &SegmentLog, index: u64) -> u64 {
+    let mut byte = [0u8; 1];
+    (0..dev.len().unwrap())
+        .find(|&off| {
+            dev.read(off, &mut byte).unwrap();
+            dev.write(off, &[byte[0] ^ 0x10]).unwrap();
+            let hit = log.read(index).is_err();
+            dev.write(off, &byte).unwrap();
+            hit
+        })
+        .expect("some byte of the entry")
+}
+
+/// A record a crash left behind after a lost one never joins the log, even when the lost
+/// record is written again byte for byte.
+#[test]
+fn a_stale_record_never_rejoins_after_an_identical_rewrite() {
+    let dev = Arc::new(MemoryDevice::new());
+    let mut log = filled(dev.clone(), 1 << 16);
+    let ten = vec![10u8; 50];
+    let eleven = vec![11u8; 50];
+    log.append(&[(40, ten.as_slice()), (41, eleven.as_slice())], false)
+        .unwrap();
+    // The crash loses entry 40's bytes but keeps entry 41's.
+    let start = offset_of(&dev, &log, 40);
+    drop(log);
+    dev.write(start, &[0u8; 98]).unwrap();
+    let mut log = SegmentLog::open(dev.clone(), 1 << 16).unwrap();
+    assert_eq!(log.last_index(), Some(39));
+    log.append(&[(40, ten.as_slice())], true).unwrap();
+    drop(log);
+    let log = SegmentLog::open(dev, 1 << 16).unwrap();
+    assert_eq!(log.last_index(), Some(40), "entry 41 was never rewritten");
+}
+
+/// The header of the newest segment damaged: its synced records are not silently dropped.
+#[test]
+fn damaged_newest_segment_header_is_refused() {
+    let dev = Arc::new(MemoryDevice::new());
+    let log = filled(dev.clone(), 512);
+    drop(log);
+    // The newest segment's header is the last valid one in slot order of sequence; damage
+    // every header whose slot holds the last entry.
+    let probe = SegmentLog::open(dev.clone(), 512).unwrap();
+    let last = probe.last_index().unwrap();
+    let at = offset_of(&dev, &probe, last);
+    drop(probe);
+    let slot_start = 8192 + (at - 8192) / 512 * 512;
+    let mut byte = [0u8; 1];
+    dev.read(slot_start + 20, &mut byte).unwrap();
+    dev.write(slot_start + 20, &[byte[0] ^ 0x01]).unwrap();
+    match SegmentLog::open(dev, 512).map(|l| l.last_index()) {
+        Err(LogError::Corrupt { what, .. }) => assert!(what.contains("durable"), "{what}"),
+        other => panic!("a damaged segment header must refuse to open: {other:?}"),
+    }
+}
+
+/// The newest superblock copy damaged after records were synced on it: the log refuses to
+/// open rather than bring back the older vote.
+#[test]
+fn damaged_newest_superblock_is_refused() {
+    let dev = Arc::new(MemoryDevice::new());
+    let mut log = SegmentLog::open(dev.clone(), 1 << 16).unwrap();
+    log.set_state(b"vote 1".to_vec(), true).unwrap();
+    log.set_state(b"vote 2".to_vec(), true).unwrap();
+    log.append(&[(0, b"after".as_slice())], true).unwrap();
+    drop(log);
+    // Superblocks 1 (the creation), 2 and 3 were written; 3 ("vote 2") is in copy 1.
+    let mut byte = [0u8; 1];
+    dev.read(4096 + 60, &mut byte).unwrap();
+    dev.write(4096 + 60, &[byte[0] ^ 0x01]).unwrap();
+    match SegmentLog::open(dev, 1 << 16).map(|l| l.state().to_vec()) {
+        Err(LogError::Corrupt { at, .. }) => assert!(at.contains("superblock"), "{at}"),
+        other => panic!("a damaged newest superblock must refuse to open: {other:?}"),
+    }
 }

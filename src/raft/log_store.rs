@@ -47,9 +47,8 @@ fn vote_rec(v: &Vote) -> VoteRec {
 pub const CACHED_ENTRIES: usize = 1024;
 
 /// The newest entries of the log, in memory: a contiguous run that ends at the log's last
-/// entry, or nothing. A change reaches the tail when it is handed to the storage, so readers
-/// see an entry as soon as openraft has submitted it; if the storage fails, the tail is
-/// dropped.
+/// entry, or nothing. A change reaches the tail once the log has written it, under the log's
+/// lock, so a reader never sees the two disagree; if the log fails, the tail is dropped.
 #[derive(Default)]
 struct Tail {
     entries: VecDeque<Entry>,
@@ -263,11 +262,15 @@ impl LogStore {
         tail_change: impl FnOnce(&mut Tail),
         err: fn(&LogError) -> StorageIOError<u64>,
     ) -> Result<(), RaftStorageError> {
-        let r = op(&mut self.log());
-        match &r {
-            Ok(()) => tail_change(&mut self.tail()),
-            Err(_) => *self.tail() = Tail::default(),
-        }
+        let r = {
+            let mut log = self.log();
+            let r = op(&mut log);
+            match &r {
+                Ok(()) => tail_change(&mut self.tail()),
+                Err(_) => *self.tail() = Tail::default(),
+            }
+            r
+        };
         self.charge_latency().await;
         r.map_err(|e| err(&e).into())
     }
@@ -433,9 +436,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .await
                 .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
         }
+        let meta = self.meta()?;
+        // The purge point never goes back (openraft purges in order; this makes it so).
+        let purged = meta
+            .purged
+            .filter(|p| p.index >= log_id.index)
+            .unwrap_or(log_id);
         let meta = encode(&Meta {
-            purged: Some(log_id),
-            ..self.meta()?
+            purged: Some(purged),
+            ..meta
         })?;
         self.change(
             |log| log.purge(log_id.index, meta),

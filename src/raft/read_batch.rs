@@ -104,8 +104,10 @@ impl ReadBatcher {
                 std::mem::take(&mut q.waiting)
             };
             let outcome = (self.round)().await;
-            let reads = batch.len() as u64;
-            self.probe.emit(|| RaftEvent::ReadsConfirmed { reads });
+            if outcome.is_ok() {
+                let reads = batch.len() as u64;
+                self.probe.emit(|| RaftEvent::ReadsConfirmed { reads });
+            }
             for tx in batch {
                 // A read that gave up (its client timed out) dropped its receiver.
                 let _ = tx.send(outcome.clone());

@@ -99,17 +99,25 @@ pub struct FileDevice {
 }
 
 impl FileDevice {
-    /// Opens (or creates) the file at `path`.
+    /// Opens (or creates) the file at `path`. A file it creates is made durable in its
+    /// folder before this returns, so a power cut cannot take the file away with what a
+    /// later sync wrote to it.
     pub fn open(path: &Path) -> io::Result<Self> {
-        if let Some(parent) = path.parent() {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent {
             std::fs::create_dir_all(parent)?;
         }
+        let existed = path.exists();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
+        if !existed {
+            #[cfg(unix)]
+            std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
+        }
         Ok(Self {
             file: Mutex::new(file),
         })

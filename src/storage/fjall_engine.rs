@@ -140,6 +140,29 @@ impl PageSource for SnapshotPages {
     }
 }
 
+/// Whether the file system at `dir` has at least 1 GiB free (a container's `/dev/shm` may
+/// be 64 MiB).
+fn has_room(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `path` is a valid C string and `stat` a plain struct statvfs fills in.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return false;
+        }
+        (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64) >= 1 << 30
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        false
+    }
+}
+
 /// Where temporary databases go: a memory-backed folder (`/dev/shm`) where the machine has
 /// one, else the system's temporary folder. A simulated fjall node's files live only as long
 /// as its run and a real disk adds nothing the run checks (fjall cannot lose power in
@@ -149,7 +172,7 @@ fn scratch_root() -> PathBuf {
     ROOT.get_or_init(|| {
         let shm = Path::new("/dev/shm");
         let probe = shm.join(format!("odgm-sim-probe-{}", std::process::id()));
-        if std::fs::create_dir(&probe).is_ok() {
+        if has_room(shm) && std::fs::create_dir(&probe).is_ok() {
             let _ = std::fs::remove_dir(&probe);
             shm.to_path_buf()
         } else {

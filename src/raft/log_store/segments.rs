@@ -9,11 +9,13 @@
 //! leaves the other. A segment starts with a header record naming its sequence number; entries
 //! and truncation markers follow as records.
 //!
-//! **Records.** `magic | crc | len | kind | segment | prev | synced | payload`. The CRC covers
-//! everything after it, so a record is valid only in the segment it was written for (a reused
-//! slot's old records fail), and `prev` chains each record to the CRC of the one before it, so
-//! a record left over from a write a crash lost never joins a log rewritten since. `synced` is
-//! how far the log was durable when the record was written.
+//! **Records.** `magic | crc | len | kind | segment | prev | epoch | synced | superblock |
+//! payload`. The CRC covers everything after it, so a record is valid only in the segment it
+//! was written for (a reused slot's old records fail); `prev` chains each record to the CRC of
+//! the one before it; `epoch` counts the log's opens, never goes back along the chain, and
+//! rises at every open, so a record left over from a write a crash lost never joins what is
+//! written after the crash, even byte for byte the same. `synced` is how far the log was
+//! durable when the record was written, `superblock` the newest superblock known durable.
 //!
 //! **Writes.** An append writes its records in one go and syncs once (group commit). A
 //! truncation appends a marker and syncs. A purge rewrites the superblock (synced) and frees
@@ -21,10 +23,12 @@
 //!
 //! **Recovery** replays the live segments in order and stops at the first record that is not
 //! valid or does not chain (a torn or lost write after the last sync). Everything after that
-//! point is dropped, unless some valid record beyond it says the log was durable past it: then
-//! a synced record was damaged, and the log refuses to open (fail-stop) instead of losing it.
-//! The one damage it cannot tell from a torn write is in the newest synced batch when nothing
-//! was written after it. Every read checks its record's CRC, so damaged bytes are never served.
+//! point is dropped, unless some valid record beyond it (in any slot) says the log was durable
+//! past it, or any record says a newer superblock was durable than the newest valid copy: then
+//! synced bytes were damaged, and the log refuses to open (fail-stop) instead of losing them.
+//! What it cannot tell from a torn write is damage to the newest synced batch, or to the
+//! newest superblock copy, when nothing was written after it. Every read checks its record's
+//! CRC, so damaged bytes are never served.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -43,7 +47,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 
 const MAGIC: u32 = 0x474c_444f;
 /// Bytes before a record's payload.
-pub const HEADER: usize = 40;
+pub const HEADER: usize = 48;
 
 const KIND_SEGMENT: u8 = 1;
 const KIND_ENTRY: u8 = 2;
@@ -84,8 +88,19 @@ fn pos(seq: u64, offset: u64) -> u64 {
     (seq << 32) | offset
 }
 
+/// What a record says about the log when it is written.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stamp {
+    /// The log's open count.
+    epoch: u32,
+    /// How far the log was durable.
+    synced: u64,
+    /// The newest superblock sequence number known durable.
+    superblock: u64,
+}
+
 /// Appends one framed record to `out`; returns its CRC.
-fn frame(out: &mut Vec<u8>, kind: u8, seg: u64, prev: u32, synced: u64, payload: &[u8]) -> u32 {
+fn frame(out: &mut Vec<u8>, kind: u8, seg: u64, prev: u32, stamp: Stamp, payload: &[u8]) -> u32 {
     let start = out.len();
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -93,8 +108,9 @@ fn frame(out: &mut Vec<u8>, kind: u8, seg: u64, prev: u32, synced: u64, payload:
     out.extend_from_slice(&[kind, 0, 0, 0]);
     out.extend_from_slice(&seg.to_le_bytes());
     out.extend_from_slice(&prev.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&synced.to_le_bytes());
+    out.extend_from_slice(&stamp.epoch.to_le_bytes());
+    out.extend_from_slice(&stamp.synced.to_le_bytes());
+    out.extend_from_slice(&stamp.superblock.to_le_bytes());
     out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -108,7 +124,7 @@ struct Rec {
     len: usize,
     seg: u64,
     prev: u32,
-    synced: u64,
+    stamp: Stamp,
     crc: u32,
 }
 
@@ -138,7 +154,11 @@ fn parse(buf: &[u8], at: usize) -> Option<(Rec, &[u8])> {
         len,
         seg: u64_at(head, 16),
         prev: u32_at(head, 24),
-        synced: u64_at(head, 32),
+        stamp: Stamp {
+            epoch: u32_at(head, 28),
+            synced: u64_at(head, 32),
+            superblock: u64_at(head, 40),
+        },
         crc,
     };
     Some((rec, &whole[HEADER..]))
@@ -150,35 +170,41 @@ struct Superblock {
     seq: u64,
     segment_bytes: u64,
     first_segment: u64,
+    epoch: u32,
     purged: Option<u64>,
     state: Vec<u8>,
 }
 
+/// Bytes of a superblock's payload before its state.
+const SUPER_FIXED: usize = 37;
+
 impl Superblock {
     fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(33 + self.state.len());
+        let mut p = Vec::with_capacity(SUPER_FIXED + self.state.len());
         p.extend_from_slice(&self.seq.to_le_bytes());
         p.extend_from_slice(&self.segment_bytes.to_le_bytes());
         p.extend_from_slice(&self.first_segment.to_le_bytes());
+        p.extend_from_slice(&self.epoch.to_le_bytes());
         p.push(u8::from(self.purged.is_some()));
         p.extend_from_slice(&self.purged.unwrap_or(0).to_le_bytes());
         p.extend_from_slice(&self.state);
         let mut out = Vec::with_capacity(HEADER + p.len());
-        frame(&mut out, KIND_SUPER, 0, 0, 0, &p);
+        frame(&mut out, KIND_SUPER, 0, 0, Stamp::default(), &p);
         out
     }
 
     fn decode(sector: &[u8]) -> Option<Superblock> {
         let (rec, p) = parse(sector, 0)?;
-        if rec.kind != KIND_SUPER || p.len() < 33 || p[24] > 1 {
+        if rec.kind != KIND_SUPER || p.len() < SUPER_FIXED || p[28] > 1 {
             return None;
         }
         Some(Superblock {
             seq: u64_at(p, 0),
             segment_bytes: u64_at(p, 8),
             first_segment: u64_at(p, 16),
-            purged: (p[24] == 1).then(|| u64_at(p, 25)),
-            state: p[33..].to_vec(),
+            epoch: u32_at(p, 24),
+            purged: (p[28] == 1).then(|| u64_at(p, 29)),
+            state: p[SUPER_FIXED..].to_vec(),
         })
     }
 }
@@ -219,6 +245,8 @@ pub struct SegmentLog {
     first_index: u64,
     head: Option<Head>,
     durable: u64,
+    /// The newest superblock sequence number a sync made durable.
+    sb_durable: u64,
     stopped: Option<String>,
 }
 
@@ -261,6 +289,7 @@ impl SegmentLog {
             first_index: 0,
             head: None,
             durable: 0,
+            sb_durable: 0,
             stopped: None,
         };
         match newest {
@@ -286,6 +315,7 @@ impl SegmentLog {
                     seq: 0,
                     segment_bytes,
                     first_segment: 1,
+                    epoch: 1,
                     purged: None,
                     state: Vec::new(),
                 };
@@ -332,24 +362,31 @@ impl SegmentLog {
         Ok(buf)
     }
 
-    /// Rebuilds the in-memory index from the device (see the module's notes).
+    /// Rebuilds the in-memory index from the device (see the module's notes), then opens a
+    /// new epoch.
     fn recover(&mut self, len: u64) -> Result<()> {
         let seg_bytes = self.sb.segment_bytes;
+        let first_segment = self.sb.first_segment;
         self.slots = len.saturating_sub(SEGMENTS_AT).div_ceil(seg_bytes);
         let mut headers = Vec::new();
+        // Slots with no valid segment header: free, but a damaged header may hide records.
+        let mut headerless = Vec::new();
         for slot in 0..self.slots {
             let at = self.slot_at(slot);
             let head = self.read_upto(at, (HEADER + 8) as u64, len)?;
             match parse(&head, 0) {
                 Some((rec, p))
-                    if rec.kind == KIND_SEGMENT
-                        && rec.len == 8
-                        && u64_at(p, 0) == seg_bytes
-                        && rec.seg >= self.sb.first_segment =>
+                    if rec.kind == KIND_SEGMENT && rec.len == 8 && u64_at(p, 0) == seg_bytes =>
                 {
-                    headers.push((rec, slot))
+                    if rec.seg >= first_segment {
+                        headers.push((rec, slot));
+                    } else {
+                        // A purged segment's slot.
+                        self.free.insert(slot);
+                    }
                 }
                 _ => {
+                    headerless.push(slot);
                     self.free.insert(slot);
                 }
             }
@@ -361,23 +398,38 @@ impl SegmentLog {
                 format!("both hold segment {}", w[0].0.seg),
             ));
         }
-        self.first_index = self.sb.purged.map_or(0, |p| p + 1);
+        self.first_index = self.sb.purged.map_or(0, |p| p.saturating_add(1));
         // Replay the segments in order while each chains to the one before.
-        let mut expected = self.sb.first_segment;
+        let newest_epoch = self.sb.epoch;
+        let chains = |epoch: &mut u32, r: &Rec| {
+            let ok = (*epoch..=newest_epoch).contains(&r.stamp.epoch);
+            if ok {
+                *epoch = r.stamp.epoch;
+            }
+            ok
+        };
+        let mut epoch = 0u32;
+        let mut superblock_claim = 0u64;
+        let mut expected = first_segment;
         let mut last_body = Vec::new();
         let mut i = 0;
         while let Some(&(rec, slot)) = headers.get(i) {
-            if rec.seg != expected || self.head.is_some_and(|h| h.prev != rec.prev) {
+            if rec.seg != expected
+                || self.head.is_some_and(|h| h.prev != rec.prev)
+                || !chains(&mut epoch, &rec)
+            {
                 break;
             }
+            superblock_claim = superblock_claim.max(rec.stamp.superblock);
             let seg = Seg { seq: rec.seg, slot };
             let body = self.read_upto(self.slot_at(slot), seg_bytes, len)?;
             let mut off = HEADER + 8;
             let mut last = rec.crc;
             self.segments.push_back(seg);
-            while let Some((r, payload)) =
-                parse(&body, off).filter(|(r, _)| r.seg == seg.seq && r.prev == last)
+            while let Some((r, payload)) = parse(&body, off)
+                .filter(|(r, _)| r.seg == seg.seq && r.prev == last && chains(&mut epoch, r))
             {
+                superblock_claim = superblock_claim.max(r.stamp.superblock);
                 self.replay(r.kind, payload, seg, off as u64)
                     .map_err(|what| corrupt(at(seg, off as u64), what))?;
                 last = r.crc;
@@ -389,7 +441,7 @@ impl SegmentLog {
                 prev: last,
             });
             last_body = body;
-            expected += 1;
+            expected = expected.saturating_add(1);
             i += 1;
         }
         // The log ends here. Whatever valid record lies beyond was written after the last
@@ -397,12 +449,12 @@ impl SegmentLog {
         // durable past this point: then synced bytes were damaged.
         let end = self
             .head
-            .map_or(pos(self.sb.first_segment, 0), |h| pos(h.seg.seq, h.offset));
+            .map_or(pos(first_segment, 0), |h| pos(h.seg.seq, h.offset));
         let damaged = |claim: u64, place: String| {
             corrupt(
                 place,
                 format!(
-                    "the log ends at segment {} offset {}, but a record beyond says it was \
+                    "the log ends at segment {} offset {}, but a record here says it was \
                      durable up to segment {} offset {}",
                     end >> 32,
                     end & 0xffff_ffff,
@@ -412,26 +464,50 @@ impl SegmentLog {
             )
         };
         if let Some(h) = self.head {
-            if let Some(claim) = durable_claim_after(&last_body, h.offset as usize, h.seg.seq, end)
-            {
+            let c = claims(&last_body, h.offset as usize, |seq| seq == h.seg.seq);
+            superblock_claim = superblock_claim.max(c.superblock);
+            if let Some(claim) = c.synced.filter(|&c| c > end) {
                 return Err(damaged(claim, at(h.seg, h.offset)));
             }
         }
-        for &(rec, slot) in &headers[i..] {
+        let later: Vec<(u64, Option<u64>)> = headers[i..]
+            .iter()
+            .map(|(rec, slot)| (*slot, Some(rec.seg)))
+            .chain(headerless.iter().map(|slot| (*slot, None)))
+            .collect();
+        for (slot, seq) in later {
             let body = self.read_upto(self.slot_at(slot), seg_bytes, len)?;
-            if let Some(claim) = durable_claim_after(&body, 0, rec.seg, end) {
-                return Err(damaged(claim, format!("segment {} (slot {slot})", rec.seg)));
+            let c = claims(&body, 0, |s| {
+                s >= first_segment && seq.is_none_or(|q| q == s)
+            });
+            superblock_claim = superblock_claim.max(c.superblock);
+            if let Some(claim) = c.synced.filter(|&c| c > end) {
+                return Err(damaged(claim, format!("slot {slot}")));
             }
-            // Dropped: its header goes, so its sequence number can be used again.
-            let at = self.slot_at(slot);
-            self.device("clear a dropped segment", |d| d.write(at, &[0u8; HEADER]))?;
-            self.free.insert(slot);
+            if seq.is_some() {
+                // A segment written after the break is dropped: its header goes, so its
+                // sequence number can be used again.
+                let at = self.slot_at(slot);
+                self.device("clear a dropped segment", |d| d.write(at, &[0u8; HEADER]))?;
+                self.free.insert(slot);
+            }
+        }
+        if superblock_claim > self.sb.seq {
+            return Err(corrupt(
+                "the superblock".into(),
+                format!(
+                    "its newest valid copy is number {}, but a record says number {} was \
+                     durable",
+                    self.sb.seq, superblock_claim
+                ),
+            ));
         }
         // What survived is durable from now on (a process crash leaves unsynced writes in
-        // the OS cache; make them durable before new records count on them).
-        self.device("sync after recovery", |d| d.sync())?;
-        self.durable = self.head.map_or(0, |h| pos(h.seg.seq, h.offset));
-        Ok(())
+        // the OS cache; the superblock's sync makes them durable before new records count on
+        // them), and what is written from now on belongs to a new epoch.
+        self.durable = end;
+        self.sb.epoch = self.sb.epoch.saturating_add(1);
+        self.write_superblock(true)
     }
 
     /// Applies one replayed record to the index.
@@ -483,7 +559,7 @@ impl SegmentLog {
 
     /// The index the next appended entry must have.
     pub fn next_index(&self) -> u64 {
-        self.first_index + self.locs.len() as u64
+        self.first_index.saturating_add(self.locs.len() as u64)
     }
 
     /// The last entry's index, if the log holds any.
@@ -530,8 +606,18 @@ impl SegmentLog {
         self.device("write the superblock", |d| d.write(at, &bytes))?;
         if sync {
             self.device("sync the superblock", |d| d.sync())?;
+            self.sb_durable = self.sb.seq;
         }
         Ok(())
+    }
+
+    /// What a record written now says about the log.
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            epoch: self.sb.epoch,
+            synced: self.durable,
+            superblock: self.sb_durable,
+        }
     }
 
     /// Replaces the state kept in the superblock; durable before it returns if `sync`.
@@ -564,7 +650,9 @@ impl SegmentLog {
         if let Some(b) = pending {
             self.write_batch(b)?;
         }
-        let seq = self.head.map_or(self.sb.first_segment, |h| h.seg.seq + 1);
+        let seq = self
+            .head
+            .map_or(self.sb.first_segment, |h| h.seg.seq.saturating_add(1));
         let slot = match self.free.pop_first() {
             Some(s) => s,
             None => {
@@ -579,7 +667,7 @@ impl SegmentLog {
             KIND_SEGMENT,
             seq,
             prev,
-            self.durable,
+            self.stamp(),
             &self.sb.segment_bytes.to_le_bytes(),
         );
         let at = self.slot_at(slot);
@@ -612,12 +700,10 @@ impl SegmentLog {
     /// where the record goes.
     fn put(&mut self, b: &mut Batch, kind: u8, payload: &[u8]) -> Result<Loc> {
         let need = (HEADER + payload.len()) as u64;
-        let room = self.sb.segment_bytes - (HEADER + 8) as u64;
-        if need > room {
-            return Err(LogError::Invalid(format!(
-                "a log record of {need} bytes does not fit a segment of {} bytes",
-                self.sb.segment_bytes
-            )));
+        if let Err(e) = self.fits(payload.len()) {
+            // Callers check first; records before this one already moved the head.
+            self.stopped = Some(e.to_string());
+            return Err(e);
         }
         let h = self.head.expect("a batch has a head");
         if h.offset + need > self.sb.segment_bytes {
@@ -625,7 +711,7 @@ impl SegmentLog {
             *b = self.batch()?;
         }
         let h = self.head.expect("a batch has a head");
-        let crc = frame(&mut b.bytes, kind, h.seg.seq, h.prev, self.durable, payload);
+        let crc = frame(&mut b.bytes, kind, h.seg.seq, h.prev, self.stamp(), payload);
         self.head = Some(Head {
             seg: h.seg,
             offset: h.offset + need,
@@ -645,6 +731,20 @@ impl SegmentLog {
         if sync {
             self.device("sync the log", |d| d.sync())?;
             self.durable = self.head.map_or(0, |h| pos(h.seg.seq, h.offset));
+            self.sb_durable = self.sb.seq;
+        }
+        Ok(())
+    }
+
+    /// Whether a record with a payload of `len` bytes fits an empty segment.
+    fn fits(&self, len: usize) -> Result<()> {
+        let need = (HEADER as u64).saturating_add(len as u64);
+        let room = self.sb.segment_bytes - (HEADER + 8) as u64;
+        if need > room {
+            return Err(LogError::Invalid(format!(
+                "a log record of {need} bytes does not fit a segment of {} bytes",
+                self.sb.segment_bytes
+            )));
         }
         Ok(())
     }
@@ -655,12 +755,15 @@ impl SegmentLog {
     /// Entries at or below the purge point are covered by it and not stored.
     pub fn append(&mut self, entries: &[(u64, &[u8])], sync: bool) -> Result<()> {
         self.check()?;
-        let floor = self.sb.purged.map_or(0, |p| p + 1);
+        let floor = self.sb.purged.map_or(0, |p| p.saturating_add(1));
         let entries = &entries[entries.partition_point(|(i, _)| *i < floor)..];
         let Some(&(first, _)) = entries.first() else {
             return Ok(());
         };
-        if let Some(w) = entries.windows(2).find(|w| w[1].0 != w[0].0 + 1) {
+        if let Some(w) = entries
+            .windows(2)
+            .find(|w| w[0].0.checked_add(1) != Some(w[1].0))
+        {
             return Err(LogError::Invalid(format!(
                 "append of entry {} after entry {}: indexes must be consecutive",
                 w[1].0, w[0].0
@@ -672,6 +775,9 @@ impl SegmentLog {
             return Err(LogError::Invalid(format!(
                 "append of entry {first} where entry {next} belongs"
             )));
+        }
+        for (_, bytes) in entries {
+            self.fits(8 + bytes.len())?;
         }
         let mut b = self.batch()?;
         if replaces {
@@ -713,7 +819,8 @@ impl SegmentLog {
         if self.sb.purged.is_some_and(|p| p >= upto) {
             return self.set_state(state, true);
         }
-        let gone = (upto + 1)
+        let gone = upto
+            .saturating_add(1)
             .saturating_sub(self.first_index)
             .min(self.locs.len() as u64);
         let first_needed = self
@@ -734,7 +841,11 @@ impl SegmentLog {
             return Err(e);
         }
         self.locs.drain(..gone as usize);
-        self.first_index = upto + 1;
+        self.first_index = if self.locs.is_empty() {
+            upto.saturating_add(1).max(self.first_index + gone)
+        } else {
+            self.first_index + gone
+        };
         while self.segments.front().is_some_and(|s| s.seq < first_needed) {
             let s = self.segments.pop_front().expect("a segment");
             self.free.insert(s.slot);
@@ -785,21 +896,33 @@ fn at(seg: Seg, offset: u64) -> String {
     format!("segment {} (slot {}) offset {offset}", seg.seq, seg.slot)
 }
 
-/// The furthest durable point claimed by any valid record of segment `seq` at or after
-/// `from` in `body`, if it lies past `point`.
-fn durable_claim_after(body: &[u8], from: usize, seq: u64, point: u64) -> Option<u64> {
+/// What valid records claim about the log.
+struct Claims {
+    /// The furthest durable point claimed by a record of an accepted segment.
+    synced: Option<u64>,
+    /// The newest superblock any valid record says was durable.
+    superblock: u64,
+}
+
+/// The claims of every valid record at or after `from` in `body` (records of segments
+/// `seg_ok` accepts count for `synced`).
+fn claims(body: &[u8], from: usize, seg_ok: impl Fn(u64) -> bool) -> Claims {
     let magic = MAGIC.to_le_bytes();
-    let mut best = None;
+    let mut c = Claims {
+        synced: None,
+        superblock: 0,
+    };
     let mut at = from;
     while at + HEADER <= body.len() {
         if body[at..at + 4] == magic {
-            if let Some((r, _)) = parse(body, at) {
-                if r.seg == seq && r.synced > point {
-                    best = best.max(Some(r.synced));
+            if let Some((r, _)) = parse(body, at).filter(|(r, _)| r.kind != KIND_SUPER) {
+                c.superblock = c.superblock.max(r.stamp.superblock);
+                if seg_ok(r.seg) {
+                    c.synced = c.synced.max(Some(r.stamp.synced));
                 }
             }
         }
         at += 1;
     }
-    best
+    c
 }
