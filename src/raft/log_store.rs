@@ -244,9 +244,6 @@ impl LogStore {
         };
         let mut out = Vec::new();
         for index in from..=to {
-            if from > to {
-                break;
-            }
             let bytes = log.read(index).map_err(|e| StorageIOError::read_logs(&e))?;
             let e: Entry = decode(&bytes)?;
             out.push((bytes, e));

@@ -687,13 +687,7 @@ impl SegmentLog {
             return Ok(());
         }
         let at = self.slot_at(b.seg.slot) + b.offset;
-        let bytes = &b.bytes;
-        self.check()?;
-        self.dev.write(at, bytes).map_err(|e| {
-            let err = io("append records", e);
-            self.stopped = Some(err.to_string());
-            err
-        })
+        self.device("append records", |d| d.write(at, &b.bytes))
     }
 
     /// Adds one record to the batch, moving to a new segment when it does not fit; returns
