@@ -141,6 +141,10 @@ struct SearchOp<'h, M: Model> {
     twin: Option<usize>,
     /// What part of the state it touches.
     touches: Touches,
+    /// Its one key's number within the history when it touches one key (`Touches::Key`),
+    /// so that the lookahead can pass a read only the operations on its key at the cost of
+    /// comparing two numbers.
+    key: Option<u32>,
 }
 
 impl<M: Model> SearchOp<'_, M> {
@@ -199,6 +203,7 @@ pub fn check<M: Model>(
             }
         }
     }
+    let mut key_numbers: BTreeMap<String, u32> = BTreeMap::new();
     let mut parts: Vec<(Option<String>, Vec<SearchOp<'_, M>>)> = groups
         .into_iter()
         .map(|(key, members)| {
@@ -208,6 +213,18 @@ pub fn check<M: Model>(
                     let (index, ref output, ret) = kept[k];
                     let op = &history.ops[index];
                     let input = concealed[k].as_ref().unwrap_or(&op.input);
+                    let touches = model.touches(input);
+                    let key = match &touches {
+                        Touches::Key(k) => Some(match key_numbers.get(k) {
+                            Some(&n) => n,
+                            None => {
+                                let n = key_numbers.len() as u32;
+                                key_numbers.insert(k.clone(), n);
+                                n
+                            }
+                        }),
+                        _ => None,
+                    };
                     SearchOp {
                         index,
                         call: op.invoke,
@@ -219,7 +236,8 @@ pub fn check<M: Model>(
                         jit: false,
                         deferred: false,
                         twin: None,
-                        touches: model.touches(input),
+                        touches,
+                        key,
                     }
                 })
                 .collect();

@@ -90,6 +90,8 @@ fn memo_hash(set_hash: u64, state: u32) -> u64 {
 struct Frame {
     call: usize,
     before: u32,
+    /// Where the lookahead of `before` ended ([`Search::walked_to`]).
+    walked_before: Time,
     read_only: bool,
     alt: u32,
     jit: Option<usize>,
@@ -131,8 +133,64 @@ pub(super) struct Search<'m, 'h, M: Model> {
     /// Whether the level is in its second pass: the first tries every operation alone, the
     /// second what each may follow (writes of unknown result placed just before it).
     second_pass: bool,
-    /// Scratch for the lookahead.
-    between: Vec<usize>,
+    /// Where the lookahead's walk for the current state ended: the time of the first event
+    /// it did not reach (0: no walk yet).
+    walked_to: Time,
+    /// Scratch for the lookahead: what may come between, by key.
+    between: Between,
+}
+
+/// The lookahead's operations that may come between, kept by key so that a read of one key
+/// looks only at what may touch it: the operations on each single key (by the key's number)
+/// and those on ranges or on everything.
+#[derive(Default)]
+pub(super) struct Between {
+    by_key: Vec<Vec<usize>>,
+    /// Key numbers whose list is not empty, to clear them.
+    used: Vec<u32>,
+    wide: Vec<usize>,
+    /// Every operation, in the order added.
+    all: Vec<usize>,
+}
+
+impl Between {
+    fn clear(&mut self) {
+        for &k in &self.used {
+            self.by_key[k as usize].clear();
+        }
+        self.used.clear();
+        self.wide.clear();
+        self.all.clear();
+    }
+
+    fn push(&mut self, op: usize, key: Option<u32>) {
+        self.all.push(op);
+        match key {
+            Some(k) => {
+                let k = k as usize;
+                if k >= self.by_key.len() {
+                    self.by_key.resize_with(k + 1, Vec::new);
+                }
+                if self.by_key[k].is_empty() {
+                    self.used.push(k as u32);
+                }
+                self.by_key[k].push(op);
+            }
+            None => self.wide.push(op),
+        }
+    }
+
+    /// What may touch an operation on `key` (`None`: on a range or everything: all of it).
+    fn touching(&self, key: Option<u32>) -> impl Iterator<Item = usize> + '_ {
+        let (first, then) = match key {
+            Some(k) => (
+                self.by_key.get(k as usize).map_or(&[][..], Vec::as_slice),
+                &self.wide[..],
+            ),
+            None => (&self.all[..], &[][..]),
+        };
+        first.iter().chain(then).copied()
+    }
 }
 
 impl<'m, 'h, M: Model> Search<'m, 'h, M> {
@@ -217,7 +275,8 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             entry,
             alt: 0,
             second_pass: false,
-            between: Vec::new(),
+            walked_to: 0,
+            between: Between::default(),
         }
     }
 
@@ -370,26 +429,29 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             &self.linearized,
             new_state,
         );
-        let blocker = if fresh {
-            self.lookahead_blocker(op, new_state)
+        let both = [jit.unwrap_or(op), op];
+        let step = if jit.is_some() { &both[..] } else { &both[1..] };
+        let walk = if fresh {
+            Some(self.lookahead_blocker(step, new_state))
         } else {
             None
         };
-        if let Some(read) = blocker {
+        if let Some(Err(read)) = walk {
             // The witness: this prefix, then the read it cannot reach.
-            let then: Vec<usize> = jit.into_iter().chain([op]).collect();
-            self.note_witness(&then, read);
+            self.note_witness(step, read);
         }
-        if fresh && blocker.is_none() {
+        if let Some(Ok(walked_to)) = walk {
             self.stack.push(Frame {
                 call: entry,
                 before: self.state,
+                walked_before: self.walked_to,
                 read_only: jit.is_none() && o.read_only,
                 alt,
                 jit,
                 solo: false,
             });
             self.state = new_state;
+            self.walked_to = walked_to;
             self.unlink(entry);
             self.unlink(self.ret_node[op]);
             self.entry = self.next[self.head];
@@ -417,20 +479,25 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             return false;
         }
         // Nothing to leave out of the walk: the operation at the entry still waits.
-        if let Some(read) = self.lookahead_blocker(NIL, after_w) {
-            self.note_witness(&[w], read);
-            self.flip(w);
-            return false;
-        }
+        let walked_to = match self.lookahead_blocker(&[w], after_w) {
+            Ok(to) => to,
+            Err(read) => {
+                self.note_witness(&[w], read);
+                self.flip(w);
+                return false;
+            }
+        };
         self.stack.push(Frame {
             call: self.entry,
             before: self.state,
+            walked_before: self.walked_to,
             read_only: false,
             alt,
             jit: Some(w),
             solo: true,
         });
         self.state = after_w;
+        self.walked_to = walked_to;
         self.entry = self.next[self.head];
         self.alt = 0;
         self.second_pass = false;
@@ -507,6 +574,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
                         self.flip(w);
                     }
                     self.state = f.before;
+                    self.walked_to = f.walked_before;
                     if !f.solo {
                         self.flip(op);
                         self.relink(self.ret_node[op]);

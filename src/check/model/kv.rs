@@ -6,7 +6,7 @@ use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
-use super::kv_state::{in_range, Rope};
+use super::kv_state::{in_range, key_eq, Rope};
 use super::{KvState, Model, Step, Touches};
 
 /// Input of the key-value model.
@@ -135,28 +135,28 @@ pub struct KvModel {
 impl KvModel {
     /// Whether a read of `key` that saw `seen` can follow `state` when exactly the operations
     /// `between` (on that key) may come between (see [`Model::may_precede`]).
-    fn may_see(
+    fn may_see<'a>(
         &self,
         state: &KvState,
         key: &str,
         seen: Option<&str>,
-        between: &[(&KvInput, Option<&KvOutput>)],
+        between: impl IntoIterator<Item = (&'a KvInput, Option<&'a KvOutput>)>,
     ) -> bool {
         let (mut appends, mut resets, mut writer) = (false, false, false);
         for (i, o) in between {
             match i {
-                KvInput::Append { key: k, .. } if k == key => appends = true,
-                KvInput::Put { key: k, value } if k == key => {
+                KvInput::Append { key: k, .. } if key_eq(k, key) => appends = true,
+                KvInput::Put { key: k, value } if key_eq(k, key) => {
                     resets = true;
                     writer |= self.same(Some(value), seen);
                 }
-                KvInput::Delete { key: k } if k == key => {
+                KvInput::Delete { key: k } if key_eq(k, key) => {
                     resets = true;
                     writer |= self.same(None, seen);
                 }
                 // A cas known to have failed writes nothing.
                 KvInput::Cas { key: k, to, .. }
-                    if k == key && !matches!(o, Some(KvOutput::Cas { ok: false })) =>
+                    if key_eq(k, key) && !matches!(o, Some(KvOutput::Cas { ok: false })) =>
                 {
                     resets = true;
                     writer |= self.same(Some(to), seen);
@@ -294,11 +294,11 @@ impl Model for KvModel {
     ) -> bool {
         match (input, output) {
             (KvInput::Get { key }, Some(KvOutput::Get { value: seen })) => {
-                let between: Vec<_> = between.filter(|(i, _)| i.covers(key)).collect();
-                self.may_see(state, key, seen.as_deref(), &between)
+                self.may_see(state, key, seen.as_deref(), between)
             }
             (KvInput::Scan { start, end }, Some(KvOutput::Scan { pairs })) => {
-                let between: Vec<_> = between.collect();
+                // Only writes matter to what a key may show.
+                let between: Vec<_> = between.filter(|(i, _)| !self.is_read_only(i)).collect();
                 let (start, end) = (start.as_deref(), end.as_deref());
                 let keys: std::collections::BTreeSet<&str> = state
                     .range(start, end)
@@ -310,12 +310,7 @@ impl Model for KvModel {
                         .iter()
                         .find(|(pk, _)| pk == k)
                         .map(|(_, v)| v.as_str());
-                    let mine: Vec<_> = between
-                        .iter()
-                        .copied()
-                        .filter(|(i, _)| i.covers(k))
-                        .collect();
-                    self.may_see(state, k, seen, &mine)
+                    self.may_see(state, k, seen, between.iter().copied())
                 })
             }
             (KvInput::Count { start, end }, Some(KvOutput::Count { n })) => {

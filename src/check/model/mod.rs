@@ -171,7 +171,9 @@ pub trait Model: Send + Sync {
     /// Lookahead: whether `state` can still come before the operation when exactly the
     /// operations in `between` (not linearized yet, invoked before it returned) may be
     /// linearized in between, in any order, any of them or none. `false` must be certain:
-    /// the search then abandons every linearization that continues from `state`.
+    /// the search then abandons every linearization that continues from `state`. For an
+    /// operation on one key ([`Touches::Key`]), `between` may leave out the operations on
+    /// other single keys: they cannot matter to it.
     fn may_precede<'a>(
         &self,
         _state: &Self::State,

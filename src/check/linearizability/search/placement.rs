@@ -144,20 +144,39 @@ impl<M: Model> Search<'_, '_, M> {
         usize::MAX / 2
     }
 
-    /// Lookahead pruning: a read that `state`, reached by linearizing `op` (`NIL`: by
-    /// linearizing an operation that has no events), can no longer precede. Walks the remaining events in time order, collecting the operations invoked
-    /// so far (those may still go before a read that returns later, and so may the blind
-    /// writes of unknown result invoked by then); at each read's return it asks
-    /// [`Model::may_precede`]. The walk stops at an operation that does not pass
-    /// ([`Model::lookahead_passes`]) or after [`LOOKAHEAD_EVENTS`] events (looking at fewer
-    /// reads prunes less, never wrongly). A read found is certain, so no linearization is
-    /// lost.
-    pub(super) fn lookahead_blocker(&mut self, op: usize, state: u32) -> Option<usize> {
+    /// Lookahead pruning: a read that `state`, reached from the current state by linearizing
+    /// `step` (one or two operations), can no longer precede. Walks the remaining events in
+    /// time order, collecting the operations invoked so far (those may still go before a read
+    /// that returns later, and so may the blind writes of unknown result invoked by then); at
+    /// each read's return it asks [`Model::may_precede`]. The walk stops at an operation that
+    /// does not pass ([`Model::lookahead_passes`]) or after [`LOOKAHEAD_EVENTS`] events
+    /// (looking at fewer reads prunes less, never wrongly). A read found is certain, so no
+    /// linearization is lost.
+    ///
+    /// A read of one key that `step` does not touch, returning before where the current
+    /// state's own walk ended, is not asked again: its key holds what it held, and what may
+    /// come between on that key is what it was (only `step` was linearized since), so it
+    /// passes as it passed then.
+    ///
+    /// Returns where this walk ended (the time of the first event it did not reach), or the
+    /// read that cannot follow.
+    pub(super) fn lookahead_blocker(&mut self, step: &[usize], state: u32) -> Result<Time, usize> {
         if !self.model.lookahead() || state == self.state {
-            return None;
+            return Ok(self.walked_to);
         }
         let s = &self.states.all[state as usize];
         let ops = self.ops;
+        let walked_to = self.walked_to;
+        let op = step.last().copied().unwrap_or(NIL);
+        // The keys `step` changed (`None`: a range or everything, so any key).
+        let mut changed = [None; 2];
+        let mut wide = false;
+        for (slot, &c) in changed.iter_mut().zip(step) {
+            *slot = ops[c].key;
+            wide |= ops[c].key.is_none();
+        }
+        let unchanged =
+            |key: Option<u32>| !wide && key.is_some_and(|k| !changed.contains(&Some(k)));
         let between = &mut self.between;
         between.clear();
         let mut jit = self.eventless.iter().copied().peekable();
@@ -165,7 +184,7 @@ impl<M: Model> Search<'_, '_, M> {
         let mut node = self.next[self.head];
         for _ in 0..LOOKAHEAD_EVENTS {
             if node == NIL {
-                break;
+                return Ok(Time::MAX);
             }
             let x = self.op_of[node];
             let at = if self.is_call[node] {
@@ -182,32 +201,39 @@ impl<M: Model> Search<'_, '_, M> {
                     stop = true;
                     break;
                 }
-                between.push(w);
+                between.push(w, ops[w].key);
             }
             if stop {
-                break;
+                return Ok(at);
             }
             if x != op {
                 let o = &ops[x];
                 if self.is_call[node] {
                     if !o.passes {
-                        break;
+                        return Ok(at);
                     }
-                    between.push(x);
-                } else {
+                    between.push(x, o.key);
+                } else if at >= walked_to || !unchanged(o.key) {
+                    // A read of one key is passed only what may touch that key.
                     let mut others = between
-                        .iter()
-                        .map(|&b| (ops[b].input, ops[b].output.as_ref()));
+                        .touching(o.key)
+                        .map(|b| (ops[b].input, ops[b].output.as_ref()));
                     if !self
                         .model
                         .may_precede(s, o.input, o.output.as_ref(), &mut others)
                     {
-                        return Some(x);
+                        return Err(x);
                     }
                 }
             }
             node = self.next[node];
         }
-        None
+        Ok(if node == NIL {
+            Time::MAX
+        } else if self.is_call[node] {
+            ops[self.op_of[node]].call
+        } else {
+            ops[self.op_of[node]].ret
+        })
     }
 }
