@@ -100,8 +100,7 @@ pub fn write_run_dir(
     let mut hist = Vec::new();
     crate::check::formats::write_jsonl(&out.history, &mut hist)?;
     std::fs::write(folder.join("history.jsonl"), hist)?;
-    let mut trace = out.trace.lines.join("\n");
-    trace.push('\n');
+    let mut trace = out.trace.text.clone();
     if out.trace.dropped > 0 {
         trace.push_str(&format!(
             "... {} more lines (counted in the hash, not kept)\n",

@@ -69,9 +69,7 @@ pub fn run_command(args: &RunArgs) -> Result<ExitCode, String> {
     }
     let out = run::run_catching(&scenario, &opts);
     if let Some(f) = &args.trace_file {
-        let mut text = out.trace.lines.join("\n");
-        text.push('\n');
-        std::fs::write(f, text).map_err(|e| format!("{}: {e}", f.display()))?;
+        std::fs::write(f, &out.trace.text).map_err(|e| format!("{}: {e}", f.display()))?;
     }
     let folder = if !out.report.passed || args.keep {
         Some(

@@ -37,7 +37,9 @@ pub enum NetError {
 }
 
 fn encode<T: Serialize>(id: u64, msg: &T) -> Result<Vec<u8>, NetError> {
-    let mut out = id.to_le_bytes().to_vec();
+    // Most messages fit; a larger one grows from there instead of from 8 bytes.
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&id.to_le_bytes());
     bincode::serialize_into(&mut out, msg).map_err(|e| NetError::Codec(e.to_string()))?;
     if out.len() > MAX_MESSAGE_BYTES {
         return Err(NetError::TooLarge(out.len()));
@@ -201,7 +203,7 @@ impl Transport {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, NetError> {
-        self.call_inner(dst, req, timeout, false).await
+        self.call_inner(dst, req, Some(timeout), false).await
     }
 
     /// Like [`Transport::call`], for protocol messages that are idempotent by design (Raft
@@ -213,14 +215,25 @@ impl Transport {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, NetError> {
-        self.call_inner(dst, req, timeout, true).await
+        self.call_inner(dst, req, Some(timeout), true).await
+    }
+
+    /// Like [`Transport::call_idempotent`], with no timer of its own: for a caller that
+    /// bounds the call itself (openraft runs every append and vote under its own timeout of
+    /// the RPC's length, started before this call's would be) and drops it when that fires.
+    pub async fn call_idempotent_bounded_by_caller<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        dst: SocketAddr,
+        req: &Req,
+    ) -> Result<Resp, NetError> {
+        self.call_inner(dst, req, None, true).await
     }
 
     async fn call_inner<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         dst: SocketAddr,
         req: &Req,
-        timeout: Duration,
+        timeout: Option<Duration>,
         idempotent: bool,
     ) -> Result<Resp, NetError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -230,27 +243,44 @@ impl Transport {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
-        let result = async {
-            // The frame moves into the network; keep a copy only if the network may repeat it.
-            let copy = (idempotent && crate::rt::duplicates_possible()).then(|| frame.clone());
-            send_frame(&self.endpoint, dst, TAG_REQUEST, frame)
-                .await
-                .map_err(|e| NetError::Io(e.to_string()))?;
-            if let Some(copy) = copy.filter(|_| crate::rt::duplicate_message()) {
-                // The copy's reply finds no waiter and is dropped.
-                let _ = send_frame(&self.endpoint, dst, TAG_REQUEST, copy).await;
-            }
-            match crate::rt::timers::timeout(timeout, rx).await {
-                Ok(Ok(bytes)) => decode::<Resp>(&bytes).map(|(_, r)| r),
-                Ok(Err(_)) => Err(NetError::Io("reply channel closed".into())),
-                Err(_) => Err(NetError::Timeout(timeout)),
-            }
+        // The waiter leaves the table however the call ends, dropped by its caller too.
+        let _waiting = Waiting {
+            pending: &self.pending,
+            id,
+        };
+        // The frame moves into the network; keep a copy only if the network may repeat it.
+        let copy = (idempotent && crate::rt::duplicates_possible()).then(|| frame.clone());
+        send_frame(&self.endpoint, dst, TAG_REQUEST, frame)
+            .await
+            .map_err(|e| NetError::Io(e.to_string()))?;
+        if let Some(copy) = copy.filter(|_| crate::rt::duplicate_message()) {
+            // The copy's reply finds no waiter and is dropped.
+            let _ = send_frame(&self.endpoint, dst, TAG_REQUEST, copy).await;
         }
-        .await;
+        let reply = match timeout {
+            Some(t) => crate::rt::timers::timeout(t, rx)
+                .await
+                .map_err(|_| NetError::Timeout(t))?,
+            None => rx.await,
+        };
+        match reply {
+            Ok(bytes) => decode::<Resp>(&bytes).map(|(_, r)| r),
+            Err(_) => Err(NetError::Io("reply channel closed".into())),
+        }
+    }
+}
+
+/// A call's entry in the table of calls waiting for replies; removed on drop.
+struct Waiting<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        result
+            .remove(&self.id);
     }
 }

@@ -173,15 +173,20 @@ fn rpc_err<E: std::error::Error>(e: NetError) -> RPCError<NodeId, BasicNode, E> 
 }
 
 impl NetworkClient {
+    /// A snapshot chunk: at most once (chunks are a sequence), within `timeout`.
     async fn call(&self, req: RaftRpc, timeout: Duration) -> Result<RaftReply, NetError> {
         let addr = self.addr.clone().map_err(NetError::Io)?;
-        // Appends and votes are idempotent in Raft (the network may repeat them); snapshot
-        // chunks are a sequence and go at most once.
-        if matches!(req, RaftRpc::Append(_) | RaftRpc::Vote(_)) {
-            self.transport.call_idempotent(addr, &req, timeout).await
-        } else {
-            self.transport.call(addr, &req, timeout).await
-        }
+        self.transport.call(addr, &req, timeout).await
+    }
+
+    /// An append or a vote: idempotent in Raft (the network may repeat them), and bounded
+    /// by openraft, which runs each under a timeout of the RPC's own length (`hard_ttl`)
+    /// started before this call; a second timer here would never fire first.
+    async fn call_bounded(&self, req: RaftRpc) -> Result<RaftReply, NetError> {
+        let addr = self.addr.clone().map_err(NetError::Io)?;
+        self.transport
+            .call_idempotent_bounded_by_caller(addr, &req)
+            .await
     }
 
     fn unexpected<E: std::error::Error>(
@@ -197,9 +202,9 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.call(RaftRpc::Append(rpc), option.hard_ttl()).await {
+        match self.call_bounded(RaftRpc::Append(rpc)).await {
             Ok(RaftReply::Append(Ok(r))) => Ok(r),
             Ok(RaftReply::Append(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -212,9 +217,9 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
     async fn vote(
         &mut self,
         rpc: VoteRequest<NodeId>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.call(RaftRpc::Vote(rpc), option.hard_ttl()).await {
+        match self.call_bounded(RaftRpc::Vote(rpc)).await {
             Ok(RaftReply::Vote(Ok(r))) => Ok(r),
             Ok(RaftReply::Vote(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -18,7 +18,9 @@ use tracing::{Event, Metadata, Subscriber};
 
 struct Collector {
     start: tokio::time::Instant,
-    lines: Vec<String>,
+    /// The lines kept, each ending in a newline.
+    text: String,
+    kept: u64,
     hasher: rustc_hash::FxHasher,
     limit: usize,
     dropped: u64,
@@ -31,8 +33,10 @@ thread_local! {
 /// A finished trace.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
-    /// The lines kept (the first `limit`).
-    pub lines: Vec<String>,
+    /// The lines kept (the first `limit`), each ending in a newline.
+    pub text: String,
+    /// How many lines `text` holds.
+    pub kept: u64,
     /// Hash over every line, kept or not.
     pub hash: u64,
     /// Lines counted in the hash but not kept.
@@ -45,7 +49,8 @@ pub fn begin(limit: usize) {
     TRACE.with(|t| {
         *t.borrow_mut() = Some(Collector {
             start: tokio::time::Instant::now(),
-            lines: Vec::new(),
+            text: String::new(),
+            kept: 0,
             hasher: rustc_hash::FxHasher::default(),
             limit,
             dropped: 0,
@@ -57,7 +62,8 @@ pub fn begin(limit: usize) {
 pub fn finish() -> Trace {
     TRACE.with(|t| match t.borrow_mut().take() {
         Some(c) => Trace {
-            lines: c.lines,
+            text: c.text,
+            kept: c.kept,
             hash: c.hasher.finish(),
             dropped: c.dropped,
         },
@@ -79,16 +85,19 @@ fn push(node: madsim::task::NodeId, level: &str, target: &str, text: &str) {
         let mut t = t.borrow_mut();
         let Some(c) = t.as_mut() else { return };
         let us = c.start.elapsed().as_micros();
-        let line = format!(
+        // Written in place at the end of the kept text, and taken back off if over the limit.
+        let start = c.text.len();
+        let _ = writeln!(
+            c.text,
             "{:>8}.{:03}ms n{node} {level} {target}: {text}",
             us / 1000,
             us % 1000
         );
-        c.hasher.write(line.as_bytes());
-        c.hasher.write_u8(b'\n');
-        if c.lines.len() < c.limit {
-            c.lines.push(line);
+        c.hasher.write(&c.text.as_bytes()[start..]);
+        if (c.kept as usize) < c.limit {
+            c.kept += 1;
         } else {
+            c.text.truncate(start);
             c.dropped += 1;
         }
     });

@@ -102,6 +102,7 @@ struct Stamp {
 /// Appends one framed record to `out`; returns its CRC.
 fn frame(out: &mut Vec<u8>, kind: u8, seg: u64, prev: u32, stamp: Stamp, payload: &[u8]) -> u32 {
     let start = out.len();
+    out.reserve(HEADER + payload.len());
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
