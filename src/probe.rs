@@ -95,6 +95,8 @@ pub enum RaftEvent {
     Applied(Vec<EntryId>),
     /// The state machine built a snapshot covering up to here.
     SnapshotBuilt(Option<LogPos>),
+    /// The state machine began installing a leader's snapshot covering up to here.
+    SnapshotInstalling(Option<LogPos>),
     /// The state machine installed a leader's snapshot covering up to here.
     SnapshotInstalled(Option<LogPos>),
     /// A data chunk of a snapshot arrived from a leader (it has not been taken yet).
@@ -177,6 +179,7 @@ impl EventCounts {
                 }
                 RaftEvent::LogRecovered { .. }
                 | RaftEvent::StateMachineOpened { .. }
+                | RaftEvent::SnapshotInstalling(_)
                 | RaftEvent::Committed(_) => continue,
             };
             *n += 1;

@@ -272,6 +272,8 @@ impl ObjectShardStateMachine {
         meta: &SnapshotMeta,
         chunks: futures::stream::BoxStream<'static, Result<Vec<u8>, StorageError>>,
     ) -> Result<(), RaftStorageError> {
+        self.probe
+            .emit(|| RaftEvent::SnapshotInstalling(meta.last_log_id.as_ref().map(pos)));
         let (_header, pairs) = stream::decode(chunks).await.map_err(sm_write)?;
         let meta_pairs = applied_meta(meta.last_log_id, Some(&meta.last_membership))?;
         if crate::bugs::active(crate::bugs::Bug::RaftSnapshotNonAtomic) {

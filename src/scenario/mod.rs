@@ -147,7 +147,8 @@ pub const ARMED_CUT_WINDOW_MS: u64 = 2_000;
 
 /// What an armed crash, power cut or isolation waits for: the node's next N completed syncs
 /// (the redb engine, whose disks are simulated), votes saved, log appends acknowledged,
-/// snapshot chunks received or log purges (Raft). In a scenario file: `after = { votes = 1 }`.
+/// snapshot chunks received or log purges (Raft), or N disk operations into its next snapshot
+/// install (Raft on redb). In a scenario file: `after = { votes = 1 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CutAfter {
@@ -163,6 +164,10 @@ pub enum CutAfter {
     /// Log purges the Raft log store made durable (after a snapshot is built or installed):
     /// the fault lands between the purge and whatever the node does next.
     Purges(u64),
+    /// Disk operations (writes and syncs) once the node's state machine begins installing a
+    /// leader's snapshot (Raft on redb): its disks go dark after N more, part-way through the
+    /// install, or after it if the install takes fewer.
+    InstallOps(u64),
 }
 
 impl CutAfter {
@@ -176,7 +181,8 @@ impl CutAfter {
             | CutAfter::Votes(n)
             | CutAfter::Appends(n)
             | CutAfter::Chunks(n)
-            | CutAfter::Purges(n) => n,
+            | CutAfter::Purges(n)
+            | CutAfter::InstallOps(n) => n,
         }
     }
 }

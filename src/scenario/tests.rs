@@ -259,6 +259,13 @@ fn armed_cuts_parse_round_trip_and_are_checked() {
     let e = parse(&fjall).unwrap_err();
     assert!(e.message.contains("simulated disks"), "{e}");
     parse(&fjall.replace("syncs = 2", "appends = 2")).unwrap();
+    // So are an install's disk operations, which are Raft's too.
+    let e = parse(&fjall.replace("syncs = 2", "install_ops = 2")).unwrap_err();
+    assert!(e.message.contains("simulated disks"), "{e}");
+    let s = parse(&armed("{ install_ops = 5 }")).unwrap();
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+    let e = parse(&as_mst(&armed("{ install_ops = 5 }"))).unwrap_err();
+    assert!(e.message.contains("Raft's"), "{e}");
 }
 
 #[test]
@@ -281,6 +288,7 @@ fn an_armed_isolation_waits_for_raft_events_not_syncs() {
     let e = parse(&text).unwrap_err();
     assert_eq!(e.line, line_of(&text, "after = { syncs = 3 }"), "{e}");
     assert!(e.message.contains("waits for Raft events"), "{e}");
+    assert!(parse(&armed("{ install_ops = 3 }")).is_err());
     // Chunks are Raft's.
     let e = parse(&as_mst(&armed("{ chunks = 1 }"))).unwrap_err();
     assert!(e.message.contains("Raft's"), "{e}");

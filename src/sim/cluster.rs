@@ -329,6 +329,11 @@ impl Cluster {
                     disk.cut_power_after_syncs(n);
                 }
             }
+            CutAfter::InstallOps(n) => {
+                let disks = self.disks[&id].sim_disks().cloned().collect();
+                self.tripwires
+                    .arm(id, after, Trip::PowerOffAfterOps(disks, n));
+            }
             CutAfter::Votes(_)
             | CutAfter::Appends(_)
             | CutAfter::Chunks(_)
@@ -345,7 +350,7 @@ impl Cluster {
         let wire = self.tripwires.disarm(id, Wire::Crash);
         let mut syncs = false;
         for disk in self.disks[&id].sim_disks() {
-            syncs |= disk.sync_cut_armed();
+            syncs |= disk.cut_armed();
             disk.disarm();
         }
         (wire || syncs) && !out

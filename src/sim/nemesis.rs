@@ -157,29 +157,32 @@ fn draw_cut(rng: &mut impl Rng, c: &Cluster) -> Option<CutAfter> {
         1 => CutAfter::Appends(rng.gen_range(1..=4)),
         3 => CutAfter::Chunks(rng.gen_range(1..=4)),
         4 => CutAfter::Purges(1),
-        _ => draw_syncs(rng),
+        _ => CutAfter::Syncs(draw_count(rng)),
     })
 }
 
 /// What a crash armed on a node coming back waits for: some syncs (simulated disks), or the
-/// first vote of the election its return may set off, its first log purge or a few snapshot
-/// chunks of its catch-up (Raft). A node cut off for a while has been voting for itself
-/// term after term; the cluster it returns to often holds an election.
+/// first vote of the election its return may set off, its first log purge, a few snapshot
+/// chunks of its catch-up, or some disk operations into the snapshot install that ends it
+/// (Raft; the install on simulated disks). A node cut off for a while has been voting for
+/// itself term after term; the cluster it returns to often holds an election.
 fn draw_catch_up(rng: &mut impl Rng, c: &Cluster) -> CutAfter {
     let raft = c.spec.record;
-    match rng.gen_range(0..5) {
+    let redb = c.spec.engine == EngineKind::Redb;
+    match rng.gen_range(0..6) {
         1 | 4 if raft => CutAfter::Purges(1),
         2 if raft => CutAfter::Chunks(rng.gen_range(1..=4)),
         3 if raft => CutAfter::Votes(1),
-        _ if c.spec.engine == EngineKind::Redb => draw_syncs(rng),
+        5 if raft && redb => CutAfter::InstallOps(draw_count(rng)),
+        _ if redb => CutAfter::Syncs(draw_count(rng)),
         _ => CutAfter::Purges(1),
     }
 }
 
-/// A cut after 1 to 64 syncs, small counts as likely as large ranges.
-fn draw_syncs(rng: &mut impl Rng) -> CutAfter {
+/// 1 to 64, small counts as likely as large ranges.
+fn draw_count(rng: &mut impl Rng) -> u64 {
     let most = 1u64 << rng.gen_range(0..=6u32);
-    CutAfter::Syncs(rng.gen_range(1..=most))
+    rng.gen_range(1..=most)
 }
 
 async fn inject(inj: &Arc<Injector>, kind: NemesisKind) -> Undo {

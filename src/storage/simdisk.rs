@@ -313,9 +313,11 @@ impl SimDisk {
         s.syncs_until_cut = None;
     }
 
-    /// Whether a cut armed by [`SimDisk::cut_power_after_syncs`] waits.
-    pub fn sync_cut_armed(&self) -> bool {
-        self.lock().syncs_until_cut.is_some()
+    /// Whether a cut armed by [`SimDisk::cut_power_after_syncs`] or
+    /// [`SimDisk::cut_power_after`] waits.
+    pub fn cut_armed(&self) -> bool {
+        let s = self.lock();
+        s.syncs_until_cut.is_some() || s.ops_until_cut.is_some()
     }
 
     /// Disarms any armed power cut that has not happened yet.

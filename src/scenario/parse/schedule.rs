@@ -269,13 +269,15 @@ impl<'a> Schedule<'a> {
         }
         if !matches!(a, CutAfter::Syncs(_)) && self.cluster.mode != crate::shard::ShardKind::Raft {
             return refuse(format!(
-                "votes, appends, chunks and purges are Raft's; this cluster runs {}",
+                "votes, appends, chunks, purges and install operations are Raft's; this cluster runs {}",
                 self.cluster.mode.name()
             ));
         }
-        if matches!(a, CutAfter::Syncs(_)) && self.cluster.engine != EngineKind::Redb {
+        if matches!(a, CutAfter::Syncs(_) | CutAfter::InstallOps(_))
+            && self.cluster.engine != EngineKind::Redb
+        {
             return refuse(format!(
-                "syncs are counted on simulated disks (engine \"redb\"); this cluster runs {}",
+                "syncs and install disk operations are counted on simulated disks (engine \"redb\"); this cluster runs {}",
                 self.cluster.engine
             ));
         }
@@ -315,7 +317,7 @@ impl<'a> Schedule<'a> {
             }
             FaultKind::Isolate => {
                 let after = self.cut_after(e)?;
-                if let Some(a @ CutAfter::Syncs(_)) = after {
+                if let Some(a @ (CutAfter::Syncs(_) | CutAfter::InstallOps(_))) = after {
                     return refuse(
                         raw.after.as_ref().map_or(e.span.clone(), |a| a.span()),
                         "after",

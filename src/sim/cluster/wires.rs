@@ -23,6 +23,9 @@ pub enum Trip {
     /// The node's simulated disks go dark (none: the node has none, and only the injector's
     /// stop follows).
     PowerOff(Vec<SimDisk>),
+    /// The node's simulated disks go dark after this many more writes or syncs: part-way
+    /// through whatever the node does next. The wire counts as gone off once they do.
+    PowerOffAfterOps(Vec<SimDisk>, u64),
     /// Every link between `node` and `others` is cut, both ways.
     Isolate {
         /// The node's madsim id.
@@ -44,7 +47,7 @@ pub enum Wire {
 impl Trip {
     fn wire(&self) -> Wire {
         match self {
-            Trip::PowerOff(_) => Wire::Crash,
+            Trip::PowerOff(_) | Trip::PowerOffAfterOps(..) => Wire::Crash,
             Trip::Isolate { .. } => Wire::Isolate,
         }
     }
@@ -54,6 +57,11 @@ impl Trip {
             Trip::PowerOff(disks) => {
                 for d in disks {
                     d.cut_power_now();
+                }
+            }
+            Trip::PowerOffAfterOps(disks, ops) => {
+                for d in disks {
+                    d.cut_power_after(*ops);
                 }
             }
             Trip::Isolate { node, others } => {
@@ -120,6 +128,13 @@ impl Tripwires {
                 | (CutAfter::Appends(n), RaftEvent::Appended(_))
                 | (CutAfter::Chunks(n), RaftEvent::SnapshotChunk { .. })
                 | (CutAfter::Purges(n), RaftEvent::Purged(_)) => n,
+                // The install's start sets the disks counting its operations (the count is
+                // theirs, not this wire's).
+                (CutAfter::InstallOps(_), RaftEvent::SnapshotInstalling(_)) => {
+                    let (_, trip) = w.armed.remove(&(id, wire)).expect("looked up above");
+                    fire.push(trip);
+                    continue;
+                }
                 _ => continue,
             };
             *left = left.saturating_sub(1);
@@ -163,5 +178,33 @@ mod tests {
         // It went off once; a disarm reports nothing armed and forgets the trip.
         assert!(!wires.disarm(3, Wire::Crash));
         assert!(!wires.tripped(3, Wire::Crash));
+    }
+
+    #[test]
+    fn an_install_wire_darkens_the_disk_part_way_into_the_install() {
+        use redb::StorageBackend;
+        let disk = SimDisk::new(1, DiskFaults::none());
+        let wires = Tripwires::default();
+        wires.arm(
+            3,
+            CutAfter::InstallOps(2),
+            Trip::PowerOffAfterOps(vec![disk.clone()], 2),
+        );
+        let b = disk.backend();
+        b.set_len(4096).unwrap();
+        // Operations before the install do not count.
+        b.write(0, &[1; 512]).unwrap();
+        b.sync_data().unwrap();
+        wires.hear(3, &RaftEvent::SnapshotInstalled(None));
+        assert!(!disk.cut_armed() && !disk.is_powered_off());
+        wires.hear(3, &RaftEvent::SnapshotInstalling(None));
+        // The disk counts now; the wire itself has not gone off until the disk does.
+        assert!(disk.cut_armed() && !wires.tripped(3, Wire::Crash));
+        b.write(512, &[2; 512]).unwrap();
+        assert!(!disk.is_powered_off());
+        let second = b.write(1024, &[3; 512]);
+        let third = b.write(1536, &[4; 512]);
+        assert!(disk.is_powered_off(), "{second:?} {third:?}");
+        assert!(third.is_err());
     }
 }
