@@ -235,8 +235,19 @@ fn check_linearizable(
         faults: Vec::new(),
     };
     single.ops.retain(|o| !multi(&o.input));
+    // The check numbers the operations it kept; the reports number the whole history's.
+    let original: Vec<usize> = (0..history.ops.len())
+        .filter(|&i| !multi(&history.ops[i].input))
+        .collect();
     let per_key = match linearizability::check(&kv_model(), &single, &options) {
-        Ok(r) => r,
+        Ok(mut r) => {
+            for part in &mut r.parts {
+                for i in part.linearization.iter_mut().chain(part.failed_op.as_mut()) {
+                    *i = original[*i];
+                }
+            }
+            r
+        }
         Err(e) => {
             failures.push(Failure::MalformedHistory {
                 message: e.to_string(),
@@ -389,6 +400,58 @@ pub(super) fn panicked(
 mod tests {
     use super::*;
     use crate::storage::{DiskFaults, PowerLossMode};
+
+    #[test]
+    fn a_per_key_failure_names_operations_by_their_place_in_the_whole_history() {
+        use crate::check::history::{Operation, Outcome};
+        let op = |client, invoke, input, output| Operation {
+            client,
+            invoke,
+            complete: Some(invoke + 1),
+            input,
+            output: Some(output),
+            outcome: Outcome::Ok,
+        };
+        let key = || "a".to_string();
+        // A scan first: the per-key check leaves it out, which must not shift the numbers.
+        let history = History {
+            ops: vec![
+                op(
+                    1,
+                    0,
+                    KvInput::Scan {
+                        start: None,
+                        end: None,
+                    },
+                    KvOutput::Scan { pairs: vec![] },
+                ),
+                op(
+                    1,
+                    10,
+                    KvInput::Put {
+                        key: key(),
+                        value: "1".into(),
+                    },
+                    KvOutput::Ok,
+                ),
+                op(
+                    1,
+                    20,
+                    KvInput::Get { key: key() },
+                    KvOutput::Get {
+                        value: Some("2".into()),
+                    },
+                ),
+            ],
+            faults: Vec::new(),
+        };
+        let mut failures = Vec::new();
+        let r = check_linearizable(&history, &mut failures).expect("checked");
+        assert_eq!(r.verdict, Verdict::Illegal);
+        let part = r.decisive_part().expect("an illegal part");
+        assert_eq!(part.failed_op, Some(2));
+        assert_eq!(part.linearization, vec![1]);
+    }
 
     fn death(node: u64, at_ms: u64) -> Death {
         Death {
