@@ -179,11 +179,14 @@ fn html_marks_the_unplaceable_operation() {
     let page = html::render("sample", &RegisterModel::ETCD, &h, Some(&r));
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.contains(r#"<b id="verdict">illegal</b>"#));
-    assert_eq!(page.matches("class=\"op failed\"").count(), 1);
-    assert!(page.contains("class=\"fault\""));
+    // One operation cannot be placed, and the page opens on it.
+    assert_eq!(page.matches(r#""state":"failed""#).count(), 1);
+    assert!(page.contains(r#""focus":{"key""#), "no focus");
+    assert!(page.contains("cannot be placed: <b>"));
+    assert!(page.contains(r#""faults":[{"i":0"#));
     assert!(
-        !page.contains("<script"),
-        "the page must work offline without scripts"
+        !page.contains("src=") && !page.contains("http"),
+        "the page must work offline: nothing fetched"
     );
 }
 

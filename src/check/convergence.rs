@@ -142,6 +142,20 @@ pub enum Violation {
     },
 }
 
+impl Violation {
+    /// The key it is about, and when the write it is about was acknowledged, if it has them.
+    pub fn key_and_time(&self) -> Option<(u64, Option<Time>)> {
+        match self {
+            Violation::Diverged { key, .. } => Some((*key, None)),
+            Violation::LostWrite { write, .. } => Some((write.key, Some(write.acked_at))),
+            Violation::Resurrected { delete, .. } => Some((delete.key, Some(delete.acked_at))),
+            Violation::NoLiveReplica
+            | Violation::RootHashMismatch { .. }
+            | Violation::SlowConvergence { .. } => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |ns: Time| ns as f64 / 1e6;

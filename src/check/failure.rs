@@ -377,6 +377,20 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// When the Raft invariant it names was broken, ms of simulated time, if it says.
+    pub fn at_ms(&self) -> Option<u64> {
+        match self {
+            Failure::DoubleVote { at_ms, .. }
+            | Failure::AppliedConflict { at_ms, .. }
+            | Failure::LeaderCompleteness { at_ms, .. }
+            | Failure::Durability { at_ms, .. }
+            | Failure::Monotonicity { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let key = |k: &Option<String>| {

@@ -120,8 +120,22 @@ pub fn write_run_dir(
     };
     let text = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;
     std::fs::write(folder.join("report.json"), text + "\n")?;
-    let html = crate::check::html::render(
-        &format!("{} seed {}", scenario.name, out.report.seed),
+    let failures: Vec<String> = out.report.failures.iter().map(|f| f.to_string()).collect();
+    let html = crate::check::html::render_report(
+        &crate::check::html::Report {
+            title: &format!("{} seed {}", scenario.name, out.report.seed),
+            failures: &failures,
+            lane_of: &crate::sim::workload::worker_of,
+            // A convergence failure opens on its key; a Raft invariant on when it broke.
+            focus: out.report.failures.iter().find_map(|f| match f {
+                crate::check::failure::Failure::Convergence { violation } => {
+                    violation.key_and_time().map(|(k, at)| (k.to_string(), at))
+                }
+                other => other
+                    .at_ms()
+                    .map(|ms| (String::new(), Some(ms * 1_000_000))),
+            }),
+        },
         &kv_model(),
         &out.history,
         out.linearizability.as_ref(),

@@ -165,7 +165,7 @@ pub async fn client(
         }
         issued += 1;
         seq += 1;
-        let id = worker * 1_000_000 + generation;
+        let id = client_id(worker, generation);
         let addr = targets.addrs[&node];
         let k = key.to_string();
         let value = format!("{worker}.{seq}");
@@ -349,4 +349,17 @@ async fn cas(
             o
         }
     }
+}
+
+/// Ids per client worker: a worker's fresh ids (after it retires one) follow each other.
+const IDS_PER_WORKER: u64 = 1_000_000;
+
+/// The history's client id of a worker's `generation`-th id.
+fn client_id(worker: u64, generation: u64) -> u64 {
+    worker * IDS_PER_WORKER + generation
+}
+
+/// The worker a client id belongs to: the lane the failure report draws it in.
+pub fn worker_of(client: u64) -> u64 {
+    client / IDS_PER_WORKER
 }
