@@ -141,6 +141,7 @@ fn sample() -> History<RegInput, RegOutput> {
             end: Some(25),
             kind: "partition".into(),
             detail: "{1} | {2,3}".into(),
+            node: None,
         }],
     }
 }

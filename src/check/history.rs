@@ -51,6 +51,9 @@ pub struct FaultEvent {
     pub kind: String,
     /// Free text.
     pub detail: String,
+    /// The node it struck, when it struck one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<u64>,
 }
 
 /// A history of operations plus fault events.

@@ -11,9 +11,10 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::history::{History, Outcome, Time};
+use super::history::{FaultEvent, History, Outcome, Time};
 use super::linearizability::{CheckResult, Verdict};
 use super::model::{Model, Touches};
+use crate::probe::{RaftEvent, Recorded};
 
 const SCRIPT: &str = include_str!("html/report.js");
 const STYLE: &str = include_str!("html/report.css");
@@ -39,6 +40,110 @@ pub struct Report<'a> {
     /// Where to open when no operation failed to be placed: a key, and a time around which
     /// to zoom (a convergence failure's key and its write).
     pub focus: Option<(String, Option<Time>)>,
+    /// What the nodes' Raft storage recorded (empty when not Raft): their roles over time.
+    pub raft: &'a [Recorded],
+}
+
+/// A stretch of time in a node's lane: a role it held, or a fault that struck it.
+#[derive(Serialize)]
+struct Span {
+    from: Time,
+    to: Time,
+    /// `leader`, `candidate`, `follower` or `fault`.
+    class: &'static str,
+    label: String,
+}
+
+#[derive(Serialize)]
+struct NodeLane {
+    node: u64,
+    roles: Vec<Span>,
+    faults: Vec<Span>,
+}
+
+/// The fault kinds that stop a node.
+const CRASHES: [&str; 3] = ["crash", "kill", "power_loss"];
+
+/// Each node's roles over time, from the votes its Raft storage saved (a vote for itself a
+/// quorum granted: leader; one not granted: candidate; for another: follower) and its
+/// restarts, with no role between the crash that stopped it (or else its last record) and
+/// its restart; and
+/// the faults that struck it by name.
+fn node_lanes(raft: &[Recorded], faults: &[FaultEvent], end: Time) -> Vec<NodeLane> {
+    use std::collections::BTreeMap;
+    /// A role a node holds from a time on: its class, its term, since when.
+    type Role = (&'static str, u64, Time);
+    fn lane(lanes: &mut BTreeMap<u64, NodeLane>, node: u64) -> &mut NodeLane {
+        lanes.entry(node).or_insert_with(|| NodeLane {
+            node,
+            roles: Vec::new(),
+            faults: Vec::new(),
+        })
+    }
+    fn close(lanes: &mut BTreeMap<u64, NodeLane>, node: u64, at: Time, role: Option<Role>) {
+        if let Some((class, term, since)) = role {
+            lane(lanes, node).roles.push(Span {
+                from: since,
+                to: at.max(since),
+                class,
+                label: format!("{class} t{term}"),
+            });
+        }
+    }
+    let ns = |us: u64| us.saturating_mul(1_000);
+    let mut lanes: BTreeMap<u64, NodeLane> = BTreeMap::new();
+    let mut open: BTreeMap<u64, Role> = BTreeMap::new();
+    // Each node's last record: a node that restarts was down from about then.
+    let mut last: BTreeMap<u64, Time> = BTreeMap::new();
+    for r in raft {
+        let at = ns(r.at_us);
+        lane(&mut lanes, r.node);
+        match &r.event {
+            RaftEvent::LogRecovered { vote, .. } => {
+                let was = open.remove(&r.node);
+                // Down since the crash that struck it last, or else since its last record.
+                let since = was.map_or(0, |(_, _, since)| since);
+                let crashed = faults
+                    .iter()
+                    .filter(|f| f.node == Some(r.node) && CRASHES.contains(&f.kind.as_str()))
+                    .map(|f| f.time)
+                    .filter(|&t| t >= since && t <= at)
+                    .max();
+                let died = crashed.or(last.get(&r.node).copied()).unwrap_or(at);
+                close(&mut lanes, r.node, died, was);
+                let term = vote.as_ref().map_or(0, |v| v.term);
+                open.insert(r.node, ("follower", term, at));
+            }
+            RaftEvent::VoteSaved(v) => {
+                let class = match (v.voted_for == Some(r.node), v.committed) {
+                    (true, true) => "leader",
+                    (true, false) => "candidate",
+                    (false, _) => "follower",
+                };
+                let now = open.get(&r.node).copied();
+                if now.is_none_or(|(c, t, _)| c != class || t != v.term) {
+                    close(&mut lanes, r.node, at, now);
+                    open.insert(r.node, (class, v.term, at));
+                }
+            }
+            _ => {}
+        }
+        last.insert(r.node, at);
+    }
+    for (node, role) in std::mem::take(&mut open) {
+        close(&mut lanes, node, end, Some(role));
+    }
+    for f in faults {
+        if let Some(node) = f.node {
+            lane(&mut lanes, node).faults.push(Span {
+                from: f.time,
+                to: f.end.unwrap_or(end).max(f.time),
+                class: "fault",
+                label: f.kind.clone(),
+            });
+        }
+    }
+    lanes.into_values().collect()
 }
 
 #[derive(Serialize)]
@@ -81,6 +186,7 @@ struct Focus {
 
 #[derive(Serialize)]
 struct Data {
+    nodes: Vec<NodeLane>,
     ops: Vec<OpView>,
     faults: Vec<FaultView>,
     keys: Vec<String>,
@@ -100,6 +206,7 @@ pub fn render<M: Model>(
         failures: &[],
         lane_of: &|c| c,
         focus: None,
+        raft: &[],
     };
     render_report(&report, model, history, result)
 }
@@ -232,7 +339,16 @@ pub fn render_report<M: Model>(
         })
         .collect();
 
+    let end = run_end.max(
+        history
+            .faults
+            .iter()
+            .filter_map(|f| f.end)
+            .max()
+            .unwrap_or(0),
+    );
     let data = Data {
+        nodes: node_lanes(report.raft, &history.faults, end),
         ops,
         faults,
         keys: keys.into_iter().collect(),
@@ -296,7 +412,7 @@ pub fn render_report<M: Model>(
 <div class="headline{pass}" id="headline">{headline}</div>
 <p>Model <b>{m}</b>, verdict <b id="verdict">{verdict}</b>, {n} operations, {nf} fault events.</p>
 <div class="controls"><label>Show <select id="key"></select></label><button id="show-failure">the failure</button><button id="show-all">the whole run</button><button id="zoom-in">zoom in</button><button id="zoom-out">zoom out</button><span id="window"></span></div>
-<p class="legend"><span style="background:#7fc97f">placed (#order)</span><span style="background:#e74c3c;color:#fff">cannot be placed</span><span style="background:#bbb">not placed</span><span style="background:#eee">failed or unknown result</span><span style="background:rgba(245,215,110,.5)">fault window</span> dashed: unknown result. Scroll to zoom, drag to pan, hover for the full record.</p>
+<p class="legend"><span style="background:#7fc97f">placed (#order)</span><span style="background:#e74c3c;color:#fff">cannot be placed</span><span style="background:#bbb">not placed</span><span style="background:#eee">failed or unknown result</span><span style="background:rgba(245,215,110,.5)">fault window</span><span style="background:#2e86de;color:#fff">leader</span><span style="background:#f39c12">candidate</span><span style="background:#d6eaf8">follower</span><span style="background:#f5b7b1">fault on a node</span> dashed: unknown result. Scroll to zoom, drag to pan, hover for the full record.</p>
 <div id="timeline"></div>
 <div id="tip"></div>
 <script type="application/json" id="report-data">{json}</script>
@@ -309,4 +425,90 @@ pub fn render_report<M: Model>(
         n = history.ops.len(),
         nf = history.faults.len(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::VoteRec;
+
+    fn at(at_ms: u64, node: u64, event: RaftEvent) -> Recorded {
+        Recorded {
+            at_us: at_ms * 1_000,
+            node,
+            incarnation: 0,
+            event,
+        }
+    }
+
+    fn vote(term: u64, voted_for: u64, committed: bool) -> RaftEvent {
+        RaftEvent::VoteSaved(VoteRec {
+            term,
+            voted_for: Some(voted_for),
+            committed,
+        })
+    }
+
+    fn recovered() -> RaftEvent {
+        RaftEvent::LogRecovered {
+            vote: None,
+            purged: None,
+            entries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn node_lanes_follow_votes_and_show_a_crashed_node_down_until_it_restarts() {
+        let ms = |m: u64| m * 1_000_000;
+        let raft = [
+            at(0, 1, recovered()),
+            at(0, 2, recovered()),
+            at(100, 1, vote(1, 1, false)),
+            at(150, 2, vote(1, 1, false)),
+            at(200, 1, vote(1, 1, true)),
+            at(
+                900,
+                1,
+                RaftEvent::Committed(crate::probe::LogPos { term: 1, index: 3 }),
+            ),
+            at(2_000, 1, recovered()),
+            at(2_500, 2, vote(2, 2, true)),
+        ];
+        let crash = FaultEvent {
+            time: ms(1_000),
+            end: Some(ms(2_000)),
+            kind: "crash".into(),
+            detail: "node 1".into(),
+            node: Some(1),
+        };
+        let lanes = node_lanes(&raft, std::slice::from_ref(&crash), ms(3_000));
+        let spans = |n: usize| -> Vec<(u64, u64, String)> {
+            lanes[n]
+                .roles
+                .iter()
+                .map(|s| (s.from / 1_000_000, s.to / 1_000_000, s.label.clone()))
+                .collect()
+        };
+        // Node 1: follower, candidate, leader until the crash (not its last record at
+        // 900 ms), nothing while down, a follower again from its restart.
+        assert_eq!(
+            spans(0),
+            vec![
+                (0, 100, "follower t0".to_string()),
+                (100, 200, "candidate t1".to_string()),
+                (200, 1_000, "leader t1".to_string()),
+                (2_000, 3_000, "follower t0".to_string()),
+            ]
+        );
+        assert_eq!(
+            spans(1),
+            vec![
+                (0, 150, "follower t0".to_string()),
+                (150, 2_500, "follower t1".to_string()),
+                (2_500, 3_000, "leader t2".to_string()),
+            ]
+        );
+        assert_eq!(lanes[0].faults.len(), 1);
+        assert!(lanes[1].faults.is_empty());
+    }
 }

@@ -135,6 +135,7 @@ pub fn write_run_dir(
                     .at_ms()
                     .map(|ms| (String::new(), Some(ms * 1_000_000))),
             }),
+            raft: &out.raft_events,
         },
         &kv_model(),
         &out.history,

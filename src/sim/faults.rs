@@ -126,6 +126,7 @@ impl Injector {
             end: (!lasting).then_some(t),
             kind: kind.to_string(),
             detail,
+            node,
         });
         if lasting {
             lock(&self.open).push(Open {
@@ -254,7 +255,7 @@ impl Injector {
                 self.cut(Fault::Clog {
                     node: Target::Node(n),
                 });
-                self.begin(FaultKind::Clog, format!("node {n}"), None, true);
+                self.begin(FaultKind::Clog, format!("node {n}"), Some(n), true);
             }
             Fault::Heal => {
                 if self.net_faulted.swap(false, Ordering::Relaxed) {
@@ -334,7 +335,7 @@ impl Injector {
                 self.begin(
                     FaultKind::DiskFaults,
                     format!("node {n}: {disk:?}"),
-                    None,
+                    Some(n),
                     false,
                 );
             }
@@ -409,7 +410,12 @@ impl Injector {
         let c = &self.cluster;
         let others: Vec<u64> = c.node_ids().into_iter().filter(|x| *x != n).collect();
         c.partition(&[vec![n], others]);
-        self.begin(FaultKind::Isolate, format!("node {n} ({why})"), None, true);
+        self.begin(
+            FaultKind::Isolate,
+            format!("node {n} ({why})"),
+            Some(n),
+            true,
+        );
     }
 
     /// Arms an isolation of node `n` that lands right after `after` (see
@@ -434,7 +440,12 @@ impl Injector {
                 }
                 if inj.cluster.isolation_went_off(n) {
                     let why = format!("armed, went off after {after:?}");
-                    inj.begin(FaultKind::Isolate, format!("node {n} ({why})"), None, true);
+                    inj.begin(
+                        FaultKind::Isolate,
+                        format!("node {n} ({why})"),
+                        Some(n),
+                        true,
+                    );
                     return;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -535,7 +546,7 @@ impl Injector {
         self.begin(
             FaultKind::ClockSkew,
             format!("node {n}: offset {offset_ms} ms, drift {drift_ppm} ppm"),
-            None,
+            Some(n),
             false,
         );
     }
@@ -547,7 +558,7 @@ impl Injector {
         self.begin(
             FaultKind::Snapshot,
             format!("node {n} builds a snapshot"),
-            None,
+            Some(n),
             false,
         );
         let Some(shard) = self.cluster.shard(n) else {
@@ -566,7 +577,12 @@ impl Injector {
     }
 
     pub(super) async fn add_replica(&self, n: u64) {
-        self.begin(FaultKind::AddReplica, format!("add node {n}"), None, false);
+        self.begin(
+            FaultKind::AddReplica,
+            format!("add node {n}"),
+            Some(n),
+            false,
+        );
         let Some((leader, shard)) = self.leader_shard() else {
             return;
         };
@@ -589,7 +605,7 @@ impl Injector {
         self.begin(
             FaultKind::RemoveReplica,
             format!("remove node {n}"),
-            None,
+            Some(n),
             false,
         );
         let Some((leader, shard)) = self.leader_shard() else {

@@ -116,6 +116,8 @@ pub struct RunOutput {
     pub linearizability: Option<CheckResult>,
     /// The convergence report, if checked.
     pub convergence: Option<ConvergenceReport>,
+    /// What the nodes' Raft storage reported as it ran (Raft runs that record it).
+    pub raft_events: Vec<crate::probe::Recorded>,
 }
 
 /// What the simulation hands to the checks.
@@ -356,6 +358,7 @@ pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -
         trace: sim.trace,
         linearizability: lin,
         convergence,
+        raft_events: sim.raft_events,
     }
 }
 
@@ -393,6 +396,7 @@ pub(super) fn panicked(
         trace,
         linearizability: None,
         convergence: None,
+        raft_events: Vec::new(),
     }
 }
 

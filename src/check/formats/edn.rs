@@ -304,6 +304,7 @@ fn events<'v>(path: &Path, forms: &'v [(usize, Value)]) -> Result<Events<'v>, Lo
                     end: None,
                     kind: ev.f.to_string(),
                     detail: ev.value.map(edn_format::emit_str).unwrap_or_default(),
+                    node: None,
                 });
             }
         }

@@ -66,6 +66,7 @@ pub fn load_porcupine_etcd(path: &Path) -> Result<History<RegInput, RegOutput>, 
                 end: None,
                 kind: rest[2].trim_start_matches(':').to_string(),
                 detail: rest[3..].join(" "),
+                node: None,
             });
             continue;
         }

@@ -94,6 +94,35 @@
     for (let t = Math.ceil(state.from / tick) * tick; t <= state.to; t += tick) {
       parts.push(`<div class="tick" style="left:${x(t)}px"><span class="label tick-label">${esc(fmt(t))}</span></div>`);
     }
+    // Node lanes first: each node's roles on one row, the faults that struck it below.
+    for (const n of data.nodes) {
+      const rows = [];
+      const placed = n.faults
+        .filter((f) => f.to >= state.from && f.from <= state.to)
+        .sort((a, b) => a.from - b.from)
+        .map((f) => {
+          let r = rows.findIndex((last) => last <= f.from);
+          if (r < 0) {
+            r = rows.length;
+            rows.push(0);
+          }
+          rows[r] = f.to;
+          return [f, r + 1];
+        });
+      const roles = n.roles.filter((s) => s.to >= state.from && s.from <= state.to).map((s) => [s, 0]);
+      const h = (1 + rows.length) * LANE_PX;
+      parts.push(`<div class="lane node-lane" style="top:${y}px;height:${h}px"><span class="label lane-label">node ${n.node}</span></div>`);
+      for (const [s, r] of roles.concat(placed)) {
+        const x0 = Math.max(LEFT_PX, x(s.from));
+        const x1 = Math.min(LEFT_PX + width, x(s.to));
+        const w = Math.max(2, x1 - x0);
+        const label = w >= MIN_LABEL_PX ? `<span class="label">${esc(s.label)}</span>` : "";
+        parts.push(
+          `<div class="span ${s.class}" data-span="${n.node}:${s.class}:${s.from}:${s.to}:${esc(s.label)}" style="left:${x0}px;top:${y + r * LANE_PX + 3}px;width:${w}px">${label}</div>`
+        );
+      }
+      y += h;
+    }
     for (const l of ls) {
       const h = l.rows * LANE_PX;
       parts.push(`<div class="lane" style="top:${y}px;height:${h}px"><span class="label lane-label">client ${l.lane}</span></div>`);
@@ -194,7 +223,7 @@
       render();
       return;
     }
-    const el = e.target.closest("[data-op],[data-fault]");
+    const el = e.target.closest("[data-op],[data-fault],[data-span]");
     if (!el) {
       tip.style.display = "none";
       return;
@@ -211,6 +240,14 @@
         ["output", o.output],
         ["outcome", o.outcome],
         ["check", o.state + (o.pos === null ? "" : ` (#${o.pos} in the order found for key ${o.part})`)],
+      ];
+    } else if (el.dataset.span !== undefined) {
+      const [node, cls, from, to, ...label] = el.dataset.span.split(":");
+      rows = [
+        ["node", node],
+        [cls === "fault" ? "fault" : "role", label.join(":")],
+        ["from", fmt(Number(from))],
+        ["to", fmt(Number(to))],
       ];
     } else {
       const f = data.faults[Number(el.dataset.fault)];
