@@ -284,12 +284,15 @@ pub fn render_report<M: Model>(
 
     // Open on the operation that cannot be placed, among its neighbours on its key.
     let focus = failed.and_then(|f| {
+        // A part of several keys (scans and counts tie them) is shown whole.
         let key = decisive
             .and_then(|p| p.key.clone())
-            .or(ops[f].key.clone())?;
+            .or(ops[f].key.clone())
+            .filter(|k| !k.contains(','))
+            .unwrap_or_default();
         let same: Vec<&OpView> = ops
             .iter()
-            .filter(|o| o.key.as_deref().is_none_or(|k| k == key))
+            .filter(|o| key.is_empty() || o.key.as_deref().is_none_or(|k| k == key))
             .collect();
         let at = same.iter().position(|o| o.i == f)?;
         let near = &same[at.saturating_sub(FOCUS_OPS)..(at + FOCUS_OPS + 1).min(same.len())];
@@ -316,6 +319,7 @@ pub fn render_report<M: Model>(
         .unwrap_or(0);
     let focus = focus.or_else(|| {
         let (key, at) = report.focus.clone()?;
+        let at = at.filter(|&t| t <= run_end);
         let (from, to) = match at {
             // A second either side, or a tenth of the run if that is shorter.
             Some(t) => {
@@ -354,10 +358,11 @@ pub fn render_report<M: Model>(
         keys: keys.into_iter().collect(),
         focus,
     };
-    // `</` cannot end the script element from inside a JSON string.
+    // No `<` inside the script element: a `</script>` or `<!--` in a key, value or fault
+    // detail cannot end it or change how it is parsed.
     let json = serde_json::to_string(&data)
         .unwrap_or_else(|_| "{}".into())
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c");
 
     let verdict = result.map_or("not checked".to_string(), |r| r.verdict.to_string());
     let mut headline = String::new();

@@ -1,6 +1,7 @@
 // Checks a report page from inside the browser and writes what it found, as JSON, into
-// <pre id="report-check">: whether an operation marked failed is in view, which visible
-// labels overlap, and the page's script errors. Loaded into a copy of the page by
+// <pre id="report-check">: whether an operation marked failed is in view, how many
+// operations are, whether the failure's moment is, which visible labels overlap, and the
+// page's script errors. Loaded into a copy of the page by
 // tests/browser/check-report.sh; it reads the page's DOM only, so it judges any report.
 (function () {
   const errors = [];
@@ -23,9 +24,14 @@
         if (w > 1 && h > 1) overlaps.push([labels[i].text, labels[j].text]);
       }
     }
+    const ops = [...document.querySelectorAll(".op")].map((e) => e.getBoundingClientRect());
+    const moment = [...document.querySelectorAll(".moment")].map((e) => e.getBoundingClientRect());
     const out = {
       failed_ops: failed.length,
       failed_in_view: failed.some(visible),
+      ops_in_view: ops.filter(visible).length,
+      // A line has no width: in view if it stands inside the window.
+      moment_in_view: moment.some((r) => r.left >= 0 && r.left < innerWidth && r.bottom > 0 && r.top < innerHeight),
       labels: labels.length,
       overlaps: overlaps.length,
       first_overlaps: overlaps.slice(0, 5),

@@ -9,11 +9,9 @@
   const CHAR_PX = 7; // 12px monospace
   const MIN_LABEL_PX = 3 * CHAR_PX;
 
-  const end = Math.max(
-    1e6,
-    ...ops.map((o) => (o.complete === null ? o.invoke : o.complete)),
-    ...data.faults.map((f) => (f.end === null ? f.start : f.end))
-  );
+  let end = 1e6;
+  for (const o of ops) end = Math.max(end, o.complete === null ? o.invoke : o.complete);
+  for (const f of data.faults) end = Math.max(end, f.end === null ? f.start : f.end);
   const state = { from: 0, to: end, key: data.focus ? data.focus.key : "" };
   lanesEnd();
 
@@ -90,8 +88,8 @@
     const parts = [];
     // The time axis: about eight ticks.
     const step = Math.pow(10, Math.floor(Math.log10(span / 8)));
-    const tick = [1, 2, 5, 10].map((m) => m * step).find((s) => span / s <= 10);
-    for (let t = Math.ceil(state.from / tick) * tick; t <= state.to; t += tick) {
+    const tick = Math.max(1, [1, 2, 5, 10].map((m) => m * step).find((s) => span / s <= 10));
+    for (let t = Math.ceil(state.from / tick) * tick, n = 0; t <= state.to && n < 20; t += tick, n++) {
       parts.push(`<div class="tick" style="left:${x(t)}px"><span class="label tick-label">${esc(fmt(t))}</span></div>`);
     }
     // Node lanes first: each node's roles on one row, the faults that struck it below.
@@ -160,7 +158,7 @@
 
   function zoom(factor, at) {
     const span = state.to - state.from;
-    const next = Math.min(end * 1.05, Math.max(50, span * factor));
+    const next = Math.min(end * 1.05, Math.max(1000, span * factor));
     const c = at === undefined ? state.from + span / 2 : at;
     const left = (c - state.from) / span;
     state.from = Math.max(0, c - next * left);
