@@ -78,6 +78,6 @@ fn html_is_written() {
     ]);
     assert_eq!(code, 1, "an illegal history fails the command: {out}");
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(page.contains("could not be placed"));
-    assert!(page.contains("class=\"op failed\""));
+    assert!(page.contains("cannot be placed: <b>"));
+    assert_eq!(page.matches(r#""state":"failed""#).count(), 1);
 }
