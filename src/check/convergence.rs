@@ -143,12 +143,12 @@ pub enum Violation {
 }
 
 impl Violation {
-    /// The key it is about, and when the write it is about was acknowledged, if it has them.
-    pub fn key_and_time(&self) -> Option<(u64, Option<Time>)> {
+    /// The key it is about, if it is about one.
+    pub fn key(&self) -> Option<u64> {
         match self {
-            Violation::Diverged { key, .. } => Some((*key, None)),
-            Violation::LostWrite { write, .. } => Some((write.key, Some(write.acked_at))),
-            Violation::Resurrected { delete, .. } => Some((delete.key, Some(delete.acked_at))),
+            Violation::Diverged { key, .. } => Some(*key),
+            Violation::LostWrite { write, .. } => Some(write.key),
+            Violation::Resurrected { delete, .. } => Some(delete.key),
             Violation::NoLiveReplica
             | Violation::RootHashMismatch { .. }
             | Violation::SlowConvergence { .. } => None,

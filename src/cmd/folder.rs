@@ -126,11 +126,12 @@ pub fn write_run_dir(
             title: &format!("{} seed {}", scenario.name, out.report.seed),
             failures: &failures,
             lane_of: &crate::sim::workload::worker_of,
-            // A convergence failure opens on its key; a Raft invariant on when it broke.
+            // A convergence failure opens on its key (over the whole run: its writes'
+            // acknowledgement times are on the simulated wall clock, not the history's); a
+            // Raft invariant on when it broke.
             focus: out.report.failures.iter().find_map(|f| match f {
-                // (Its acknowledgement time is on the simulated wall clock, not the history's.)
                 crate::check::failure::Failure::Convergence { violation } => {
-                    violation.key_and_time().map(|(k, _)| (k.to_string(), None))
+                    violation.key().map(|k| (k.to_string(), None))
                 }
                 other => other
                     .at_ms()

@@ -86,9 +86,7 @@ impl KvInput {
             KvInput::Scan { start, end } | KvInput::Count { start, end } => {
                 in_range(key, start.as_deref(), end.as_deref())
             }
-            single => single
-                .key()
-                .is_some_and(|k| super::kv_state::key_eq(k, key)),
+            single => single.key().is_some_and(|k| key_eq(k, key)),
         }
     }
 }
