@@ -72,6 +72,7 @@ impl Cluster {
             record: true,
             clock_drift_ppm: drift_ppm,
             boot_jitter_ms: odgm_sim::scenario::ClusterConfig::DEFAULT_BOOT_JITTER_MS,
+            engine_neutral: false,
         })
         .await;
         let client = inner

@@ -3,16 +3,24 @@
 //! prints the command that replays it.
 //!
 //! `ODGM_SIM_SEEDS=N` sweeps seeds `0..N` (default 3); `ODGM_SIM_SEED=S` runs one seed.
+//!
+//! Each scenario's seeds run once per test process, whichever test asks first
+//! ([`swept`]): the scenario's own test checks they passed, and the coverage test checks that
+//! the whole sweep reached every corner marked as the sweep's.
 #![cfg(madsim)]
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{LazyLock, OnceLock};
 
 use odgm_sim::check::CheckKind;
+use odgm_sim::cmd::coverage::Coverage;
 use odgm_sim::cmd::process::{sweep_processes, SweepOptions, SweepRun};
-use odgm_sim::cmd::sweep::scenario_files;
+use odgm_sim::cmd::sweep::{coverage_of, scenario_files};
+use odgm_sim::coverage::Expect;
 use odgm_sim::sim::report::RunReport;
 
 const DEFAULT_SEEDS: u64 = 3;
@@ -35,14 +43,20 @@ fn options(jobs: usize) -> SweepOptions {
     }
 }
 
+/// The runs of one shipped scenario's seeds, swept the first time any test asks.
+fn swept(name: &str) -> &'static [SweepRun] {
+    SWEPT[name].get_or_init(|| {
+        let path = scenario(name);
+        let runs: Vec<(PathBuf, u64)> = common::seeds(DEFAULT_SEEDS)
+            .into_iter()
+            .map(|s| (path.clone(), s))
+            .collect();
+        sweep_processes(exe(), &runs, &options(1), &|_| {})
+    })
+}
+
 fn sweep(name: &str) {
-    let path = scenario(name);
-    let runs: Vec<(PathBuf, u64)> = common::seeds(DEFAULT_SEEDS)
-        .into_iter()
-        .map(|s| (path.clone(), s))
-        .collect();
-    let results = sweep_processes(exe(), &runs, &options(1), &|_| {});
-    all_passed(&format!("seeds of {name}"), &results);
+    all_passed(&format!("seeds of {name}"), swept(name));
 }
 
 /// Fails, naming each failing seed and its replay command, unless every run passed.
@@ -68,6 +82,10 @@ macro_rules! scenarios {
                 sweep($name);
             }
         )*
+
+        /// Every shipped scenario's seeds, swept at most once per process.
+        static SWEPT: LazyLock<BTreeMap<&'static str, OnceLock<Vec<SweepRun>>>> =
+            LazyLock::new(|| [$($name),*].into_iter().map(|n| (n, OnceLock::new())).collect());
 
         #[test]
         fn every_shipped_scenario_has_a_test() {
@@ -113,6 +131,16 @@ const CHAOS_PER_SEED: u64 = 16;
 /// seed S alone. A failure prints the command that replays it.
 #[test]
 fn generic_chaos() {
+    all_passed("chaos seeds", chaos_swept());
+}
+
+/// The generic chaos phase's runs, swept the first time any test asks.
+fn chaos_swept() -> &'static [SweepRun] {
+    static RUNS: OnceLock<Vec<SweepRun>> = OnceLock::new();
+    RUNS.get_or_init(chaos_runs)
+}
+
+fn chaos_runs() -> Vec<SweepRun> {
     let seeds: Vec<u64> = match std::env::var("ODGM_SIM_SEED") {
         Ok(_) => common::seeds(DEFAULT_SEEDS),
         Err(_) => (0..common::seeds(DEFAULT_SEEDS).len() as u64 * CHAOS_PER_SEED).collect(),
@@ -128,8 +156,34 @@ fn generic_chaos() {
             (file, seed)
         })
         .collect();
-    let results = sweep_processes(exe(), &runs, &options(2), &|_| {});
-    all_passed("chaos seeds", &results);
+    sweep_processes(exe(), &runs, &options(2), &|_| {})
+}
+
+/// The shipped sweep (every scenario's seeds and the generic chaos phase) reaches every
+/// corner of the stack marked as the sweep's (`odgm-sim coverage` lists them): a change
+/// that stops the sweep from reaching one fails here, naming it. Checked only with at least
+/// the default seeds (a replay of one seed reaches less).
+#[test]
+fn the_shipped_sweep_reaches_every_sweep_corner() {
+    if common::seeds(DEFAULT_SEEDS).len() < DEFAULT_SEEDS as usize {
+        eprintln!("fewer seeds than the shipped sweep's: coverage not checked");
+        return;
+    }
+    let mut cov = Coverage::default();
+    for name in SWEPT.keys() {
+        cov.merge(&coverage_of(swept(name)));
+    }
+    cov.merge(&coverage_of(chaos_swept()));
+    let missing = cov.missing(Expect::Sweep);
+    for c in &missing {
+        eprintln!("not reached: {c}: {}", c.why().trim());
+    }
+    assert!(
+        missing.is_empty(),
+        "{} corner(s) the shipped sweep must reach were not reached (above); the table:\n{}",
+        missing.len(),
+        cov.render()
+    );
 }
 
 /// Runs `odgm-sim` with these arguments.
@@ -204,6 +258,54 @@ fn a_seed_is_the_same_alone_in_a_sweep_and_in_parallel() {
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{text}");
     assert!(text.contains(&alone.trace_hash), "{text}");
+}
+
+/// `odgm-sim differential` runs the same seed on every engine that fits a scenario and
+/// finds them agreeing (the control); with a planted engine difference on (fjall's scan drops
+/// the last pair of a range) it exits 1, naming the first history line where fjall parts
+/// from the others and the commands that replay both runs.
+#[test]
+fn the_differential_sweep_agrees_across_engines_and_catches_a_planted_difference() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("differential");
+    let diff = |extra: &[&str]| {
+        let _ = std::fs::remove_dir_all(&out);
+        let o = Command::new(exe())
+            .arg("differential")
+            .arg(scenario("raft-leader-partition"))
+            .arg(scenario("mst-concurrent-writes"))
+            .args(["--seeds", "0", "--jobs", "2", "--out"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .expect("odgm-sim differential runs");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, text) = diff(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("raft-leader-partition seed 0: redb = memory fjall = memory"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mst-concurrent-writes seed 0: redb = memory fjall = memory"),
+        "{text}"
+    );
+    assert!(text.contains("4 comparison(s), 0 parted"), "{text}");
+    let (code, text) = diff(&["--bug", "fjall-scan-drops-last"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "DIFFER mst-concurrent-writes seed 0: fjall parts from memory at history line"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("--bug fjall-scan-drops-last"),
+        "no replay command: {text}"
+    );
 }
 
 /// A scenario file with a mistake is refused with its file and line, and nothing runs.

@@ -29,6 +29,7 @@ fn spec(kind: ShardKind, options: ShardOptions) -> ClusterSpec {
         record: true,
         clock_drift_ppm: odgm_sim::scenario::ClusterConfig::DEFAULT_DRIFT_PPM,
         boot_jitter_ms: odgm_sim::scenario::ClusterConfig::DEFAULT_BOOT_JITTER_MS,
+        engine_neutral: false,
     }
 }
 

@@ -69,6 +69,12 @@ pub enum Bug {
     /// A Raft follower hands a snapshot to openraft as its first chunk arrives instead of
     /// staging it, so a transfer cut mid-stream fails the install, which stops the node.
     RaftInstallUnstaged,
+    /// The fjall engine's scan drops the last pair of a range it reads to its end (an
+    /// exclusive bound where an inclusive one belonged). Eventual and conflict-free modes
+    /// allow a client's scan to miss a key, so the scan check does not see it; the
+    /// convergence check sees it once repair (which walks the store) goes wrong, and
+    /// `odgm-sim differential` sees the first answer it changes.
+    FjallScanDropsLast,
 }
 
 impl Bug {
@@ -96,6 +102,7 @@ impl Bug {
             Bug::RaftInitNotIdempotent => "raft-init-not-idempotent",
             Bug::RaftLeaseReads => "raft-lease-reads",
             Bug::RaftInstallUnstaged => "raft-install-unstaged",
+            Bug::FjallScanDropsLast => "fjall-scan-drops-last",
         }
     }
 
@@ -119,6 +126,7 @@ impl Bug {
             Bug::RaftInitNotIdempotent => &["raft-crash-restart"],
             Bug::RaftLeaseReads => &["raft-clock-drift"],
             Bug::RaftInstallUnstaged => &["raft-snapshot-cut"],
+            Bug::FjallScanDropsLast => &["mst-concurrent-writes"],
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`raft`]: openraft's runtime, log store, state machine, snapshots and network;
 //! - [`shard`]: one `ShardState` trait over Raft, MST, eventual and unreplicated shards;
 //! - [`bugs`]: planted bugs the stack can switch on for a run;
+//! - [`coverage`]: the corners of the stack a run reached (coverage probes);
 //! - [`probe`]: what the Raft storage reports as it runs (votes, appends, commits, applies,
 //!   snapshots), for the invariant checks.
 //!
@@ -28,6 +29,7 @@
 pub mod bugs;
 pub mod check;
 pub mod cmd;
+pub mod coverage;
 pub mod net;
 pub mod probe;
 pub mod raft;

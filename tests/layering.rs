@@ -17,23 +17,32 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("rt", &[]),
     ("bugs", &[]),
+    ("coverage", &[]),
     ("probe", &[]),
     ("check", &["probe"]),
-    ("net", &["rt"]),
-    ("storage", &["rt", "bugs"]),
-    ("raft", &["storage", "net", "rt", "bugs", "probe"]),
-    ("shard", &["raft", "storage", "net", "rt", "bugs", "probe"]),
+    ("net", &["rt", "coverage"]),
+    ("storage", &["rt", "bugs", "coverage"]),
+    (
+        "raft",
+        &["storage", "net", "rt", "bugs", "coverage", "probe"],
+    ),
+    (
+        "shard",
+        &["raft", "storage", "net", "rt", "bugs", "coverage", "probe"],
+    ),
     ("scenario", &["shard", "raft", "storage", "bugs"]),
     (
         "sim",
         &[
-            "scenario", "check", "shard", "raft", "storage", "net", "rt", "bugs", "probe",
+            "scenario", "check", "shard", "raft", "storage", "net", "rt", "bugs", "coverage",
+            "probe",
         ],
     ),
     (
         "cmd",
         &[
-            "sim", "scenario", "check", "shard", "raft", "storage", "net", "rt", "bugs", "probe",
+            "sim", "scenario", "check", "shard", "raft", "storage", "net", "rt", "bugs",
+            "coverage", "probe",
         ],
     ),
 ];

@@ -84,6 +84,7 @@ pub fn reaches(bug: Bug, s: &Scenario) -> bool {
         | Bug::RaftLeaseReads
         | Bug::RaftInstallUnstaged => mode == ShardKind::Raft,
         Bug::ScanValuesShifted => true,
+        Bug::FjallScanDropsLast => engine == EngineKind::Fjall,
     }
 }
 
@@ -149,6 +150,7 @@ pub fn hunt(
         bugs: vec![bug],
         out: out.to_path_buf(),
         twice: false,
+        keep: false,
     };
     let all: Vec<(PathBuf, u64)> = (0..budget)
         .flat_map(|seed| scenarios.iter().map(move |s| (s.clone(), seed)))
@@ -219,6 +221,7 @@ pub fn hunt_generic(
         bugs: vec![bug],
         out: out.to_path_buf(),
         twice: false,
+        keep: false,
     };
     let (mut seed, mut runs, mut skipped) = (start_seed, 0u64, 0u64);
     let mut caught: Option<SweepRun> = None;

@@ -11,12 +11,15 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
+use super::coverage::Coverage;
+use super::guided::Guide;
 use super::process::{exe, sweep_processes, Findings, SweepOptions};
 use crate::bugs::Bug;
 use crate::check::failure::{CheckKind, Failure};
+use crate::coverage::Corner;
 use crate::probe::EventCounts;
 use crate::rt::Stopwatch;
-use crate::scenario::{generate, Scenario};
+use crate::scenario::generate::{self, Drawn};
 
 /// Arguments of `odgm-sim chaos`.
 #[derive(Debug, Args)]
@@ -44,6 +47,14 @@ pub struct ChaosArgs {
     /// (or `--max-runs`, default 500) is spent; exits 1 if it escaped.
     #[arg(long, value_name = "NAME", value_enum)]
     pub bug: Option<Bug>,
+    /// Write the coverage table (each corner, the runs that reached it, the first of them)
+    /// to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub coverage: Option<PathBuf>,
+    /// Probe-guided: keep the scenarios whose runs reached rare corners and spend half the
+    /// runs on children of them (see `cmd::guided`); the other half draw fresh scenarios.
+    #[arg(long)]
+    pub guided: bool,
 }
 
 /// Parses `90s`, `30m`, `2h` or plain seconds into seconds.
@@ -108,6 +119,12 @@ pub struct ChaosRun {
     /// What the Raft nodes' storage did, counted (Raft runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_events: Option<EventCounts>,
+    /// The corners of the stack it reached.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub corners: Vec<Corner>,
+    /// Guided chaos: the seed of the run whose scenario this run's was mutated from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u64>,
     /// The run folder (failing runs).
     pub folder: Option<String>,
     /// The command that replays it.
@@ -156,30 +173,46 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
         bugs: Vec::new(),
         out: args.out.clone(),
         twice: false,
+        keep: false,
     };
     println!(
-        "chaos: shard {shard}/{shards}, budget {:.0} s, {jobs} run(s) at a time, out {}",
+        "chaos{}: shard {shard}/{shards}, budget {:.0} s, {jobs} run(s) at a time, out {}",
+        if args.guided { " --guided" } else { "" },
         args.budget,
         args.out.display()
     );
+    let mut guide = Guide::new(args.start_seed + shard);
     let started = Stopwatch::start();
     let mut results: Vec<ChaosRun> = Vec::new();
     let mut k = 0u64;
     let limit = args.max_runs.unwrap_or(u64::MAX);
     while started.elapsed_secs() < args.budget && k < limit {
         let mut batch = Vec::new();
-        let mut drawn: Vec<Scenario> = Vec::new();
+        let mut drawn: Vec<(Drawn, Option<u64>)> = Vec::new();
         while batch.len() < jobs && k < limit {
             let seed = args.start_seed + shard + k * shards;
             k += 1;
-            let d = generate::chaos(seed);
+            let (d, parent) = if args.guided {
+                guide.draw(seed)
+            } else {
+                (generate::chaos(seed), None)
+            };
             let file = dir.join(format!("{}.toml", d.scenario.name));
             std::fs::write(&file, d.to_toml()).map_err(|e| format!("{}: {e}", file.display()))?;
             batch.push((file, seed));
-            drawn.push(d.scenario);
+            drawn.push((d, parent));
         }
         let finished = sweep_processes(&exe, &batch, &opts, &|_| {});
-        for (r, scenario) in finished.into_iter().zip(drawn.drain(..)) {
+        for (r, (d, parent)) in finished.into_iter().zip(drawn.drain(..)) {
+            let corners: Vec<Corner> = r
+                .report
+                .as_ref()
+                .map(|rep| rep.corners.clone())
+                .unwrap_or_default();
+            let scenario = d.scenario.clone();
+            if args.guided {
+                guide.learn(d, r.seed, &corners);
+            }
             let cluster = format!(
                 "{} {} x{}",
                 scenario.cluster.mode.name(),
@@ -201,6 +234,8 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
                 wall_ms: r.report.as_ref().map_or(0, |rep| rep.wall_ms),
                 check_ms: r.report.as_ref().map_or(0, |rep| rep.check_ms),
                 raft_events: r.report.as_ref().ok().and_then(|rep| rep.raft_events),
+                corners,
+                parent,
                 folder: (!passed && folder.exists()).then(|| folder.display().to_string()),
                 replay: r.replay(&[]),
             };
@@ -255,6 +290,26 @@ pub fn chaos_command(args: &ChaosArgs) -> Result<ExitCode, String> {
     std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     print_mix(&summary);
     print_reached(&summary.results);
+    let mut coverage = Coverage::default();
+    for r in &summary.results {
+        coverage.add(&format!("chaos-{}", r.seed), r.seed, &r.corners);
+    }
+    if args.guided {
+        let children = summary
+            .results
+            .iter()
+            .filter(|r| r.parent.is_some())
+            .count();
+        println!(
+            "  guided: {} parent(s) kept, {children} of {} run(s) were their children",
+            guide.parents(),
+            summary.runs
+        );
+    }
+    print!("{}", coverage.render());
+    if let Some(path) = &args.coverage {
+        coverage.write(path)?;
+    }
     for (kind, n) in &summary.failed_by_check {
         println!("  failed {kind}: {n} run(s)");
     }

@@ -4,6 +4,8 @@
 //! - [`sweep`]: `sweep` (every seed in its own process) over [`process`];
 //! - [`bugs`], [`chaos`], [`shrink`]: commands built on sweeps of child runs;
 //! - [`check`]: `check`, the linearizability checker over history files;
+//! - [`differential`]: `differential`, the same runs on every storage engine;
+//! - [`coverage`]: the coverage table of a sweep or chaos session, and `coverage`;
 //! - [`bench`]: benchmarks that print figures.
 //!
 //! This module drives `crate::sim`; nothing below it imports this module.
@@ -18,8 +20,13 @@ pub mod bugs;
 #[cfg(madsim)]
 pub mod chaos;
 pub mod check;
+pub mod coverage;
+#[cfg(madsim)]
+pub mod differential;
 #[cfg(madsim)]
 pub mod folder;
+#[cfg(madsim)]
+pub mod guided;
 #[cfg(madsim)]
 pub mod process;
 #[cfg(madsim)]
@@ -61,6 +68,12 @@ pub enum Command {
     /// check with the same seed (simulation build).
     #[cfg(madsim)]
     Shrink(shrink::ShrinkArgs),
+    /// Run the same scenarios and seeds on every storage engine and compare what clients
+    /// saw and the final reads (simulation build).
+    #[cfg(madsim)]
+    Differential(differential::DifferentialArgs),
+    /// Print the catalogue of coverage corners, or merge and print coverage files.
+    Coverage(coverage::CoverageArgs),
     /// Benchmarks that print figures (run them in a release build).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -81,6 +94,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Chaos(args) => chaos::chaos_command(&args),
         #[cfg(madsim)]
         Command::Shrink(args) => shrink::shrink_command(&args),
+        #[cfg(madsim)]
+        Command::Differential(args) => differential::differential_command(&args),
+        Command::Coverage(args) => coverage::coverage_command(&args),
         Command::Bench(b) => bench::run(b),
     };
     match result {

@@ -209,6 +209,7 @@ pub fn control(exe: &Path, failing: &SweepRun, out: &Path) -> SweepRun {
         bugs: Vec::new(),
         out: out.to_path_buf(),
         twice: false,
+        keep: false,
     };
     let runs = [(failing.scenario.clone(), failing.seed)];
     sweep_processes(exe, &runs, &opts, &|_| {})
@@ -227,6 +228,8 @@ pub struct SweepOptions {
     pub out: PathBuf,
     /// Run each seed twice (two processes) and fail it if the trace hashes differ.
     pub twice: bool,
+    /// Every run writes its folder, passing or not (`run --keep`).
+    pub keep: bool,
 }
 
 /// Runs `(scenario, seed)` pairs, each in its own process of `exe`, `jobs` at a time; calls
@@ -247,7 +250,13 @@ pub fn sweep_processes(
                 let Some((scenario, seed)) = runs.get(i) else {
                     return;
                 };
-                let cmd = || child_run(exe, scenario, *seed, bugs, out);
+                let cmd = || {
+                    let mut c = child_run(exe, scenario, *seed, bugs, out);
+                    if opts.keep {
+                        c.arg("--keep");
+                    }
+                    c
+                };
                 let mut report = child_report(cmd());
                 if let (true, Ok(first)) = (opts.twice, &report) {
                     match child_report(cmd()) {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Args;
 
+use super::coverage::Coverage;
 use super::folder::DEFAULT_OUT;
 use super::process::{exe, sweep_processes, ChildError, SweepOptions, SweepRun};
 use crate::bugs::Bug;
@@ -42,6 +43,10 @@ pub struct SweepArgs {
     /// Run every seed twice, in two processes, and fail it if the trace hashes differ.
     #[arg(long)]
     pub check_determinism: bool,
+    /// Write the coverage table (each corner, the runs that reached it, the first of them)
+    /// to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub coverage: Option<PathBuf>,
 }
 
 /// A range of seeds.
@@ -143,6 +148,7 @@ pub fn sweep_command(args: &SweepArgs) -> Result<ExitCode, String> {
         bugs: args.bugs.clone(),
         out: args.out.clone(),
         twice: args.check_determinism,
+        keep: false,
     };
     let results = sweep_processes(&exe()?, &runs, &opts, &|r| {
         if !r.passed() {
@@ -175,6 +181,11 @@ pub fn sweep_command(args: &SweepArgs) -> Result<ExitCode, String> {
         std::fs::write(path, lines.join("\n") + "\n")
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    let coverage = coverage_of(&results);
+    print!("{}", coverage.render());
+    if let Some(path) = &args.coverage {
+        coverage.write(path)?;
+    }
     print_summary(&files, &results, wall, jobs);
     let failures: Vec<&SweepRun> = results.iter().filter(|r| !r.passed()).collect();
     if failures.is_empty() {
@@ -198,6 +209,17 @@ pub fn sweep_command(args: &SweepArgs) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::from(1))
+}
+
+/// The coverage table of a sweep's runs, in the order they were listed.
+pub fn coverage_of(results: &[SweepRun]) -> Coverage {
+    let mut cov = Coverage::default();
+    for r in results {
+        if let Ok(rep) = &r.report {
+            cov.add(&rep.scenario, rep.seed, &rep.corners);
+        }
+    }
+    cov
 }
 
 fn print_summary(files: &[PathBuf], results: &[SweepRun], wall: f64, jobs: usize) {

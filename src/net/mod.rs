@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::coverage::{self, Corner};
+
 /// Largest frame the transport sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const TAG_REQUEST: u64 = 1;
@@ -254,13 +256,15 @@ impl Transport {
             .await
             .map_err(|e| NetError::Io(e.to_string()))?;
         if let Some(copy) = copy.filter(|_| crate::rt::duplicate_message()) {
+            coverage::hit(Corner::NetDuplicated);
             // The copy's reply finds no waiter and is dropped.
             let _ = send_frame(&self.endpoint, dst, TAG_REQUEST, copy).await;
         }
         let reply = match timeout {
-            Some(t) => crate::rt::timers::timeout(t, rx)
-                .await
-                .map_err(|_| NetError::Timeout(t))?,
+            Some(t) => crate::rt::timers::timeout(t, rx).await.map_err(|_| {
+                coverage::hit(Corner::NetCallTimedOut);
+                NetError::Timeout(t)
+            })?,
             None => rx.await,
         };
         match reply {

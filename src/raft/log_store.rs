@@ -23,6 +23,7 @@ pub use segments::{LogError, SegmentLog, DEFAULT_SEGMENT_BYTES};
 use super::state_machine::DurableApplied;
 use super::types::{entry_id, pos};
 use super::types::{Entry, LogId, RaftStorageError, TypeConfig, Vote};
+use crate::coverage::{self, Corner};
 use crate::probe::{Probe, RaftEvent, VoteRec};
 use crate::storage::DynDevice;
 
@@ -272,6 +273,11 @@ impl LogStore {
         r.map_err(|e| err(&e).into())
     }
 
+    /// The index of the last entry the log holds, read from memory (no disk access).
+    pub fn last_index(&self) -> Option<u64> {
+        self.log().last_index()
+    }
+
     /// Every entry the log holds (not purged), for checks: index -> (term, a hash of the
     /// entry's encoded payload). A term has at most one leader, so the term names the leader.
     pub async fn summary(
@@ -414,6 +420,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        coverage::hit(Corner::RaftTruncateConflict);
         // Reported before it is written: from here on a crash may leave either log.
         self.probe
             .emit(|| RaftEvent::Truncated { from: log_id.index });
@@ -429,6 +436,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Planted bug: purge without waiting for the state machine's applies to be durable.
         let gated = !crate::bugs::active(crate::bugs::Bug::RaftPurgeUngated);
         if let Some(gate) = self.purge_gate.as_ref().filter(|_| gated) {
+            coverage::hit_if(!gate.covers(log_id.index), Corner::RaftPurgeWaited);
             gate.wait_covers(log_id.index, PURGE_WAIT)
                 .await
                 .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
@@ -449,6 +457,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             |e| StorageIOError::write_logs(e),
         )
         .await?;
+        coverage::hit(Corner::RaftPurge);
         self.probe.emit(|| RaftEvent::Purged(pos(&log_id)));
         Ok(())
     }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::snapshot::SnapshotData;
 use super::state_machine::local_chunks;
 use super::types::{CommandResult, NodeId, ShardCommand, SnapshotMeta, TypeConfig, Vote};
+use crate::coverage::{self, Corner};
 use crate::net::{NetError, Transport};
 use crate::storage::stream::{RaftSnapshotMeta, SnapshotHeader};
 
@@ -205,7 +206,16 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         match self.call_bounded(RaftRpc::Append(rpc)).await {
-            Ok(RaftReply::Append(Ok(r))) => Ok(r),
+            Ok(RaftReply::Append(Ok(r))) => {
+                match r {
+                    AppendEntriesResponse::Conflict => coverage::hit(Corner::RaftAppendConflict),
+                    AppendEntriesResponse::HigherVote(_) => {
+                        coverage::hit(Corner::RaftHigherVoteSeen)
+                    }
+                    _ => {}
+                }
+                Ok(r)
+            }
             Ok(RaftReply::Append(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
@@ -219,8 +229,13 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         rpc: VoteRequest<NodeId>,
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let term = rpc.vote.leader_id.term;
         match self.call_bounded(RaftRpc::Vote(rpc)).await {
-            Ok(RaftReply::Vote(Ok(r))) => Ok(r),
+            Ok(RaftReply::Vote(Ok(r))) => {
+                coverage::hit_if(!r.vote_granted, Corner::RaftVoteRefused);
+                coverage::hit_if(r.vote.leader_id.term > term, Corner::RaftHigherVoteSeen);
+                Ok(r)
+            }
             Ok(RaftReply::Vote(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

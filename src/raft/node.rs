@@ -24,6 +24,7 @@ use super::snapshot::{SnapshotData, INCOMING_CHUNKS};
 use super::state_machine::CurrentSnapshot;
 use super::types::{CommandResult, NodeId, ShardCommand, TypeConfig};
 use super::{LogStore, ObjectShardStateMachine};
+use crate::coverage::{self, Corner};
 use crate::net::{NetError, Transport};
 use crate::probe::Probe;
 use crate::storage::write_back::WriteBack;
@@ -310,6 +311,9 @@ impl RaftNode {
         rejoin_as_follower(&mut log, id)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let last = log.last_index();
+        coverage::hit_if(last.is_some(), Corner::RaftRestartWithLog);
+        coverage::hit_if(last > sm.applied_index(), Corner::RaftReapplyAfterRestart);
         let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -423,7 +427,16 @@ impl RaftNode {
                 RaftReply::Append(Ok(openraft::raft::AppendEntriesResponse::Success))
             }
             RaftRpc::Append(r) => RaftReply::Append(self.raft.append_entries(r).await),
-            RaftRpc::Vote(r) => RaftReply::Vote(self.raft.vote(r).await),
+            RaftRpc::Vote(r) => {
+                let leading = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    m.state == openraft::ServerState::Leader
+                        && r.vote.leader_id.term > m.current_term
+                };
+                coverage::hit_if(leading, Corner::RaftLeaderStepsDown);
+                RaftReply::Vote(self.raft.vote(r).await)
+            }
             // Boxed: the common request (an append) should not carry the size of the largest
             // one's future, which every spawn of a handler would copy.
             RaftRpc::Chunk(c) => RaftReply::Chunk(Box::pin(self.receive_chunk(c)).await),
@@ -477,6 +490,7 @@ impl RaftNode {
                         },
                     },
                 );
+            coverage::hit_if(old.is_some(), Corner::RaftTransferReplaced);
             drop(old);
             self.watch_transfer(c.from, c.meta.snapshot_id.clone(), c.vote);
         }
@@ -492,6 +506,7 @@ impl RaftNode {
                     c.meta.snapshot_id, c.from
                 ));
             };
+            coverage::hit_if(c.seq > 1, Corner::RaftInstallMultiChunk);
             let install = match s.take_body() {
                 IncomingBody::Staged { chunks, .. } => {
                     let (tx, install) = self.start_install(s.vote, s.meta.clone(), chunks.len());
@@ -610,6 +625,7 @@ impl RaftNode {
                     Some(s) if s.snapshot_id == snapshot_id && s.vote == vote => {
                         if s.next_seq == seen {
                             tracing::warn!(from, %snapshot_id, "snapshot sender went silent; dropping the transfer");
+                            coverage::hit(Corner::RaftTransferDropped);
                             map.remove(&from);
                             return;
                         }
@@ -705,6 +721,7 @@ impl RaftNode {
                 Err(e) => return Err(ClientError::Unavailable(e.to_string())),
             },
         };
+        coverage::hit(Corner::RaftNotLeader);
         if forwarded {
             return Err(ClientError::NotLeader {
                 leader: leader_hint,
@@ -811,6 +828,7 @@ async fn rejoin_as_follower(
         return Ok(());
     };
     if vote.committed && vote.leader_id.voted_for == Some(id) {
+        coverage::hit(Corner::RaftRejoinAsFollower);
         // Still a vote for itself in that term, so the node cannot vote for another there.
         log.save_vote(&openraft::Vote::new(vote.leader_id.term, id))
             .await?;

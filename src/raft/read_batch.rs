@@ -16,6 +16,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft};
 
 use super::types::{LogId, NodeId, TypeConfig};
+use crate::coverage::{self, Corner};
 use crate::probe::{Probe, RaftEvent};
 
 /// The outcome of one confirmation round: the read point (every read confirmed by it must
@@ -104,8 +105,10 @@ impl ReadBatcher {
                 std::mem::take(&mut q.waiting)
             };
             let outcome = (self.round)().await;
+            coverage::hit_if(outcome.is_err(), Corner::RaftReadRoundFailed);
             if outcome.is_ok() {
                 let reads = batch.len() as u64;
+                coverage::hit_if(reads > 1, Corner::RaftReadsBatched);
                 self.probe.emit(|| RaftEvent::ReadsConfirmed { reads });
             }
             for tx in batch {

@@ -25,6 +25,7 @@ use super::types::{
     entry_id, pos, CommandResult, Entry, LogId, OpResult, RaftStorageError, ShardOp, SnapshotMeta,
     StoredMembership, TypeConfig,
 };
+use crate::coverage::{self, Corner};
 use crate::probe::{Probe, RaftEvent};
 use crate::storage::stream::{self, SnapshotHeader, DEFAULT_CHUNK_BYTES};
 use crate::storage::{
@@ -182,6 +183,11 @@ impl ObjectShardStateMachine {
         })
     }
 
+    /// The index of the last entry applied.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.applied.map(|l| l.index)
+    }
+
     /// The application storage.
     pub fn storage(&self) -> &DynStorage {
         &self.storage
@@ -275,6 +281,11 @@ impl ObjectShardStateMachine {
         self.probe
             .emit(|| RaftEvent::SnapshotInstalling(meta.last_log_id.as_ref().map(pos)));
         let (_header, pairs) = stream::decode(chunks).await.map_err(sm_write)?;
+        coverage::hit(if self.applied.is_some() {
+            Corner::RaftInstallOverData
+        } else {
+            Corner::RaftInstallEmpty
+        });
         let meta_pairs = applied_meta(meta.last_log_id, Some(&meta.last_membership))?;
         if crate::bugs::active(crate::bugs::Bug::RaftSnapshotNonAtomic) {
             self.install_in_place(pairs, meta_pairs).await?;
@@ -439,6 +450,7 @@ impl ObjectShardStateMachine {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
+        coverage::hit(Corner::RaftSnapshotBuilt);
         self.probe
             .emit(|| RaftEvent::SnapshotBuilt(self.applied.as_ref().map(pos)));
         Ok((meta, snapshot))
@@ -491,6 +503,11 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
                     results.push(r)
                 }
                 EntryPayload::Membership(m) => {
+                    // The first membership is the cluster's founding; later ones change it.
+                    coverage::hit_if(
+                        self.membership.log_id().is_some(),
+                        Corner::RaftMembershipChanged,
+                    );
                     new_membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     results.push(CommandResult::default());
                 }
@@ -571,6 +588,7 @@ impl RaftStateMachine<TypeConfig> for ObjectShardStateMachine {
         }
         .await;
         if r.is_err() {
+            coverage::hit(Corner::StorageStreamRejected);
             // A purge waiting for this install must not wait any longer.
             self.durable.install_failed();
         }

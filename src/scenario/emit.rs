@@ -43,6 +43,8 @@ struct Cluster<'a> {
     client_timeout_ms: u64,
     clock_drift_ppm: u64,
     boot_jitter_ms: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    engine_neutral: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     raft: Option<&'a RaftOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +71,7 @@ pub fn to_toml(s: &Scenario) -> String {
             client_timeout_ms: c.client_timeout_ms,
             clock_drift_ppm: c.clock_drift_ppm,
             boot_jitter_ms: c.boot_jitter_ms,
+            engine_neutral: c.engine_neutral,
             raft: (c.mode == ShardKind::Raft).then_some(&o.raft),
             mst: (c.mode == ShardKind::Mst).then_some(&o.mst),
             eventual: (c.mode == ShardKind::Eventual).then_some(&o.eventual),

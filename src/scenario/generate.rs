@@ -198,6 +198,7 @@ pub fn chaos(seed: u64) -> Drawn {
         client_timeout_ms: d.weighted("client_timeout_ms", &[(150, 1), (500, 1), (1_000, 2)]),
         clock_drift_ppm: ClusterConfig::DEFAULT_DRIFT_PPM,
         boot_jitter_ms: ClusterConfig::DEFAULT_BOOT_JITTER_MS,
+        engine_neutral: false,
         options,
     };
     let mut kinds = BTreeMap::new();
@@ -229,6 +230,89 @@ pub fn chaos(seed: u64) -> Drawn {
         scenario,
         draws: d.draws,
     }
+}
+
+/// How [`mutate`] changed a parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    /// The same scenario, run with another seed.
+    Reseed,
+    /// Faults come twice as often.
+    Intensify,
+    /// The nemesis kinds' weights drawn again.
+    Reweigh,
+    /// The workload's rate and mix drawn again.
+    Rework,
+}
+
+impl Mutation {
+    /// Its name in draws and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::Reseed => "reseed",
+            Mutation::Intensify => "intensify",
+            Mutation::Reweigh => "reweigh",
+            Mutation::Rework => "rework",
+        }
+    }
+}
+
+impl Display for Mutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// A child of a drawn scenario for guided chaos, drawn from `seed`: the parent's cluster
+/// (mode, engine, nodes, options), which decides most of what a run can reach, with one
+/// [`Mutation`] drawn; named `chaos-<seed>-of-<parent>` and run with `seed`.
+pub fn mutate(parent: &Drawn, parent_seed: u64, seed: u64) -> Drawn {
+    let mut d = Drawer {
+        rng: StdRng::seed_from_u64(seed ^ 0x6d75_7461_7465_6f64),
+        draws: vec![("parent", parent_seed.to_string())],
+    };
+    let mut s = parent.scenario.clone();
+    let how = d.weighted(
+        "mutation",
+        &[
+            (Mutation::Reseed, 2),
+            (Mutation::Intensify, 1),
+            (Mutation::Reweigh, 1),
+            (Mutation::Rework, 1),
+        ],
+    );
+    match (how, s.nemesis.as_mut()) {
+        (Mutation::Intensify, Some(n)) => {
+            n.interval_ms = (n.interval_ms.0 / 2, n.interval_ms.1 / 2);
+        }
+        (Mutation::Reweigh, Some(n)) => {
+            let kinds: Vec<NemesisKind> = n.kinds.keys().copied().collect();
+            for kind in kinds {
+                n.kinds.insert(kind, d.fraction(kind.name(), 0.2..1.0, 2));
+            }
+        }
+        (Mutation::Rework, _) => {
+            let w = &mut s.workload;
+            w.rate = d.fraction("rate", 5.0..120.0, 1);
+            w.mix = Mix {
+                get: d.int("get", 0..=50) as u32,
+                set: d.int("set", 10..=60) as u32,
+                delete: d.int("delete", 0..=15) as u32,
+                cas: d.int("cas", 0..=20) as u32,
+                scan: d.int("scan", 0..=10) as u32,
+                count: d.int("count", 0..=6) as u32,
+            };
+        }
+        _ => {}
+    }
+    s.name = format!("chaos-{seed}-of-{parent_seed}");
+    s.description = format!(
+        "{} ({how} of chaos seed {parent_seed})",
+        parent.scenario.description
+    );
+    let mut draws = parent.draws.clone();
+    draws.extend(d.draws);
+    Drawn { scenario: s, draws }
 }
 
 /// The nemesis kinds a drawn cluster gets, in the order their weights are drawn: every kind
@@ -268,6 +352,32 @@ mod tests {
             modes.len() >= 10,
             "draws cover too few mode/engine pairs: {modes:?}"
         );
+    }
+
+    #[test]
+    fn a_child_keeps_its_parents_cluster_and_is_a_valid_scenario() {
+        let mut hows = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let parent = chaos(seed);
+            let child = mutate(&parent, seed, 1000 + seed);
+            let text = child.to_toml();
+            let s = Scenario::parse(&text, "child.toml", "child")
+                .unwrap_or_else(|e| panic!("child of {seed}: {e}\n{text}"));
+            assert_eq!(s, child.scenario, "child of {seed} does not round-trip");
+            assert_eq!(s.cluster, parent.scenario.cluster);
+            assert_eq!(s.name, format!("chaos-{}-of-{seed}", 1000 + seed));
+            hows.insert(
+                child
+                    .draws
+                    .iter()
+                    .find(|d| d.0 == "mutation")
+                    .unwrap()
+                    .1
+                    .clone(),
+            );
+            assert_eq!(mutate(&parent, seed, 1000 + seed).scenario, child.scenario);
+        }
+        assert_eq!(hows.len(), 4, "{hows:?}");
     }
 
     #[test]

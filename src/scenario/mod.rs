@@ -466,6 +466,11 @@ pub struct ClusterConfig {
     /// Each node starts (and restarts) after a delay of up to this many ms, drawn from the
     /// seed, so nodes' timers do not tick in lock-step.
     pub boot_jitter_ms: u64,
+    /// The run's random draws do not depend on the engine: every node draws its simulated
+    /// disks' seeds whether its engine uses them or not, so the same seed runs the same
+    /// schedule on every engine (`odgm-sim differential` sets it). Off by default, which
+    /// keeps the draws, and so the trace hashes, of runs made before it existed.
+    pub engine_neutral: bool,
     /// Mode options.
     pub options: ShardOptions,
 }

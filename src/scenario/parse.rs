@@ -57,6 +57,8 @@ struct RawCluster {
     client_timeout_ms: Option<u64>,
     clock_drift_ppm: Option<Spanned<u64>>,
     boot_jitter_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    engine_neutral: bool,
     raft: Option<RaftOptions>,
     mst: Option<MstOptions>,
     eventual: Option<BasicOptions>,
@@ -254,6 +256,7 @@ fn cluster(ctx: &Ctx<'_>, raw: Spanned<RawCluster>) -> Result<ClusterConfig> {
         client_timeout_ms: rc.client_timeout_ms.unwrap_or(1_000).max(1),
         clock_drift_ppm,
         boot_jitter_ms,
+        engine_neutral: rc.engine_neutral,
         options: ShardOptions {
             raft: rc.raft.unwrap_or_default(),
             mst: rc.mst.unwrap_or_default(),

@@ -28,6 +28,7 @@ use super::{
     HlcClock, ObjectEntry, ObjectId, Readiness, ReplicationType, Result, ShardError, ShardMetadata,
     ShardState, ShardStats, ShardTransaction, TxnOp, Version,
 };
+use crate::coverage::{self, Corner};
 use crate::net::Transport;
 use crate::storage::{DynStorage, KeyRange, WriteBatch};
 
@@ -133,7 +134,10 @@ impl BasicShard {
                 async move {
                     match (shard, req) {
                         (Some(s), PushRpc::Push(entries)) if s.readiness.is_ready() => {
-                            s.local.merge(entries, lww_wins, &|_| {}).await.map(|_| ())
+                            let n = entries.len();
+                            let stored = s.local.merge(entries, lww_wins, &|_| {}).await?;
+                            coverage::hit_if(stored.len() < n, Corner::EventualStalePushIgnored);
+                            Ok(())
                         }
                         _ => Err(ShardError::NotReady),
                     }
@@ -202,6 +206,8 @@ impl BasicShard {
             let PushRpc::Push(entries) = msg;
             if self.push_to(peer, entries).await.is_ok() {
                 self.local.remove_if_version(acked).await?;
+            } else {
+                coverage::hit(Corner::EventualOutboxPushFailed);
             }
         }
         Ok(())

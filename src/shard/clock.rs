@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::{self, Corner};
 use crate::rt;
 
 /// A hybrid logical clock timestamp.
@@ -147,6 +148,7 @@ impl HlcClock {
                 logical: 0,
             }
         } else {
+            coverage::hit(Corner::HlcLogicalCounter);
             Hlc {
                 wall_ms: last.wall_ms,
                 logical: last.logical.saturating_add(1),
@@ -159,11 +161,14 @@ impl HlcClock {
     }
 
     /// Takes in a timestamp seen from another node, so later local events order after it.
-    pub fn observe(&self, seen: Hlc) {
+    /// Returns whether it was ahead of this clock (and moved it).
+    pub fn observe(&self, seen: Hlc) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if seen > *last {
+        let ahead = seen > *last;
+        if ahead {
             *last = seen;
         }
+        ahead
     }
 }
 

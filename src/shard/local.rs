@@ -10,6 +10,7 @@ use super::clock::HlcClock;
 use super::{
     object_id, object_key, scan_prefix, ObjectEntry, ObjectId, Result, ShardError, TxnOp, Version,
 };
+use crate::coverage::{self, Corner};
 use crate::storage::{DynStorage, KeyRange, WriteBatch};
 
 /// Pairs read per page when a scan or count walks the store.
@@ -23,7 +24,13 @@ pub fn lww_wins(remote: &ObjectEntry, local: Option<&ObjectEntry>) -> bool {
     }
     match local {
         None => true,
-        Some(l) => remote.version > l.version,
+        Some(l) => {
+            coverage::hit_if(
+                remote.version.hlc == l.version.hlc && remote.version.node != l.version.node,
+                Corner::HlcTieBrokenByNode,
+            );
+            remote.version > l.version
+        }
     }
 }
 
@@ -62,7 +69,7 @@ impl LocalStore {
         })
         .await?;
         if let Some(h) = newest {
-            self.hlc.observe(h);
+            coverage::hit_if(self.hlc.observe(h), Corner::HlcRecoveredAhead);
         }
         Ok(())
     }
@@ -211,11 +218,16 @@ impl LocalStore {
         let mut batch = WriteBatch::new();
         let mut stored = Vec::new();
         for (id, e) in best {
-            self.hlc.observe(e.version.hlc);
+            coverage::hit_if(self.hlc.observe(e.version.hlc), Corner::HlcRemoteAhead);
             let local = self.entry(id).await?;
             if wins(&e, local.as_ref()) {
                 batch.put(object_key(id), e.encode());
                 stored.push((id, e));
+            } else {
+                coverage::hit_if(
+                    local.is_some_and(|l| l.tombstone && !e.tombstone),
+                    Corner::HlcTombstoneBeatsWrite,
+                );
             }
         }
         if !stored.is_empty() {

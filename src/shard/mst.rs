@@ -33,6 +33,7 @@ use super::{
     HlcClock, ObjectEntry, ObjectId, Readiness, ReplicationType, Result, ShardError, ShardMetadata,
     ShardState, ShardStats, ShardTransaction, TxnOp, Version,
 };
+use crate::coverage::{self, Corner};
 use crate::net::Transport;
 use crate::storage::DynStorage;
 
@@ -165,7 +166,7 @@ impl MstShard {
         let local = LocalStore::new(ctx.app.clone(), hlc);
         let (tree, newest) = tree_of(&local).await?;
         if let Some(h) = newest {
-            local.hlc.observe(h);
+            coverage::hit_if(local.hlc.observe(h), Corner::HlcRecoveredAhead);
         }
         let shard = Arc::new_cyclic(|me| MstShard {
             meta,
@@ -310,9 +311,11 @@ impl MstShard {
             .map(|d| (id_of(d.start()), id_of(d.end())))
             .collect();
         if pull.is_empty() && push_ranges.is_empty() {
+            coverage::hit(Corner::MstInSync);
             return Ok(true);
         }
         let max = self.options().max_exchange;
+        coverage::hit_if(pull.len() > max, Corner::MstExchangeCapped);
         let push = self.entries_in(&push_ranges).await?;
         let pull = pull.into_iter().take(max).collect();
         let MstReply::Entries(got) = self.call(peer, MstRpc::Exchange { pull, push }).await? else {

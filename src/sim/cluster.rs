@@ -49,6 +49,9 @@ pub struct ClusterSpec {
     pub clock_drift_ppm: u64,
     /// Each start of a node waits up to this many ms (drawn from the seed) first.
     pub boot_jitter_ms: u64,
+    /// Draw every node's disk seeds whatever the engine (see
+    /// [`crate::scenario::ClusterConfig::engine_neutral`]).
+    pub engine_neutral: bool,
 }
 
 /// A running cluster.
@@ -100,11 +103,15 @@ impl Cluster {
         // Simulated disks (redb) or a temporary folder (fjall), unless the spec opens stores.
         let own = |engine| spec.open.is_none() && spec.engine == engine;
         for id in 1..=total {
+            let seeds = (own(EngineKind::Redb) || spec.engine_neutral)
+                .then(|| (crate::rt::random_u64(), crate::rt::random_u64()));
             let d = NodeDisks {
-                app: own(EngineKind::Redb)
-                    .then(|| SimDisk::new(crate::rt::random_u64(), faults.clone())),
-                log: own(EngineKind::Redb)
-                    .then(|| SimDisk::new(crate::rt::random_u64(), faults.clone())),
+                app: seeds
+                    .filter(|_| own(EngineKind::Redb))
+                    .map(|(s, _)| SimDisk::new(s, faults.clone())),
+                log: seeds
+                    .filter(|_| own(EngineKind::Redb))
+                    .map(|(_, s)| SimDisk::new(s, faults.clone())),
                 dir: own(EngineKind::Fjall).then(crate::storage::fjall_engine::temp_path),
             };
             let clock = NodeClock::new();

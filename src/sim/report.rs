@@ -81,6 +81,9 @@ pub struct RunReport {
     /// from it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults_ran: Vec<ScheduledFault>,
+    /// The corners of the stack the run reached (coverage probes), in catalogue order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corners: Vec<crate::coverage::Corner>,
 }
 
 impl RunReport {
@@ -351,6 +354,7 @@ pub(super) fn verdict(s: &Scenario, seed: u64, sim: Simulated, bugs: Vec<Bug>) -
             .then(|| crate::probe::EventCounts::of(&sim.raft_events)),
         bugs,
         faults_ran: sim.faults_ran,
+        corners: Vec::new(),
     };
     RunOutput {
         report,
@@ -391,6 +395,7 @@ pub(super) fn panicked(
             raft_events: None,
             bugs,
             faults_ran: Vec::new(),
+            corners: Vec::new(),
         },
         history: History::default(),
         trace,

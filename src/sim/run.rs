@@ -68,6 +68,7 @@ impl RunGuard {
     fn enter(bugs: &[Bug], duplicate: f64) -> RunGuard {
         crate::bugs::set_active(bugs);
         crate::rt::set_duplicate_rate(duplicate);
+        crate::coverage::clear();
         RunGuard
     }
 }
@@ -99,8 +100,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
         rt.block_on(async move { simulate(s, o).await })
     };
     RAFT_RECORD.with(|r| r.borrow_mut().take());
+    let corners = crate::coverage::reached();
     let mut out = report::verdict(scenario, opts.seed, sim, bugs);
     out.report.wall_ms = started.elapsed_ms();
+    out.report.corners = corners;
     out
 }
 
@@ -149,6 +152,7 @@ pub fn run_catching(scenario: &Scenario, opts: &RunOptions) -> RunOutput {
         failures,
     );
     out.report.wall_ms = started.elapsed_ms();
+    out.report.corners = crate::coverage::reached();
     out
 }
 
@@ -170,6 +174,7 @@ async fn simulate(s: Scenario, opts: RunOptions) -> Simulated {
             record: c.mode == ShardKind::Raft,
             clock_drift_ppm: c.clock_drift_ppm,
             boot_jitter_ms: c.boot_jitter_ms,
+            engine_neutral: c.engine_neutral,
         })
         .await,
     );

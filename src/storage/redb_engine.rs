@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+
+use crate::coverage::{self, Corner};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
@@ -177,7 +179,8 @@ impl RedbStorage {
                     "integrity check failed on open: {e}"
                 ))),
             }
-        })?;
+        })
+        .inspect_err(|_| coverage::hit(Corner::StorageOpenFailed))?;
         Self::init(db, Some(disk))
     }
 

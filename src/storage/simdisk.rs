@@ -50,6 +50,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::{self, Corner};
+
 /// Sector size of the simulated device: the unit of partial persistence on power loss.
 pub const SECTOR_BYTES: u64 = 4096;
 
@@ -347,6 +349,7 @@ impl SimDisk {
             let start = sector * SECTOR_BYTES;
             if start >= len {
                 s.stats.sectors_lost += 1;
+                coverage::hit(Corner::DiskLostSectors);
                 s.durable_misplaced.remove(&sector);
                 continue;
             }
@@ -368,6 +371,11 @@ impl SimDisk {
             };
             if keep < end.saturating_sub(start) {
                 s.stats.sectors_lost += 1;
+                coverage::hit(if keep > 0 {
+                    Corner::DiskTornSector
+                } else {
+                    Corner::DiskLostSectors
+                });
             }
             // A sector that kept any of its unsynced bytes keeps what its protection says
             // about them; one that kept none is as the last sync left it.
@@ -460,6 +468,7 @@ impl DiskState {
             return Ok(());
         };
         self.stats.integrity_errors += 1;
+        coverage::hit(Corner::DiskIntegrityCaught);
         Err(integrity_error(
             sector,
             &match m {
@@ -500,6 +509,7 @@ impl DiskState {
     fn spend_power(&mut self, offset: u64) -> Result<(), io::Error> {
         if let Some(left) = self.ops_until_cut.as_mut() {
             if *left == 0 {
+                coverage::hit(Corner::DiskArmedCutFired);
                 self.powered_off = true;
                 self.ops_until_cut = None;
             } else {
@@ -519,6 +529,7 @@ impl DiskState {
         if let Some(left) = self.syncs_until_cut.as_mut() {
             *left = left.saturating_sub(1);
             if *left == 0 {
+                coverage::hit(Corner::DiskArmedCutFired);
                 self.syncs_until_cut = None;
                 self.powered_off = true;
             }
@@ -537,6 +548,7 @@ impl DiskState {
         let bit = self.rng.gen_range(0..8);
         buf[byte] ^= 1 << bit;
         self.stats.bit_flips += 1;
+        coverage::hit(Corner::DiskBitFlip);
     }
 }
 
@@ -575,6 +587,7 @@ impl redb::StorageBackend for SimDiskBackend {
         let rate = s.faults.read_error_rate;
         if s.roll(rate) {
             s.stats.io_errors += 1;
+            coverage::hit(Corner::DiskIoError);
             return Err(injected("read", offset));
         }
         let len = out.len() as u64;
@@ -595,6 +608,7 @@ impl redb::StorageBackend for SimDiskBackend {
             let limit = s.live.len() as u64;
             if let Some(from) = s.misdirect(offset, len, limit) {
                 s.stats.misdirected += 1;
+                coverage::hit(Corner::DiskMisdirected);
                 if s.faults.integrity_unchecked {
                     let from = from as usize;
                     out.copy_from_slice(&s.live[from..from + out.len()]);
@@ -603,6 +617,7 @@ impl redb::StorageBackend for SimDiskBackend {
                 // The sectors that came back carry the address they were written for, which
                 // is not the one asked for.
                 s.stats.integrity_errors += 1;
+                coverage::hit(Corner::DiskIntegrityCaught);
                 return Err(integrity_error(
                     offset / SECTOR_BYTES,
                     &format!("the read returned sector {}", from / SECTOR_BYTES),
@@ -648,6 +663,7 @@ impl redb::StorageBackend for SimDiskBackend {
         let rate = s.faults.sync_error_rate;
         if s.roll(rate) {
             s.stats.io_errors += 1;
+            coverage::hit(Corner::DiskIoError);
             return Err(injected("sync", 0));
         }
         if s.faults.sync_lies {
@@ -680,6 +696,7 @@ impl redb::StorageBackend for SimDiskBackend {
         let rate = s.faults.write_error_rate;
         if s.roll(rate) {
             s.stats.io_errors += 1;
+            coverage::hit(Corner::DiskIoError);
             return Err(injected("write", offset));
         }
         if data.is_empty() {
@@ -692,6 +709,7 @@ impl redb::StorageBackend for SimDiskBackend {
             let limit = (s.live.len() as u64).max(offset.saturating_add(len));
             if let Some(to) = s.misdirect(offset, len, limit) {
                 s.stats.misdirected += 1;
+                coverage::hit(Corner::DiskMisdirected);
                 // The aimed-at sectors keep their old bytes; the hit ones hold these.
                 for sector in sectors(offset, len) {
                     s.misplaced.insert(sector, Misplaced::Stale);

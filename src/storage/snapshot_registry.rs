@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Result, StorageError, ZeroCopySnapshot};
+use crate::coverage::{self, Corner};
 
 /// The meta key under which Raft records the last applied log index (big-endian `u64`); a
 /// snapshot reports it as `last_included_log_index`.
@@ -44,6 +45,7 @@ impl<H> SnapshotRegistry<H> {
         info.snapshot_id = format!("snap-{id}");
         self.held.insert(id, (info.clone(), handle));
         while self.held.len() > MAX_HELD_SNAPSHOTS {
+            coverage::hit(Corner::StorageSnapshotEvicted);
             self.held.pop_first();
         }
         info
@@ -76,7 +78,10 @@ impl<H> SnapshotRegistry<H> {
     /// Drops one snapshot (unknown ids are fine).
     pub fn release(&mut self, snapshot_id: &str) {
         if let Some(k) = Self::key(snapshot_id) {
-            self.held.remove(&k);
+            coverage::hit_if(
+                self.held.remove(&k).is_some(),
+                Corner::StorageSnapshotReleased,
+            );
         }
     }
 

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::coverage::{self, Corner};
+
 use super::{
     ApplicationDataStorage, BatchOp, DynStorage, EngineKind, KeyRange, KvStream, Namespace, Pair,
     Result, SnapshotCapableStorage, WriteBatch, ZeroCopySnapshot,
@@ -163,6 +165,7 @@ impl ApplicationDataStorage for WriteBack {
             o.absorb(batch.ops);
             o.bytes >= MAX_PENDING_BYTES
         };
+        coverage::hit_if(full && !synced, Corner::StorageWriteBackFull);
         if synced || full {
             self.flush_locked().await?;
         }

@@ -103,6 +103,7 @@ fn bench_cluster(args: &RaftSnapshotArgs, dir: &Arc<Scratch>, preload: u64) -> C
         record: false,
         clock_drift_ppm: 0,
         boot_jitter_ms: 0,
+        engine_neutral: false,
     }
 }
 
@@ -276,6 +277,7 @@ pub fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
             record: false,
             clock_drift_ppm: 0,
             boot_jitter_ms: 0,
+            engine_neutral: false,
         })
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;

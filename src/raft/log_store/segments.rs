@@ -32,6 +32,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use crate::coverage::{self, Corner};
 use crate::storage::DynDevice;
 
 /// The device's sector: each superblock copy has one.
@@ -279,6 +280,12 @@ impl SegmentLog {
             }
             copies.extend(Superblock::decode(&sector).filter(|s| s.seq % 2 == i));
         }
+        // Two copies are written alternately: one alone past the first write means the
+        // other was torn or lost.
+        coverage::hit_if(
+            copies.len() == 1 && copies[0].seq > 0,
+            Corner::LogSuperblockOneCopy,
+        );
         let newest = copies.into_iter().max_by_key(|s| s.seq);
         let mut log = SegmentLog {
             dev,
@@ -465,6 +472,11 @@ impl SegmentLog {
             )
         };
         if let Some(h) = self.head {
+            let rest = last_body.get(h.offset as usize..).unwrap_or_default();
+            coverage::hit_if(
+                rest.iter().take(HEADER).any(|&b| b != 0),
+                Corner::LogRecoveryTornTail,
+            );
             let c = claims(&last_body, h.offset as usize, |seq| seq == h.seg.seq);
             superblock_claim = superblock_claim.max(c.superblock);
             if let Some(claim) = c.synced.filter(|&c| c > end) {
@@ -486,6 +498,7 @@ impl SegmentLog {
                 return Err(damaged(claim, format!("slot {slot}")));
             }
             if seq.is_some() {
+                coverage::hit(Corner::LogRecoveryDroppedSegment);
                 // A segment written after the break is dropped: its header goes, so its
                 // sequence number can be used again.
                 let at = self.slot_at(slot);
@@ -661,6 +674,7 @@ impl SegmentLog {
                 self.slots - 1
             }
         };
+        coverage::hit_if(self.head.is_some(), Corner::LogSegmentRolled);
         let prev = self.head.map_or(0, |h| h.prev);
         let mut bytes = Vec::with_capacity(HEADER + 8);
         let crc = frame(
@@ -843,6 +857,7 @@ impl SegmentLog {
         };
         while self.segments.front().is_some_and(|s| s.seq < first_needed) {
             let s = self.segments.pop_front().expect("a segment");
+            coverage::hit(Corner::LogSegmentFreed);
             self.free.insert(s.slot);
         }
         Ok(())
@@ -884,6 +899,7 @@ fn io(what: &str, source: std::io::Error) -> LogError {
 }
 
 fn corrupt(at: String, what: String) -> LogError {
+    coverage::hit(Corner::LogDamageFound);
     LogError::Corrupt { at, what }
 }
 
