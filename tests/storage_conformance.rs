@@ -294,3 +294,53 @@ fn oversized_keys_are_refused() {
         });
     }
 }
+
+/// What a fjall store holds after an install survives a restart: the installed pairs, none
+/// of the old ones, twice over (the second install reuses the generation the first left).
+#[test]
+fn fjall_keeps_an_installed_snapshot_across_a_restart() {
+    use odgm_sim::storage::{
+        ApplicationDataStorage, FjallOptions, FjallStorage, SnapshotCapableStorage,
+    };
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fjall-reopen");
+    let _ = std::fs::remove_dir_all(&dir);
+    futures::executor::block_on(async {
+        let mut expect: Map = BTreeMap::new();
+        for round in 0..3u8 {
+            let store = FjallStorage::open(&dir, FjallOptions::default()).unwrap();
+            for (k, v) in &expect {
+                assert_eq!(
+                    store.get(k).await.unwrap().as_ref(),
+                    Some(v),
+                    "round {round}"
+                );
+            }
+            assert_eq!(
+                store.count().await.unwrap(),
+                expect.len() as u64,
+                "round {round}"
+            );
+            let mut b = WriteBatch::new();
+            b.put(vec![b'o', round], vec![round]);
+            b.unsynced = true;
+            store.write_batch(b).await.unwrap();
+            store.put(b"synced", &[round]).await.unwrap();
+            expect = (0..5u8)
+                .map(|i| (vec![b'k', round, i], vec![round, i]))
+                .collect();
+            let pairs: Vec<_> = expect.clone().into_iter().map(Ok).collect();
+            store
+                .install_kv_snapshot_from_stream(futures::stream::iter(pairs).boxed(), vec![])
+                .await
+                .unwrap();
+            for (k, v) in &expect {
+                assert_eq!(
+                    store.get(k).await.unwrap().as_ref(),
+                    Some(v),
+                    "round {round}"
+                );
+            }
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

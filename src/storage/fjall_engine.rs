@@ -9,7 +9,7 @@
 //!   uses it, not cut its power.
 //! - Data lives in one of two *generations* of keyspaces (`data_a`/`meta_a` or
 //!   `data_b`/`meta_b`); a control keyspace names the active one. Installing a snapshot fills
-//!   the inactive generation (bulk ingestion), makes it durable, then flips the control key in
+//!   the inactive generation, makes it durable, then flips the control key in
 //!   one synced write. A crash before the flip leaves the old generation active: installs and
 //!   restores are atomic without holding the whole snapshot in memory.
 //! - A zero-copy snapshot is `Database::snapshot()`, an O(1) MVCC read view.
@@ -52,8 +52,8 @@ impl Default for FjallOptions {
 }
 
 const ACTIVE_KEY: &[u8] = b"active_generation";
-/// Bytes of pairs collected from a snapshot stream before they are ingested as one run.
-const INGEST_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of pairs collected from a snapshot stream before they are written as one batch.
+const INSTALL_PAGE_BYTES: usize = 4 * 1024 * 1024;
 const GEN_NAMES: [(&str, &str); 2] = [("data_a", "meta_a"), ("data_b", "meta_b")];
 
 #[derive(Clone)]
@@ -266,11 +266,12 @@ impl FjallStorage {
         gen.meta.clear().map_err(io)?;
         let mut count = 0u64;
         let mut last: Option<Vec<u8>> = None;
-        // Bulk ingestion writes sorted runs straight to tables, bypassing the memtable, so
-        // memory does not grow with the snapshot. An `Ingestion` cannot be held across an
-        // await, so the stream is ingested a bounded page at a time (each page its own sorted
-        // run, after the previous one). Ingestion panics on unsorted keys, so order is
-        // checked here first.
+        // The pairs go through the journal, a bounded page per batch, after the clears
+        // above. Bulk ingestion (tables written beside the journal) would keep memory flat,
+        // but after ingesting into a cleared keyspace a reopened database came back without
+        // the ingested pairs (`fjall_keeps_an_installed_snapshot_across_a_restart` in
+        // tests/storage_conformance.rs). Keys must arrive in order (a snapshot stream's
+        // contract), checked here.
         let mut page: Vec<Pair> = Vec::new();
         let mut page_bytes = 0usize;
         loop {
@@ -291,12 +292,12 @@ impl FjallStorage {
                 page.push((k, v));
                 count += 1;
             }
-            if page_bytes >= INGEST_PAGE_BYTES || (end && !page.is_empty()) {
-                let mut ingestion = gen.data.start_ingestion().map_err(io)?;
+            if page_bytes >= INSTALL_PAGE_BYTES || (end && !page.is_empty()) {
+                let mut batch = self.db.batch().durability(None);
                 for (k, v) in page.drain(..) {
-                    ingestion.write(fk(&k), v).map_err(io)?;
+                    batch.insert(&gen.data, fk(&k), v);
                 }
-                ingestion.finish().map_err(io)?;
+                batch.commit().map_err(io)?;
                 page_bytes = 0;
             }
             if end {
@@ -382,10 +383,12 @@ impl ApplicationDataStorage for FjallStorage {
         }
         .page(&range, limit)?;
         if crate::bugs::active(crate::bugs::Bug::FjallScanDropsLast)
+            && limit != usize::MAX
+            && !matches!(range.end, std::ops::Bound::Included(_))
             && pairs.len() > 1
             && pairs.len() < limit
         {
-            // Planted bug: the range's last pair is left out.
+            // Planted bug: a paged read of a half-open range leaves out its last pair.
             pairs.pop();
         }
         Ok(pairs)
