@@ -107,7 +107,7 @@ corners! {
     /// did not start empty): the install must replace every old key, atomically.
     RaftInstallOverData = "raft.install-over-data", Raft, Sweep;
     /// A follower installed a leader's snapshot into an empty state machine.
-    RaftInstallEmpty = "raft.install-empty", Raft, Chaos;
+    RaftInstallEmpty = "raft.install-empty", Raft, Sweep;
     /// A snapshot transfer took more than one chunk: the staging and reassembly path.
     RaftInstallMultiChunk = "raft.install-multi-chunk", Raft, Sweep;
     /// A snapshot transfer went silent and the receiver dropped it: a cut stream must cost
@@ -115,6 +115,10 @@ corners! {
     RaftTransferDropped = "raft.transfer-dropped", Raft, Chaos;
     /// A newer snapshot (or a new leader's) replaced a transfer in progress.
     RaftTransferReplaced = "raft.transfer-replaced", Raft, Sweep;
+    /// The leader built a newer snapshot (releasing the old one) after openraft picked the
+    /// old one to send and before its transfer began: the send must give way to the newer
+    /// snapshot, not stop the leader.
+    RaftSendSuperseded = "raft.send-superseded", Raft, Chaos;
     /// A vote request was refused: a split vote, a stale candidate or a shorter log.
     RaftVoteRefused = "raft.vote-refused", Raft, Sweep;
     /// A leader received a request carrying a newer term and stepped down.
@@ -161,7 +165,7 @@ corners! {
     StorageWriteBackFull = "storage.write-back-full", Storage, Chaos;
     /// A snapshot install failed (a stream cut off or damaged, an engine error) and the
     /// state machine kept its old state.
-    StorageStreamRejected = "storage.stream-rejected", Storage, Chaos;
+    StorageStreamRejected = "storage.stream-rejected", Storage, Sweep;
     /// A held zero-copy snapshot was released (a newer one replaced it) while a transfer
     /// of it may still be streaming: the engine must keep what the stream reads alive.
     StorageSnapshotReleased = "storage.snapshot-released", Storage, Sweep;
@@ -172,7 +176,7 @@ corners! {
 
     // The simulated disk.
     /// A power loss kept a torn prefix of an unsynced sector.
-    DiskTornSector = "disk.torn-sector", Disk, Chaos;
+    DiskTornSector = "disk.torn-sector", Disk, Sweep;
     /// A power loss dropped unsynced sectors.
     DiskLostSectors = "disk.lost-sectors", Disk, Chaos;
     /// An armed power cut fired between two operations of the stack.
@@ -189,8 +193,10 @@ corners! {
     // MST.
     /// An anti-entropy round found the trees equal and exchanged nothing.
     MstInSync = "mst.in-sync", Mst, Sweep;
-    /// An anti-entropy round had more differing ranges than it may pull at once.
-    MstExchangeCapped = "mst.exchange-capped", Mst, Chaos;
+    /// An anti-entropy round had more differing ranges or entries than one exchange may
+    /// carry and paged through the rest: each page must resume where the last one stopped,
+    /// or a large range is never repaired past its first entries.
+    MstExchangeCapped = "mst.exchange-capped", Mst, Sweep;
     /// A merge kept a local tombstone over an older incoming write: without tombstones the
     /// deleted value would come back.
     HlcTombstoneBeatsWrite = "hlc.tombstone-beats-write", Hlc, Sweep;

@@ -26,6 +26,7 @@ use super::types::{CommandResult, NodeId, ShardCommand, SnapshotMeta, TypeConfig
 use crate::coverage::{self, Corner};
 use crate::net::{NetError, Transport};
 use crate::storage::stream::{RaftSnapshotMeta, SnapshotHeader};
+use crate::storage::StorageError;
 
 /// A request between nodes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -264,13 +265,22 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
             }),
             meta: Vec::new(),
         };
-        let mut chunks = local_chunks(&storage, &snapshot, header, self.chunk_bytes)
-            .await
-            .map_err(|e| {
-                StreamingError::StorageError(
+        let mut chunks = match local_chunks(&storage, &snapshot, header, self.chunk_bytes).await {
+            Ok(chunks) => chunks,
+            // A newer snapshot replaced this one, and released it, after openraft picked it
+            // to send: the storage is fine and the transfer is obsolete. A network error makes
+            // openraft send again, with the snapshot that is current now.
+            Err(StorageError::UnknownSnapshot(id)) => {
+                coverage::hit(Corner::RaftSendSuperseded);
+                let e = NetError::Io(format!("snapshot {id} was replaced before it was sent"));
+                return Err(StreamingError::Network(NetworkError::new(&e)));
+            }
+            Err(e) => {
+                return Err(StreamingError::StorageError(
                     openraft::StorageIOError::read_snapshot(None, &e).into(),
-                )
-            })?;
+                ))
+            }
+        };
         let mut cancel = std::pin::pin!(cancel);
         let mut seq = 0u64;
         loop {
