@@ -11,11 +11,18 @@
 //!    the pull ranges and its entries in the push ranges. The peer merges what was pushed
 //!    and answers with its entries in the pull ranges, which the replica merges.
 //!
+//! One `Exchange` carries at most `max_exchange` ranges and entries each way. When a round
+//! has more, it pages: each further `Exchange` resumes after the last id the previous page
+//! reached, in the pull and the push ranges alike, until both are exhausted. (A page that
+//! started again from each range's first id would resend entries already equal and never
+//! reach the rest of a large range.)
+//!
 //! Merging is last-writer-wins on the version (HLC, then node id), so every replica picks the
 //! same winner; deletes are tombstones, which replicate and beat older writes. Identical
 //! trees have identical root hashes, so equal roots mean equal states. All anti-entropy
 //! bytes count as repair bytes.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -45,7 +52,8 @@ pub struct MstOptions {
     pub sync_interval_ms: u64,
     /// How long one anti-entropy message may take.
     pub rpc_timeout_ms: u64,
-    /// Most entries sent each way in one exchange (the rest follow in later rounds).
+    /// Most ranges and entries sent each way in one `Exchange`; a round with more pages
+    /// through the rest.
     pub max_exchange: usize,
 }
 
@@ -146,6 +154,43 @@ async fn tree_of(local: &LocalStore) -> Result<(Tree, Option<super::Hlc>)> {
 
 fn id_of(k: &[u8; 8]) -> ObjectId {
     u64::from_be_bytes(*k)
+}
+
+/// Drops from `ranges` what one page of entries covered: the page was read from the first
+/// `asked` ranges in order, at most `max` entries ([`MstShard::entries_in`]). A page that
+/// is not full covered every asked range; a full one may have stopped inside the range that
+/// holds its last id, which then resumes after that id. A page with an id in none of the
+/// asked ranges is refused (the peer did not answer what was asked).
+fn advance(
+    ranges: &mut VecDeque<(ObjectId, ObjectId)>,
+    asked: usize,
+    page: &[(ObjectId, ObjectEntry)],
+    max: usize,
+) -> Result<()> {
+    let last = match page.last() {
+        Some((id, _)) if page.len() >= max => *id,
+        _ => {
+            ranges.drain(..asked.min(ranges.len()));
+            return Ok(());
+        }
+    };
+    let Some(i) = ranges
+        .iter()
+        .take(asked)
+        .position(|&(s, e)| s <= last && last <= e)
+    else {
+        return Err(ShardError::Corrupt(format!(
+            "entry {last} is outside the {asked} range(s) asked for"
+        )));
+    };
+    ranges.drain(..i);
+    match last.checked_add(1) {
+        Some(next) if next <= ranges[0].1 => ranges[0].0 = next,
+        _ => {
+            ranges.pop_front();
+        }
+    }
+    Ok(())
 }
 
 impl MstShard {
@@ -314,14 +359,32 @@ impl MstShard {
             coverage::hit(Corner::MstInSync);
             return Ok(true);
         }
-        let max = self.options().max_exchange;
-        coverage::hit_if(pull.len() > max, Corner::MstExchangeCapped);
-        let push = self.entries_in(&push_ranges).await?;
-        let pull = pull.into_iter().take(max).collect();
-        let MstReply::Entries(got) = self.call(peer, MstRpc::Exchange { pull, push }).await? else {
-            return Err(ShardError::Corrupt("expected entries".into()));
-        };
-        self.merge(got).await?;
+        let max = self.options().max_exchange.max(1);
+        let (mut pull, mut push) = (VecDeque::from(pull), VecDeque::from(push_ranges));
+        let mut exchanges = 0u32;
+        while !pull.is_empty() || !push.is_empty() {
+            let ask_push: Vec<_> = push.iter().take(max).copied().collect();
+            let page = self.entries_in(&ask_push).await?;
+            advance(&mut push, ask_push.len(), &page, max)?;
+            let ask: Vec<_> = pull.iter().take(max).copied().collect();
+            let asked = ask.len();
+            let MstReply::Entries(got) = self
+                .call(
+                    peer,
+                    MstRpc::Exchange {
+                        pull: ask,
+                        push: page,
+                    },
+                )
+                .await?
+            else {
+                return Err(ShardError::Corrupt("expected entries".into()));
+            };
+            advance(&mut pull, asked, &got, max)?;
+            self.merge(got).await?;
+            exchanges += 1;
+        }
+        coverage::hit_if(exchanges > 1, Corner::MstExchangeCapped);
         Ok(false)
     }
 
@@ -476,5 +539,50 @@ impl ShardState for MstShard {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(ids: &[ObjectId]) -> Vec<(ObjectId, ObjectEntry)> {
+        ids.iter().map(|&i| (i, ObjectEntry::default())).collect()
+    }
+
+    #[test]
+    fn a_full_page_resumes_after_its_last_id_and_a_short_one_ends_its_ranges() {
+        let mut r = VecDeque::from(vec![(0, 9), (20, 29), (40, 49)]);
+        // Full (3 of 3), stopped inside the first range: it resumes at 5.
+        advance(&mut r, 2, &page(&[1, 3, 4]), 3).unwrap();
+        assert_eq!(r, [(5, 9), (20, 29), (40, 49)]);
+        // Full, stopped inside the second range: the first is done.
+        advance(&mut r, 2, &page(&[7, 9, 21]), 3).unwrap();
+        assert_eq!(r, [(22, 29), (40, 49)]);
+        // Full, ending on a range's last id: that range is done.
+        advance(&mut r, 2, &page(&[23, 28, 29]), 3).unwrap();
+        assert_eq!(r, [(40, 49)]);
+        // Not full: every asked range is done, even one the page did not reach.
+        let mut r = VecDeque::from(vec![(0, 9), (20, 29), (40, 49)]);
+        advance(&mut r, 2, &page(&[4]), 3).unwrap();
+        assert_eq!(r, [(40, 49)]);
+        advance(&mut r, 1, &[], 3).unwrap();
+        assert!(r.is_empty());
+        // The top of the id space ends its range.
+        let mut r = VecDeque::from(vec![(u64::MAX - 1, u64::MAX)]);
+        advance(&mut r, 1, &page(&[u64::MAX]), 1).unwrap();
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_page_outside_the_asked_ranges_is_refused() {
+        let mut r = VecDeque::from(vec![(0, 9), (20, 29)]);
+        // 25 lies in the second range, which was not asked for.
+        let e = advance(&mut r, 1, &page(&[1, 25]), 2).unwrap_err();
+        assert!(
+            e.to_string().contains("entry 25 is outside the 1 range(s)"),
+            "{e}"
+        );
+        assert_eq!(r.len(), 2, "nothing is dropped on a refused page");
     }
 }
