@@ -69,12 +69,24 @@ pub enum Bug {
     /// A Raft follower hands a snapshot to openraft as its first chunk arrives instead of
     /// staging it, so a transfer cut mid-stream fails the install, which stops the node.
     RaftInstallUnstaged,
-    /// The fjall engine's scan drops the last pair of a range it reads to its end (an
-    /// exclusive bound where an inclusive one belonged). Eventual and conflict-free modes
-    /// allow a client's scan to miss a key, so the scan check does not see it; the
-    /// convergence check sees it once repair (which walks the store) goes wrong, and
-    /// `odgm-sim differential` sees the first answer it changes.
+    /// The fjall engine's paged read of a half-open range (a limit, an open or exclusive
+    /// end: the path a client's scan and a walk of the store take) drops the range's last
+    /// pair when the range ends before the limit; unlimited reads and inclusive ranges take
+    /// another path and are right. Eventual and conflict-free modes allow a client's scan to
+    /// miss a key, and repair and the convergence check read through the other paths, so no
+    /// check of a history sees it there; `odgm-sim differential` sees the first answer it
+    /// changes. (A Raft cluster on fjall would show it to the linearizability check.)
     FjallScanDropsLast,
+}
+
+/// What shows a planted bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detector {
+    /// A run's own checks (histories, convergence, invariants, durability) fail.
+    Checks,
+    /// The run passes its checks; comparing it across engines (`odgm-sim differential`)
+    /// shows the difference.
+    Differential,
 }
 
 impl Bug {
@@ -127,6 +139,14 @@ impl Bug {
             Bug::RaftLeaseReads => &["raft-clock-drift"],
             Bug::RaftInstallUnstaged => &["raft-snapshot-cut"],
             Bug::FjallScanDropsLast => &["mst-concurrent-writes"],
+        }
+    }
+
+    /// What shows it: a run's own checks, or only comparing engines.
+    pub fn detector(self) -> Detector {
+        match self {
+            Bug::FjallScanDropsLast => Detector::Differential,
+            _ => Detector::Checks,
         }
     }
 

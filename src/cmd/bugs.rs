@@ -8,7 +8,11 @@
 //!   cluster does not run the bug's code at all ([`reaches`]), until a run fails or the run
 //!   budget is spent. A failing run is rerun with the bug off, as a control: the catch
 //!   counts only if the control passes; a control that fails is a failure of the unbugged
-//!   stack, reported as such, and the hunt goes on.
+//!   stack, reported as such, and the hunt goes on. `--guided` draws as `chaos --guided`
+//!   does.
+//! - A bug no check of a single run can see ([`Detector::Differential`]) is hunted by
+//!   comparing the same run across engines ([`hunt_differential`]), over its scenarios or
+//!   over chaos draws with `--generic`; the same comparison with the bug off is the control.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,9 +20,11 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
+use super::differential::{compare, Compared};
 use super::folder::DEFAULT_OUT;
+use super::guided::Guide;
 use super::process::{control, exe, sweep_processes, Findings, SweepOptions, SweepRun};
-use crate::bugs::Bug;
+use crate::bugs::{Bug, Detector};
 use crate::rt::Stopwatch;
 use crate::scenario::{generate, Scenario};
 use crate::shard::ShardKind;
@@ -58,6 +64,10 @@ pub struct BugsArgs {
     /// The first chaos seed with `--generic`.
     #[arg(long, default_value_t = 0)]
     pub start_seed: u64,
+    /// With `--generic`: draw as `chaos --guided` does (half the runs are children of runs
+    /// that reached rare corners) instead of uniformly.
+    #[arg(long, requires = "generic")]
+    pub guided: bool,
 }
 
 /// Whether a drawn scenario runs the code a planted bug lives in: its replication mode, or
@@ -204,15 +214,19 @@ impl Caught {
 /// scenario (written under `out/generic/<bug>/`), draws the bug cannot reach skipped, `jobs`
 /// runs at a time, at most `budget` runs and no new batch after `seconds` of wall time. The
 /// first failing run in seed order whose control (the same seed with the bug off) passes is
-/// the catch.
+/// the catch. `guided` draws as `chaos --guided` does, learning from the runs' corners.
 pub fn hunt_generic(
     exe: &Path,
     bug: Bug,
     start_seed: u64,
     (budget, seconds): (u64, f64),
-    jobs: usize,
+    (jobs, guided): (usize, bool),
     out: &Path,
 ) -> Result<Hunt, String> {
+    if bug.detector() == Detector::Differential {
+        let draw = |seed| Ok(vec![generate::chaos(seed).scenario]);
+        return hunt_differential(exe, bug, draw, (start_seed, u64::MAX, budget), jobs, out);
+    }
     let started = Stopwatch::start();
     let dir = out.join("generic").join(bug.name());
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -226,25 +240,38 @@ pub fn hunt_generic(
     let (mut seed, mut runs, mut skipped) = (start_seed, 0u64, 0u64);
     let mut caught: Option<SweepRun> = None;
     let (mut control_failed, mut undecided) = (Vec::new(), Vec::new());
+    let mut guide = Guide::new(start_seed);
     while caught.is_none() && runs < budget && started.elapsed_secs() < seconds {
-        let mut batch = Vec::new();
+        let (mut batch, mut drawn) = (Vec::new(), Vec::new());
         while batch.len() < jobs.max(1) && runs + (batch.len() as u64) < budget {
-            let d = generate::chaos(seed);
+            let d = if guided {
+                guide.draw(seed).0
+            } else {
+                generate::chaos(seed)
+            };
             if reaches(bug, &d.scenario) {
                 let file = dir.join(format!("{}.toml", d.scenario.name));
                 std::fs::write(&file, d.to_toml())
                     .map_err(|e| format!("{}: {e}", file.display()))?;
                 batch.push((file, seed));
+                drawn.push(d);
             } else {
                 skipped += 1;
             }
             seed += 1;
         }
-        for r in sweep_processes(exe, &batch, &opts, &|_| {}) {
+        for (r, d) in sweep_processes(exe, &batch, &opts, &|_| {})
+            .into_iter()
+            .zip(drawn)
+        {
             if caught.is_some() {
                 break;
             }
             runs += 1;
+            if guided {
+                let corners = r.report.as_ref().map(|rep| rep.corners.clone());
+                guide.learn(d, r.seed, &corners.unwrap_or_default());
+            }
             if r.passed() {
                 let _ = std::fs::remove_file(&r.scenario);
                 continue;
@@ -271,6 +298,87 @@ pub fn hunt_generic(
         skipped: Some(skipped),
         control_failed,
         undecided,
+    })
+}
+
+/// Hunts a bug only comparing engines shows: seed after seed from `start`, every scenario
+/// `scenarios(seed)` gives runs on each engine it fits with the bug on ([`compare`]), until
+/// at most `seeds` seeds or `runs` runs are spent. The first comparison that parts is the
+/// catch if the same comparison with the bug off (a control) agrees and passes; scenarios
+/// that fit fewer than two engines count as skipped.
+pub fn hunt_differential(
+    exe: &Path,
+    bug: Bug,
+    mut scenarios: impl FnMut(u64) -> Result<Vec<Scenario>, String>,
+    (start, seeds, budget): (u64, u64, u64),
+    jobs: usize,
+    out: &Path,
+) -> Result<Hunt, String> {
+    let started = Stopwatch::start();
+    let dir = out.join("differential").join(bug.name());
+    let (mut runs, mut skipped, mut seed) = (0u64, 0u64, start);
+    let mut by = None;
+    let mut control_failed = Vec::new();
+    'hunt: while by.is_none() && runs < budget && seed - start < seeds {
+        for s in scenarios(seed)? {
+            let on = compare(exe, &s, &[seed], (&EngineKind::ALL, &[bug]), jobs, &dir)?;
+            let Some(c) = on.seeds.first() else {
+                skipped += 1;
+                continue;
+            };
+            runs += c.runs.len() as u64;
+            let Some((engine, p)) = c.parted.first() else {
+                continue;
+            };
+            let off = compare(exe, &s, &[seed], (&EngineKind::ALL, &[]), jobs, &dir)?;
+            let replay = |c: &Compared, e: EngineKind| {
+                let run = c.runs.iter().find(|(r, _, _)| *r == e);
+                run.map_or_else(String::new, |(_, _, cmd)| cmd.clone())
+            };
+            let checks = if c.all_passed() {
+                "every run passed its own checks".to_string()
+            } else {
+                let failed = c.runs.iter().filter(|(_, f, _)| !f.is_empty());
+                let failed: Vec<String> = failed.map(|(e, f, _)| format!("{e}: {f}")).collect();
+                format!("its own checks failed too ({})", failed.join("; "))
+            };
+            let found = Caught {
+                scenario: dir
+                    .join(engine.name())
+                    .join(format!("{}.toml", s.name))
+                    .display()
+                    .to_string(),
+                seed,
+                found: Findings::default(),
+                replay: replay(c, *engine),
+                what: format!(
+                    "{engine} parts from {} at {}; {checks}",
+                    c.reference, p.place
+                ),
+            };
+            match off.seeds.first() {
+                Some(o) if o.parted.is_empty() && o.all_passed() => {
+                    by = Some(found);
+                    break 'hunt;
+                }
+                _ => control_failed.push(found),
+            }
+            if runs >= budget {
+                break;
+            }
+        }
+        seed += 1;
+    }
+    Ok(Hunt {
+        bug,
+        caught: by.is_some(),
+        runs: runs as usize,
+        seeds: seed + u64::from(by.is_some()) - start,
+        wall_s: started.elapsed_secs(),
+        by,
+        skipped: Some(skipped),
+        control_failed,
+        undecided: Vec::new(),
     })
 }
 
@@ -315,7 +423,8 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
     let exe = exe()?;
     if args.generic {
         println!(
-            "bugs --generic: {} planted bug(s), up to {} chaos run(s) each from seed {}, {} run(s) at a time",
+            "bugs --generic{}: {} planted bug(s), up to {} chaos run(s) each from seed {}, {} run(s) at a time",
+            if args.guided { " --guided" } else { "" },
             bugs.len(),
             args.runs,
             args.start_seed,
@@ -337,9 +446,17 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
                 *bug,
                 args.start_seed,
                 (args.runs, f64::INFINITY),
-                jobs,
+                (jobs, args.guided),
                 &args.out,
             )?
+        } else if bug.detector() == Detector::Differential {
+            let load = |_| {
+                let loaded = files
+                    .iter()
+                    .map(|f| Scenario::load(f).map_err(|e| e.to_string()));
+                loaded.collect::<Result<Vec<_>, _>>()
+            };
+            hunt_differential(&exe, *bug, load, (0, args.seeds, u64::MAX), jobs, &args.out)?
         } else {
             hunt(&exe, *bug, files, args.seeds, jobs, &args.out)
         };

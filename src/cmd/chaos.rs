@@ -353,7 +353,7 @@ fn hunt_one(args: &ChaosArgs, bug: Bug) -> Result<ExitCode, String> {
         bug,
         args.start_seed,
         (runs, args.budget),
-        jobs,
+        (jobs, args.guided),
         &args.out,
     )?;
     super::bugs::print_hunt(&h, &[]);

@@ -9,7 +9,9 @@
 //! that differs between the runs is the engine. An engine joins a scenario only where the
 //! scenario fits it: the memory engine forgets everything when its process stops, so it
 //! runs only scenarios without kills, power cuts or restarts; power cuts and disk faults
-//! need redb's simulated disk (the scenario's validation refuses them elsewhere).
+//! need redb's simulated disk (the scenario's validation refuses them elsewhere), and a
+//! random nemesis that crashes nodes arms its crashes on that disk's syncs, so only redb
+//! runs such a scenario as drawn.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,18 +57,29 @@ pub fn stops_processes(s: &Scenario) -> bool {
             Fault::Kill { .. } | Fault::PowerLoss { .. } | Fault::Restart { .. }
         )
     });
-    let drawn = s.nemesis.as_ref().is_some_and(|n| {
+    scheduled || draws_crashes(s)
+}
+
+/// Whether the scenario's random nemesis draws crashes or power cuts: what it arms them on
+/// depends on the engine (syncs of redb's simulated disk), so only redb runs it as drawn.
+pub fn draws_crashes(s: &Scenario) -> bool {
+    s.nemesis.as_ref().is_some_and(|n| {
         [NemesisKind::Kill, NemesisKind::PowerLoss]
             .iter()
             .any(|k| n.kinds.get(k).is_some_and(|w| *w > 0.0))
-    });
-    scheduled || drawn
+    })
 }
 
 /// `scenario` on `engine`, engine-neutral, if it fits the engine.
 pub fn on_engine(s: &Scenario, engine: EngineKind) -> Result<Scenario, String> {
     if engine == EngineKind::Memory && stops_processes(s) {
         return Err("it stops processes, and the memory engine keeps nothing".into());
+    }
+    if engine != EngineKind::Redb && draws_crashes(s) {
+        return Err(
+            "its nemesis arms crashes on disk syncs where the disk is simulated (redb), so the runs would differ by more than the engine"
+                .into(),
+        );
     }
     let mut copy = s.clone();
     copy.cluster = ClusterConfig {
@@ -126,97 +139,184 @@ fn observed(run: &SweepRun, out: &Path) -> Result<(String, String), String> {
     Ok((read("history.jsonl")?, finals.join("\n")))
 }
 
+/// One seed of one scenario, run on every engine that fits it.
+#[derive(Debug, Clone)]
+pub struct Compared {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// The first engine that fits, the others' reference.
+    pub reference: EngineKind,
+    /// Each engine's run: the engine, what failed its own checks (empty: it passed), and
+    /// its replay command; the reference first.
+    pub runs: Vec<(EngineKind, String, String)>,
+    /// Each other engine whose run parted from the reference's, and where.
+    pub parted: Vec<(EngineKind, Parting)>,
+}
+
+impl Compared {
+    /// Whether every run passed its own checks.
+    pub fn all_passed(&self) -> bool {
+        self.runs.iter().all(|(_, failed, _)| failed.is_empty())
+    }
+}
+
+/// What [`compare`] did with one scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Comparison {
+    /// The engines that do not fit the scenario, and why.
+    pub skipped: Vec<(EngineKind, String)>,
+    /// One entry per seed; empty when fewer than two engines fit.
+    pub seeds: Vec<Compared>,
+}
+
+/// Runs scenario `s` for each of `seeds` on each of `engines` that fits it (an
+/// engine-neutral copy per engine under `dir/<engine>/`), `bugs` on, and compares each
+/// engine's history and final reads with the first engine's.
+pub fn compare(
+    exe: &Path,
+    s: &Scenario,
+    seeds: &[u64],
+    (engines, bugs): (&[EngineKind], &[Bug]),
+    jobs: usize,
+    dir: &Path,
+) -> Result<Comparison, String> {
+    let mut cmp = Comparison::default();
+    let mut fitting: Vec<(EngineKind, PathBuf)> = Vec::new();
+    for &e in engines {
+        match on_engine(s, e) {
+            Ok(copy) => {
+                let path = dir.join(e.to_string()).join(format!("{}.toml", s.name));
+                if let Some(p) = path.parent() {
+                    std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                }
+                std::fs::write(&path, copy.to_toml())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                fitting.push((e, path));
+            }
+            Err(why) => cmp.skipped.push((e, why)),
+        }
+    }
+    if fitting.len() < 2 {
+        return Ok(cmp);
+    }
+    let mut per_engine: Vec<(EngineKind, Vec<SweepRun>, PathBuf)> = Vec::new();
+    for (e, path) in &fitting {
+        let out = dir.join(e.to_string()).join("runs");
+        let runs: Vec<(PathBuf, u64)> = seeds.iter().map(|&s| (path.clone(), s)).collect();
+        let opts = SweepOptions {
+            jobs,
+            bugs: bugs.to_vec(),
+            out: out.clone(),
+            twice: false,
+            keep: true,
+        };
+        per_engine.push((*e, sweep_processes(exe, &runs, &opts, &|_| {}), out));
+    }
+    let (reference, ref_runs, ref_out) = &per_engine[0];
+    for (i, &seed) in seeds.iter().enumerate() {
+        let (ref_history, ref_finals) = observed(&ref_runs[i], ref_out)?;
+        let mut c = Compared {
+            scenario: s.name.clone(),
+            seed,
+            reference: *reference,
+            runs: Vec::new(),
+            parted: Vec::new(),
+        };
+        for (engine, runs, out) in &per_engine {
+            let run = &runs[i];
+            let failed = if run.passed() {
+                String::new()
+            } else {
+                run.what_failed()
+            };
+            c.runs.push((*engine, failed, run.replay(bugs)));
+            if engine == reference {
+                continue;
+            }
+            let (history, finals) = observed(run, out)?;
+            if let Some(p) = first_difference("history", &ref_history, &history)
+                .or_else(|| first_difference("final reads", &ref_finals, &finals))
+            {
+                c.parted.push((*engine, p));
+            }
+        }
+        cmp.seeds.push(c);
+    }
+    Ok(cmp)
+}
+
+/// Prints one compared seed: the engines that agree on one line, or each run that failed
+/// its checks and each parting with the commands that replay both runs. Returns whether
+/// everything agreed and passed.
+pub fn print_compared(c: &Compared) -> bool {
+    let replay = |e: EngineKind| {
+        c.runs
+            .iter()
+            .find(|(r, _, _)| *r == e)
+            .map_or("", |(_, _, cmd)| cmd.as_str())
+    };
+    for (engine, failed, cmd) in &c.runs {
+        if !failed.is_empty() {
+            println!(
+                "FAIL {} seed {} on {engine}: {failed}\n  replay: {cmd}",
+                c.scenario, c.seed
+            );
+        }
+    }
+    for (engine, p) in &c.parted {
+        println!(
+            "DIFFER {} seed {}: {engine} parts from {} at {}\n  {}: {}\n  {engine}: {}\n  replay: {}\n          {}",
+            c.scenario,
+            c.seed,
+            c.reference,
+            p.place,
+            c.reference,
+            p.reference,
+            p.other,
+            replay(c.reference),
+            replay(*engine)
+        );
+    }
+    let ok = c.parted.is_empty() && c.all_passed();
+    if ok {
+        let agree: String = c
+            .runs
+            .iter()
+            .skip(1)
+            .map(|(e, _, _)| format!(" {e} = {}", c.reference))
+            .collect();
+        println!("{} seed {}:{agree}", c.scenario, c.seed);
+    }
+    ok
+}
+
 /// `odgm-sim differential`.
 pub fn differential_command(args: &DifferentialArgs) -> Result<ExitCode, String> {
     let files = scenario_files(&args.scenarios)?;
     let dir = args.out.join("differential");
     let jobs = super::default_jobs(args.jobs);
     let exe = exe()?;
-    let mut parted = 0usize;
-    let mut compared = 0usize;
-    let mut failed = 0usize;
+    let seeds: Vec<u64> = (args.seeds.start..args.seeds.end).collect();
+    let (mut compared, mut parted, mut failed) = (0usize, 0usize, 0usize);
     for f in &files {
         let s = Scenario::load(f).map_err(|e| e.to_string())?;
-        let mut engines: Vec<(EngineKind, PathBuf)> = Vec::new();
-        for &e in &args.engines {
-            match on_engine(&s, e) {
-                Ok(copy) => {
-                    let path = dir.join(e.to_string()).join(format!("{}.toml", s.name));
-                    if let Some(p) = path.parent() {
-                        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                    }
-                    std::fs::write(&path, copy.to_toml())
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    engines.push((e, path));
-                }
-                Err(why) => println!("{}: skips {e}: {why}", s.name),
-            }
+        let cmp = compare(&exe, &s, &seeds, (&args.engines, &args.bugs), jobs, &dir)?;
+        for (e, why) in &cmp.skipped {
+            println!("{}: skips {e}: {why}", s.name);
         }
-        if engines.len() < 2 {
+        if cmp.seeds.is_empty() {
             println!(
                 "{}: fits fewer than two engines; nothing to compare",
                 s.name
             );
-            continue;
         }
-        let seeds: Vec<u64> = (args.seeds.start..args.seeds.end).collect();
-        let mut per_engine: Vec<(EngineKind, Vec<SweepRun>, PathBuf)> = Vec::new();
-        for (e, path) in &engines {
-            let out = dir.join(e.to_string()).join("runs");
-            let runs: Vec<(PathBuf, u64)> = seeds.iter().map(|&s| (path.clone(), s)).collect();
-            let opts = SweepOptions {
-                jobs,
-                bugs: args.bugs.clone(),
-                out: out.clone(),
-                twice: false,
-                keep: true,
-            };
-            per_engine.push((*e, sweep_processes(&exe, &runs, &opts, &|_| {}), out));
-        }
-        let (ref_engine, ref_runs, ref_out) = &per_engine[0];
-        for (i, seed) in seeds.iter().enumerate() {
-            let reference = &ref_runs[i];
-            let mut line = format!("{} seed {seed}:", s.name);
-            let mut ok = true;
-            for (engine, runs, _) in &per_engine {
-                let run = &runs[i];
-                if !run.passed() {
-                    failed += 1;
-                    ok = false;
-                    println!(
-                        "FAIL {} seed {seed} on {engine}: {}\n  replay: {}",
-                        s.name,
-                        run.what_failed(),
-                        run.replay(&args.bugs)
-                    );
-                }
-            }
-            let (ref_history, ref_finals) = observed(reference, ref_out)?;
-            for (engine, runs, out) in per_engine.iter().skip(1) {
-                compared += 1;
-                let (history, finals) = observed(&runs[i], out)?;
-                let parting = first_difference("history", &ref_history, &history)
-                    .or_else(|| first_difference("final reads", &ref_finals, &finals));
-                match parting {
-                    None => line += &format!(" {engine} = {ref_engine}"),
-                    Some(p) => {
-                        ok = false;
-                        parted += 1;
-                        println!(
-                            "DIFFER {} seed {seed}: {engine} parts from {ref_engine} at {}\n  {ref_engine}: {}\n  {engine}: {}\n  replay: {}\n          {}",
-                            s.name,
-                            p.place,
-                            p.reference,
-                            p.other,
-                            reference.replay(&args.bugs),
-                            runs[i].replay(&args.bugs)
-                        );
-                    }
-                }
-            }
-            if ok {
-                println!("{line}");
-            }
+        for c in &cmp.seeds {
+            print_compared(c);
+            compared += c.runs.len() - 1;
+            parted += c.parted.len();
+            failed += c.runs.iter().filter(|(_, f, _)| !f.is_empty()).count();
         }
     }
     println!(
@@ -259,6 +359,10 @@ mod tests {
         );
         let power = load("raft-power-loss");
         assert!(on_engine(&power, EngineKind::Fjall).is_err());
+        // A nemesis that crashes nodes arms the crashes on redb's disk syncs: redb only.
+        let chaos = load("raft-chaos");
+        assert!(draws_crashes(&chaos));
+        assert!(on_engine(&chaos, EngineKind::Fjall).is_err());
         let calm = load("raft-leader-partition");
         for e in [EngineKind::Memory, EngineKind::Redb, EngineKind::Fjall] {
             assert_eq!(on_engine(&calm, e).unwrap().cluster.engine, e);
