@@ -108,6 +108,8 @@ scenarios! {
     raft_power_loss => "raft-power-loss",
     raft_membership => "raft-membership",
     raft_chaos => "raft-chaos",
+    raft_small_log => "raft-small-log",
+    mst_capped_exchange => "mst-capped-exchange",
     raft_cut_on_vote => "raft-cut-on-vote",
     raft_clock_drift => "raft-clock-drift",
     raft_misdirected_io => "raft-misdirected-io",
@@ -305,6 +307,62 @@ fn the_differential_sweep_agrees_across_engines_and_catches_a_planted_difference
     assert!(
         text.contains("--bug fjall-scan-drops-last"),
         "no replay command: {text}"
+    );
+}
+
+/// The planted engine difference is one only the differential sees: every shipped scenario
+/// on fjall passes its own checks with it on, and `odgm-sim bugs` catches it by comparing
+/// engines, with the same comparison agreeing when the bug is off (the control).
+#[test]
+fn a_planted_engine_difference_is_seen_by_the_differential_alone() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let on_fjall: Vec<(PathBuf, u64)> = scenario_files(std::slice::from_ref(&dir))
+        .unwrap()
+        .into_iter()
+        .filter(|f| {
+            odgm_sim::scenario::Scenario::load(f)
+                .unwrap()
+                .cluster
+                .engine
+                == odgm_sim::storage::EngineKind::Fjall
+        })
+        .flat_map(|f| {
+            common::seeds(DEFAULT_SEEDS)
+                .into_iter()
+                .map(move |s| (f.clone(), s))
+        })
+        .collect();
+    assert!(!on_fjall.is_empty(), "no shipped scenario runs on fjall");
+    let opts = SweepOptions {
+        bugs: vec![odgm_sim::bugs::Bug::FjallScanDropsLast],
+        ..options(2)
+    };
+    all_passed(
+        "fjall runs with fjall-scan-drops-last on",
+        &sweep_processes(exe(), &on_fjall, &opts, &|_| {}),
+    );
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("differential-bug");
+    let o = odgm(&[
+        "bugs",
+        "--bug",
+        "fjall-scan-drops-last",
+        "--seeds",
+        "3",
+        "--jobs",
+        "2",
+        "--scenario-dir",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("by mst-concurrent-writes seed")
+            && text.contains("control passed")
+            && text.contains("fjall parts from memory at history line")
+            && text.contains("every run passed its own checks"),
+        "{text}"
     );
 }
 
@@ -744,4 +802,22 @@ fn a_snapshot_resent_by_a_new_leader_and_a_deposed_leaders_writes_run_once() {
 #[test]
 fn the_node_with_the_longer_log_gets_to_campaign() {
     regression_passes("chaos-1714", 1714);
+}
+
+/// Chaos seed 51574 (Raft on fjall): a follower installed a snapshot, purged its log and
+/// crashed; fjall reopened without the pairs the install had bulk-ingested into a cleared
+/// keyspace, and the purged log could not apply them again (state-machine safety). Installs
+/// now write through fjall's journal.
+#[test]
+fn an_installed_snapshot_survives_a_crash_on_fjall() {
+    regression_passes("chaos-51574", 51_574);
+}
+
+/// Guided chaos seed 1414: the leader built a newer snapshot, releasing the one openraft had
+/// picked to send, before the transfer opened it; the send's storage error stopped the
+/// leader. A superseded snapshot now fails the send as a network error, and openraft sends
+/// the current one.
+#[test]
+fn a_snapshot_replaced_before_its_transfer_does_not_stop_the_leader() {
+    regression_passes("chaos-1414-of-1142", 1414);
 }
