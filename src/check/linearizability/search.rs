@@ -40,7 +40,14 @@ impl<S: Clone + Eq + std::hash::Hash> States<S> {
 }
 
 /// Lowe's memo: the (linearized set, state) pairs already explored. Entries live in flat
-/// arenas (the sets as fixed-width words), chained by hash; no allocation per lookup.
+/// arenas (the sets as fixed-width words), chained by the hash of the state and of the
+/// set's operations of known result; no allocation per lookup.
+///
+/// A pair also counts as explored when an explored pair has the same state, the same
+/// operations of known result and a subset of the eventless ones (of unknown result, which
+/// may take effect at any time after their call or never): whatever the search can do from
+/// the larger set, it can do from the smaller one, leaving the extra operations out, so
+/// the larger set has no linearization the smaller one lacked.
 struct Memo {
     heads: rustc_hash::FxHashMap<u64, u32>,
     words: usize,
@@ -54,13 +61,20 @@ impl Memo {
         self.state.len()
     }
 
-    /// Records (set, state) under `hash`; false if it was there already.
-    fn insert(&mut self, hash: u64, set: &[u64], state: u32) -> bool {
+    /// Records (set, state) under `hash`; false if it, or a pair that covers it (the same
+    /// state and operations outside `eventless`, a subset of those in it), was there.
+    fn insert(&mut self, hash: u64, set: &[u64], state: u32, eventless: &[u64]) -> bool {
         let head = self.heads.get(&hash).copied().unwrap_or(NONE);
         let mut e = head;
         while e != NONE {
             let i = e as usize;
-            if self.state[i] == state && self.bits[i * self.words..(i + 1) * self.words] == *set {
+            if self.state[i] == state
+                && self.bits[i * self.words..(i + 1) * self.words]
+                    .iter()
+                    .zip(set)
+                    .zip(eventless)
+                    .all(|((&old, &new), &free)| old & !new == 0 && (old ^ new) & !free == 0)
+            {
                 return false;
             }
             e = self.next[i];
@@ -114,6 +128,8 @@ pub(super) struct Search<'m, 'h, M: Model> {
     /// they have no events.
     eventless: Vec<usize>,
     zob: Vec<u64>,
+    /// The eventless operations as a set (the words of `linearized`).
+    eventless_set: Vec<u64>,
     states: States<M::State>,
     state_bytes: usize,
     /// Model steps already taken: (state id, op) -> next state id, or `NONE` if illegal.
@@ -121,6 +137,7 @@ pub(super) struct Search<'m, 'h, M: Model> {
     transitions: rustc_hash::FxHashMap<(u32, u32), u32>,
     state: u32,
     linearized: Vec<u64>,
+    /// The hash of the linearized operations outside `eventless` (see [`Memo`]).
     set_hash: u64,
     memo: Memo,
     stack: Vec<Frame>,
@@ -234,6 +251,10 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             prev[node] = before;
         }
         let words = n.div_ceil(64).max(1);
+        let mut eventless_set = vec![0u64; words];
+        for &i in &eventless {
+            eventless_set[i / 64] |= 1u64 << (i % 64);
+        }
         let mut states = States {
             ids: Default::default(),
             all: Vec::new(),
@@ -255,6 +276,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             ret_node,
             eventless,
             zob: (0..n).map(zobrist).collect(),
+            eventless_set,
             states,
             state_bytes,
             transitions: Default::default(),
@@ -326,8 +348,11 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
     }
 
     fn flip(&mut self, op: usize) {
-        self.linearized[op / 64] ^= 1u64 << (op % 64);
-        self.set_hash ^= self.zob[op];
+        let bit = 1u64 << (op % 64);
+        self.linearized[op / 64] ^= bit;
+        if self.eventless_set[op / 64] & bit == 0 {
+            self.set_hash ^= self.zob[op];
+        }
     }
 
     /// The state after `op` from state `from` (`None`: illegal), memoised.
@@ -428,6 +453,7 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
             memo_hash(self.set_hash, new_state),
             &self.linearized,
             new_state,
+            &self.eventless_set,
         );
         let both = [jit.unwrap_or(op), op];
         let step = if jit.is_some() { &both[..] } else { &both[1..] };
@@ -471,10 +497,12 @@ impl<'m, 'h, M: Model> Search<'m, 'h, M> {
     /// was here before.
     fn push_solo(&mut self, w: usize, after_w: u32, alt: u32) -> bool {
         self.flip(w);
-        if !self
-            .memo
-            .insert(memo_hash(self.set_hash, after_w), &self.linearized, after_w)
-        {
+        if !self.memo.insert(
+            memo_hash(self.set_hash, after_w),
+            &self.linearized,
+            after_w,
+            &self.eventless_set,
+        ) {
             self.flip(w);
             return false;
         }
