@@ -73,9 +73,10 @@ pub enum Bug {
     /// end: the path a client's scan and a walk of the store take) drops the range's last
     /// pair when the range ends before the limit; unlimited reads and inclusive ranges take
     /// another path and are right. Eventual and conflict-free modes allow a client's scan to
-    /// miss a key, and repair and the convergence check read through the other paths, so no
-    /// check of a history sees it there; `odgm-sim differential` sees the first answer it
-    /// changes. (A Raft cluster on fjall would show it to the linearizability check.)
+    /// miss a key, and in the shipped fjall scenarios no check of a run sees it (an eventual
+    /// outbox retry or an MST node rebuilding its tree after a restart reads such a range
+    /// too, and could); `odgm-sim differential` sees the first answer it changes. (A Raft
+    /// cluster on fjall would show it to the linearizability check.)
     FjallScanDropsLast,
 }
 

@@ -12,7 +12,8 @@
 //!   does.
 //! - A bug no check of a single run can see ([`Detector::Differential`]) is hunted by
 //!   comparing the same run across engines ([`hunt_differential`]), over its scenarios or
-//!   over chaos draws with `--generic`; the same comparison with the bug off is the control.
+//!   over chaos draws with `--generic` (uniform ones: only a draw without crashes fits more
+//!   than one engine); the same comparison with the bug off is the control.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,7 +66,8 @@ pub struct BugsArgs {
     #[arg(long, default_value_t = 0)]
     pub start_seed: u64,
     /// With `--generic`: draw as `chaos --guided` does (half the runs are children of runs
-    /// that reached rare corners) instead of uniformly.
+    /// that reached rare corners) instead of uniformly. A bug found only by comparing
+    /// engines is hunted with uniform draws all the same.
     #[arg(long, requires = "generic")]
     pub guided: bool,
 }
@@ -224,8 +226,11 @@ pub fn hunt_generic(
     out: &Path,
 ) -> Result<Hunt, String> {
     if bug.detector() == Detector::Differential {
+        // Uniform draws: only a draw without crashes fits more than one engine (see
+        // `differential::on_engine`), and the guide learns from single runs.
         let draw = |seed| Ok(vec![generate::chaos(seed).scenario]);
-        return hunt_differential(exe, bug, draw, (start_seed, u64::MAX, budget), jobs, out);
+        let limits = ((start_seed, u64::MAX), (budget, seconds));
+        return hunt_differential(exe, bug, draw, limits, jobs, out);
     }
     let started = Stopwatch::start();
     let dir = out.join("generic").join(bug.name());
@@ -303,23 +308,29 @@ pub fn hunt_generic(
 
 /// Hunts a bug only comparing engines shows: seed after seed from `start`, every scenario
 /// `scenarios(seed)` gives runs on each engine it fits with the bug on ([`compare`]), until
-/// at most `seeds` seeds or `runs` runs are spent. The first comparison that parts is the
-/// catch if the same comparison with the bug off (a control) agrees and passes; scenarios
-/// that fit fewer than two engines count as skipped.
+/// `seeds` seeds or `budget` runs are spent or no new seed starts after `seconds`. The
+/// first comparison that parts is the catch if the same comparison with the bug off (a
+/// control, under `control/`) agrees and passes; scenarios that fit fewer than two engines
+/// count as skipped.
 pub fn hunt_differential(
     exe: &Path,
     bug: Bug,
     mut scenarios: impl FnMut(u64) -> Result<Vec<Scenario>, String>,
-    (start, seeds, budget): (u64, u64, u64),
+    ((start, seeds), (budget, seconds)): ((u64, u64), (u64, f64)),
     jobs: usize,
     out: &Path,
 ) -> Result<Hunt, String> {
     let started = Stopwatch::start();
     let dir = out.join("differential").join(bug.name());
+    let control_dir = dir.join("control");
     let (mut runs, mut skipped, mut seed) = (0u64, 0u64, start);
     let mut by = None;
     let mut control_failed = Vec::new();
-    'hunt: while by.is_none() && runs < budget && seed - start < seeds {
+    'hunt: while by.is_none()
+        && runs < budget
+        && seed - start < seeds
+        && started.elapsed_secs() < seconds
+    {
         for s in scenarios(seed)? {
             let on = compare(exe, &s, &[seed], (&EngineKind::ALL, &[bug]), jobs, &dir)?;
             let Some(c) = on.seeds.first() else {
@@ -330,7 +341,14 @@ pub fn hunt_differential(
             let Some((engine, p)) = c.parted.first() else {
                 continue;
             };
-            let off = compare(exe, &s, &[seed], (&EngineKind::ALL, &[]), jobs, &dir)?;
+            let off = compare(
+                exe,
+                &s,
+                &[seed],
+                (&EngineKind::ALL, &[]),
+                jobs,
+                &control_dir,
+            )?;
             let replay = |c: &Compared, e: EngineKind| {
                 let run = c.runs.iter().find(|(r, _, _)| *r == e);
                 run.map_or_else(String::new, |(_, _, cmd)| cmd.clone())
@@ -456,7 +474,8 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
                     .map(|f| Scenario::load(f).map_err(|e| e.to_string()));
                 loaded.collect::<Result<Vec<_>, _>>()
             };
-            hunt_differential(&exe, *bug, load, (0, args.seeds, u64::MAX), jobs, &args.out)?
+            let limits = ((0, args.seeds), (u64::MAX, f64::INFINITY));
+            hunt_differential(&exe, *bug, load, limits, jobs, &args.out)?
         } else {
             hunt(&exe, *bug, files, args.seeds, jobs, &args.out)
         };

@@ -216,7 +216,9 @@ pub fn compare(
     }
     let (reference, ref_runs, ref_out) = &per_engine[0];
     for (i, &seed) in seeds.iter().enumerate() {
-        let (ref_history, ref_finals) = observed(&ref_runs[i], ref_out)?;
+        // A run that left no history (its process died, say) is not compared; it fails
+        // its own checks, which its entry says.
+        let ref_seen = observed(&ref_runs[i], ref_out);
         let mut c = Compared {
             scenario: s.name.clone(),
             seed,
@@ -226,21 +228,26 @@ pub fn compare(
         };
         for (engine, runs, out) in &per_engine {
             let run = &runs[i];
-            let failed = if run.passed() {
-                String::new()
+            let seen = if engine == reference {
+                ref_seen.clone().map(|_| ())
             } else {
-                run.what_failed()
+                observed(run, out).map(|(history, finals)| {
+                    if let Ok((ref_history, ref_finals)) = &ref_seen {
+                        if let Some(p) = first_difference("history", ref_history, &history)
+                            .or_else(|| first_difference("final reads", ref_finals, &finals))
+                        {
+                            c.parted.push((*engine, p));
+                        }
+                    }
+                })
+            };
+            let failed = match (run.passed(), seen) {
+                (true, Ok(())) => String::new(),
+                (true, Err(e)) => format!("no history to compare: {e}"),
+                (false, Ok(())) => run.what_failed(),
+                (false, Err(e)) => format!("{}; no history to compare: {e}", run.what_failed()),
             };
             c.runs.push((*engine, failed, run.replay(bugs)));
-            if engine == reference {
-                continue;
-            }
-            let (history, finals) = observed(run, out)?;
-            if let Some(p) = first_difference("history", &ref_history, &history)
-                .or_else(|| first_difference("final reads", &ref_finals, &finals))
-            {
-                c.parted.push((*engine, p));
-            }
         }
         cmp.seeds.push(c);
     }

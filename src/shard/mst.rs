@@ -15,7 +15,7 @@
 //! has more, it pages: each further `Exchange` resumes after the last id the previous page
 //! reached, in the pull and the push ranges alike, until both are exhausted. (A page that
 //! started again from each range's first id would resend entries already equal and never
-//! reach the rest of a large range.)
+//! reach the rest of a large range.) A `max_exchange` of 0 counts as 1.
 //!
 //! Merging is last-writer-wins on the version (HLC, then node id), so every replica picks the
 //! same winner; deletes are tombstones, which replicate and beat older writes. Identical
@@ -159,8 +159,8 @@ fn id_of(k: &[u8; 8]) -> ObjectId {
 /// Drops from `ranges` what one page of entries covered: the page was read from the first
 /// `asked` ranges in order, at most `max` entries ([`MstShard::entries_in`]). A page that
 /// is not full covered every asked range; a full one may have stopped inside the range that
-/// holds its last id, which then resumes after that id. A page with an id in none of the
-/// asked ranges is refused (the peer did not answer what was asked).
+/// holds its last id, which then resumes after that id. A full page whose last id lies in
+/// none of the asked ranges is refused (the peer did not answer what was asked).
 fn advance(
     ranges: &mut VecDeque<(ObjectId, ObjectId)>,
     asked: usize,
@@ -246,6 +246,11 @@ impl MstShard {
         &self.meta.options.mst
     }
 
+    /// Most ranges and entries one `Exchange` carries each way (at least one).
+    fn max_exchange(&self) -> usize {
+        self.options().max_exchange.max(1)
+    }
+
     fn upsert(&self, stored: &[(ObjectId, ObjectEntry)]) {
         let mut t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
         for (id, e) in stored {
@@ -279,7 +284,7 @@ impl MstShard {
         &self,
         ranges: &[(ObjectId, ObjectId)],
     ) -> Result<Vec<(ObjectId, ObjectEntry)>> {
-        let max = self.options().max_exchange;
+        let max = self.max_exchange();
         let mut out = Vec::new();
         for &(s, e) in ranges {
             if out.len() >= max {
@@ -310,11 +315,11 @@ impl MstShard {
                     .collect(),
             )),
             MstRpc::Exchange { pull, push } => {
-                if pull.len() > self.options().max_exchange {
+                if pull.len() > self.max_exchange() {
                     return Err(ShardError::Invalid(format!(
                         "{} pull ranges, more than {}",
                         pull.len(),
-                        self.options().max_exchange
+                        self.max_exchange()
                     )));
                 }
                 self.merge(push).await?;
@@ -359,7 +364,7 @@ impl MstShard {
             coverage::hit(Corner::MstInSync);
             return Ok(true);
         }
-        let max = self.options().max_exchange.max(1);
+        let max = self.max_exchange();
         let (mut pull, mut push) = (VecDeque::from(pull), VecDeque::from(push_ranges));
         let mut exchanges = 0u32;
         while !pull.is_empty() || !push.is_empty() {

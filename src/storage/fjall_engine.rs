@@ -11,7 +11,9 @@
 //!   `data_b`/`meta_b`); a control keyspace names the active one. Installing a snapshot fills
 //!   the inactive generation, makes it durable, then flips the control key in
 //!   one synced write. A crash before the flip leaves the old generation active: installs and
-//!   restores are atomic without holding the whole snapshot in memory.
+//!   restores are atomic. The install writes its pages through the journal (bulk ingestion
+//!   into a cleared keyspace did not survive a reopen), so with no flush threads the whole
+//!   installed snapshot stays in memtables, like any other data.
 //! - A zero-copy snapshot is `Database::snapshot()`, an O(1) MVCC read view.
 //! - fjall refuses empty keys, which the storage layer allows: every key is stored behind a
 //!   one-byte prefix, which keeps the order.
