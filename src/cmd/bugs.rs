@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use super::differential::{compare, Compared};
+use super::differential::compare;
 use super::folder::DEFAULT_OUT;
 use super::guided::Guide;
 use super::process::{control, exe, sweep_processes, Findings, SweepOptions, SweepRun};
@@ -349,10 +349,6 @@ pub fn hunt_differential(
                 jobs,
                 &control_dir,
             )?;
-            let replay = |c: &Compared, e: EngineKind| {
-                let run = c.runs.iter().find(|(r, _, _)| *r == e);
-                run.map_or_else(String::new, |(_, _, cmd)| cmd.clone())
-            };
             let checks = if c.all_passed() {
                 "every run passed its own checks".to_string()
             } else {
@@ -368,7 +364,7 @@ pub fn hunt_differential(
                     .to_string(),
                 seed,
                 found: Findings::default(),
-                replay: replay(c, *engine),
+                replay: c.replay(*engine).to_string(),
                 what: format!(
                     "{engine} parts from {} at {}; {checks}",
                     c.reference, p.place
@@ -468,12 +464,11 @@ pub fn bugs_command(args: &BugsArgs) -> Result<ExitCode, String> {
                 &args.out,
             )?
         } else if bug.detector() == Detector::Differential {
-            let load = |_| {
-                let loaded = files
-                    .iter()
-                    .map(|f| Scenario::load(f).map_err(|e| e.to_string()));
-                loaded.collect::<Result<Vec<_>, _>>()
-            };
+            let loaded = files
+                .iter()
+                .map(|f| Scenario::load(f).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let load = |_| Ok(loaded.clone());
             let limits = ((0, args.seeds), (u64::MAX, f64::INFINITY));
             hunt_differential(&exe, *bug, load, limits, jobs, &args.out)?
         } else {

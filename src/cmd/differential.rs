@@ -160,6 +160,14 @@ impl Compared {
     pub fn all_passed(&self) -> bool {
         self.runs.iter().all(|(_, failed, _)| failed.is_empty())
     }
+
+    /// The command that replays `engine`'s run ("" if it did not run).
+    pub fn replay(&self, engine: EngineKind) -> &str {
+        self.runs
+            .iter()
+            .find(|(e, _, _)| *e == engine)
+            .map_or("", |(_, _, cmd)| cmd.as_str())
+    }
 }
 
 /// What [`compare`] did with one scenario.
@@ -229,7 +237,7 @@ pub fn compare(
         for (engine, runs, out) in &per_engine {
             let run = &runs[i];
             let seen = if engine == reference {
-                ref_seen.clone().map(|_| ())
+                ref_seen.as_ref().map(|_| ()).map_err(String::clone)
             } else {
                 observed(run, out).map(|(history, finals)| {
                     if let Ok((ref_history, ref_finals)) = &ref_seen {
@@ -258,12 +266,6 @@ pub fn compare(
 /// its checks and each parting with the commands that replay both runs. Returns whether
 /// everything agreed and passed.
 pub fn print_compared(c: &Compared) -> bool {
-    let replay = |e: EngineKind| {
-        c.runs
-            .iter()
-            .find(|(r, _, _)| *r == e)
-            .map_or("", |(_, _, cmd)| cmd.as_str())
-    };
     for (engine, failed, cmd) in &c.runs {
         if !failed.is_empty() {
             println!(
@@ -282,8 +284,8 @@ pub fn print_compared(c: &Compared) -> bool {
             c.reference,
             p.reference,
             p.other,
-            replay(c.reference),
-            replay(*engine)
+            c.replay(c.reference),
+            c.replay(*engine)
         );
     }
     let ok = c.parted.is_empty() && c.all_passed();
